@@ -1,0 +1,27 @@
+"""Cheap unitary and orthogonal weight updates: projUNN's low-rank retractions for any array library.
+
+A rank-k step ``A @ Bᴴ`` is retracted onto the unitary group in O(n²k)
+operations, instead of the O(n³) of a dense SVD, matrix exponential or solve:
+
+- :func:`project` (projUNN-D): the polar factor of ``U + A Bᴴ``;
+- :func:`transport` (projUNN-T): ``U expm(skew(Uᴴ A Bᴴ))``;
+- :func:`retract`: either of them, or the Cayley transform.
+
+All functions take arrays from any Array-API library (NumPy, CuPy, PyTorch,
+JAX, array-api-strict) and return arrays of the same library, device and dtype.
+"""
+
+from .dense import polar, unitarity_error
+from .haar import random_unitary
+from .updates import project, retract, transport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "polar",
+    "project",
+    "random_unitary",
+    "retract",
+    "transport",
+    "unitarity_error",
+]

@@ -1,0 +1,1 @@
+"""Array-agnostic bodies: written only against an Array-API namespace ``xp``."""

@@ -1,0 +1,157 @@
+"""Array-agnostic bodies of `project`, `transport` and `retract`.
+
+Written only against the Array-API namespace `xp` (no NumPy import): no
+in-place writes, no value-dependent Python branches, so the same code runs
+eagerly on NumPy, CuPy, torch and array-api-strict and traces under ``jax.jit``.
+
+All three square updates share one formula (``shared/design/algorithms.md`` §1)::
+
+    Â = Uᴴ A,   [B, Â] = Q R  (Householder, so Q is orthonormal even when
+                               [B, Â] is rank deficient),   β, α = R[:, :k], R[:, k:]
+    U_new = U + (U Q)(F − I) Qᴴ
+
+with an r×r unitary core F (r = min(n, 2k)) computed in double precision:
+``polar(I + αβᴴ)`` (projUNN-D), ``expm(Y)`` or the Cayley transform of
+``Y = (αβᴴ − βαᴴ)/2`` (projUNN-T, Wen–Yin).  The cores return ``F − I``
+directly so that small steps do not lose digits to cancellation.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from .._array_api import core_dtype, device_of, herm, is_complex, real_dtype
+
+__all__ = ["METHODS", "apply_core", "square_core", "step_subspace", "stiefel_core"]
+
+#: Retraction names accepted by :func:`square_update`.
+METHODS = ("polar", "exp", "cayley")
+
+
+def _eye(r: int, like: Any, xp: ModuleType) -> Any:
+    return xp.eye(r, dtype=like.dtype, device=device_of(like))
+
+
+def _broadcast(x: Any, batch: tuple[int, ...], xp: ModuleType) -> Any:
+    shape = (*batch, *x.shape[-2:])
+    return x if tuple(x.shape) == shape else xp.broadcast_to(x, shape)
+
+
+def step_subspace(Ahat: Any, B: Any, batch: tuple[int, ...], xp: ModuleType) -> tuple[Any, ...]:
+    """Orthonormal basis Q of ``span[B, Â]`` and the coordinates β, α (double precision).
+
+    Householder QR (``xp.linalg.qr``) keeps Q orthonormal when the columns are
+    dependent or zero; nothing here divides by a column norm.
+    """
+    k = B.shape[-1]
+    cdt = core_dtype(xp, B.dtype)
+    W = xp.concat([_broadcast(B, batch, xp), _broadcast(Ahat, batch, xp)], axis=-1)
+    Q, R = xp.linalg.qr(xp.astype(W, cdt))
+    return Q, R[..., :k], R[..., k:]
+
+
+def _unit_circle_minus_one(lam: Any, method: str, xp: ModuleType) -> Any:
+    """``f(−iλ) − 1`` for the eigenvalues −iλ of the skew-Hermitian core Y.
+
+    exp:    e^{−iλ} − 1 = −2 sin²(λ/2) − i sin λ       (no cancellation)
+    cayley: (1 − iλ/2)/(1 + iλ/2) − 1 = −iλ / (1 + iλ/2)
+    """
+    cplx = xp.complex128
+    if method == "exp":
+        s = xp.sin(lam / 2)
+        re = xp.astype(-2.0 * s * s, cplx)
+        im = xp.astype(-xp.sin(lam), cplx)
+        return re + im * 1j
+    lam_c = xp.astype(lam, cplx)
+    return (lam_c * -1j) / (lam_c * 0.5j + 1.0)
+
+
+def _at_least_one(x: Any, xp: ModuleType) -> Any:
+    """``max(1, max |x|)`` per matrix, shaped to broadcast against the matrices."""
+    m = xp.max(xp.abs(x), axis=(-2, -1), keepdims=True)
+    one = xp.ones_like(m)
+    return xp.astype(xp.where(m > one, m, one), x.dtype)
+
+
+def core_minus_identity(alpha: Any, beta: Any, method: str, xp: ModuleType) -> Any:
+    """``F − I`` for the r×r core of `method`, in the (double) dtype of `alpha`."""
+    r = alpha.shape[-2]
+    eye = _eye(r, alpha, xp)
+    if method == "polar":
+        # polar(cI + cαβᴴ) = polar(I + αβᴴ) for c > 0: scale so that nothing overflows.
+        sa = _at_least_one(alpha, xp)
+        sb = _at_least_one(beta, xp)
+        C = eye / (sa * sb) + (alpha / sa) @ herm(beta / sb, xp)
+        W, _, Vh = xp.linalg.svd(C, full_matrices=False)
+        return W @ Vh - eye
+    # Y = (αβᴴ − βαᴴ)/2 is skew-Hermitian, so H = iY is Hermitian: Y = V diag(−iλ) Vᴴ.
+    X = alpha @ herm(beta, xp)
+    H = xp.astype(X - herm(X, xp), xp.complex128) * 0.5j
+    H = 0.5 * (H + herm(H, xp))  # exactly Hermitian before eigh
+    lam, V = xp.linalg.eigh(H)
+    d = _unit_circle_minus_one(lam, method, xp)
+    D = (V * xp.expand_dims(d, axis=-2)) @ herm(V, xp)
+    # For real steps Y is real and so is F; the imaginary part is rounding.
+    return D if is_complex(xp, alpha.dtype) else xp.real(D)
+
+
+def square_core(U: Any, A: Any, B: Any, method: str, batch: tuple[int, ...], xp: ModuleType):
+    """``(Q, F − I)`` of the square update ``U + (UQ)(F − I)Qᴴ``, both in double precision."""
+    Ahat = herm(U, xp) @ A
+    Q, beta, alpha = step_subspace(Ahat, B, batch, xp)
+    return Q, core_minus_identity(alpha, beta, method, xp)
+
+
+def apply_core(U: Any, Q: Any, D: Any, xp: ModuleType, Z: Any = None) -> Any:
+    """``U + [UQ, Z] D Qᴴ`` in the working dtype of U (Z: extra left basis, Stiefel case)."""
+    dt = U.dtype
+    Qw = xp.astype(Q, dt)
+    left = U @ Qw
+    if Z is not None:
+        left = xp.concat([left, xp.astype(Z, dt)], axis=-1)
+    return U + left @ (xp.astype(D, dt) @ herm(Qw, xp))
+
+
+def stiefel_core(U: Any, A: Any, B: Any, batch: tuple[int, ...], xp: ModuleType):
+    """``(Q, Z, D)`` with ``polar(U + ABᴴ) = U + [UQ, Z] D Qᴴ``, for U with orthonormal columns, n×p with p < n (algorithms.md §2).
+
+    With ``A = U Â + A⊥`` and Q an orthonormal basis of ``span[B, Â]`` (p×r), M = U + ABᴴ
+    equals U on ``Q⊥`` and ``MQ = UQ(I + αβᴴ) + A⊥βᴴ`` on ``Q``, so
+    ``polar(M) = U + UQ(P_top − I)Qᴴ + Z P_bot Qᴴ`` where ``[UQ, Z]`` is an orthonormal
+    basis of ``span(UQ, A⊥)`` and ``P`` the orthonormal polar factor of MQ in it.
+    Directions of A⊥ at rounding level are dropped (their Householder vectors are
+    not orthogonal to U), and the polar factor of the coordinates is taken as
+    ``Q_C polar(R_C)`` from a QR of the coordinates, which never puts weight on
+    the dropped directions, even when M is singular.
+    """
+    dt = U.dtype
+    Uh = herm(U, xp)
+    # Classical Gram-Schmidt twice ("twice is enough") so A⊥ is orthogonal to U.
+    Ahat = Uh @ A
+    Aperp = A - U @ Ahat
+    Ahat2 = Uh @ Aperp
+    Aperp = Aperp - U @ Ahat2
+    Ahat = Ahat + Ahat2
+    Q, beta, alpha = step_subspace(Ahat, B, batch, xp)
+    cdt = Q.dtype
+    r = Q.shape[-1]
+
+    Z, rho = xp.linalg.qr(xp.astype(_broadcast(Aperp, batch, xp), cdt))
+    Wr, sig, Vrh = xp.linalg.svd(rho, full_matrices=False)
+    Z = Z @ Wr  # A⊥ = Z diag(sig) Vrh, singular values in decreasing order
+    # A⊥ is computed in the working precision: singular values below its rounding
+    # level carry no direction and are treated as zero (a backward error of eps·‖A‖).
+    eps = float(xp.finfo(real_dtype(xp, dt)).eps)
+    n = U.shape[-2]
+    scale = xp.linalg.vector_norm(xp.astype(_broadcast(A, batch, xp), cdt), axis=(-2, -1))
+    tol = xp.expand_dims(scale, axis=-1) * (4.0 * eps * n**0.5)
+    sig = xp.where(sig > tol, sig, xp.zeros_like(sig))
+    coef = (xp.expand_dims(xp.astype(sig, cdt), axis=-1) * Vrh) @ herm(beta, xp)
+
+    C = xp.concat([_eye(r, alpha, xp) + alpha @ herm(beta, xp), coef], axis=-2)
+    Qc, Rc = xp.linalg.qr(C)
+    Ws, _, Vsh = xp.linalg.svd(Rc, full_matrices=False)
+    P = Qc @ (Ws @ Vsh)
+    D = xp.concat([P[..., :r, :] - _eye(r, alpha, xp), P[..., r:, :]], axis=-2)
+    return Q, Z, D

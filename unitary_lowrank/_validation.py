@@ -1,0 +1,127 @@
+"""Argument checks shared by the public routines.
+
+Every message names the argument and shows what it got, so that a user can
+fix the call without reading our source.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any, NamedTuple
+
+from ._array_api import (
+    DTYPE_NAMES,
+    broadcast_batch,
+    device_of,
+    dtype_name,
+    is_lazy_array,
+)
+
+__all__ = [
+    "Step",
+    "check_dtype",
+    "check_finite",
+    "check_matrix",
+    "check_same_device",
+    "validate_step",
+]
+
+
+def check_dtype(x: Any, name: str, xp: ModuleType) -> None:
+    """`TypeError` unless `x` has one of the four supported floating dtypes."""
+    if dtype_name(xp, x.dtype) not in DTYPE_NAMES:
+        raise TypeError(
+            f"{name} must have dtype float32, float64, complex64 or complex128, "
+            f"got {dtype_name(xp, x.dtype)}"
+        )
+
+
+def check_matrix(x: Any, name: str, xp: ModuleType, layout: str = "(..., m, n)") -> None:
+    """Dtype check plus `ValueError` unless `x` has at least two dimensions."""
+    if getattr(x, "ndim", 0) < 2:
+        raise ValueError(
+            f"{name} must have at least 2 dimensions {layout}, got shape {tuple(x.shape)}"
+        )
+    check_dtype(x, name, xp)
+
+
+def check_same_device(named: list[tuple[str, Any]]) -> None:
+    """`ValueError` when arrays live on different devices (never copy between them)."""
+    (first_name, first), *rest = named
+    dev = device_of(first)
+    for name, x in rest:
+        if device_of(x) != dev:
+            raise ValueError(
+                f"{name} is on device {device_of(x)!r} but {first_name} is on {dev!r}; "
+                "move them to one device first"
+            )
+
+
+def check_finite(x: Any, name: str, xp: ModuleType) -> None:
+    """`ValueError` when `x` holds NaN or infinity (skipped for lazy arrays under jit)."""
+    if is_lazy_array(x):
+        return
+    if not bool(xp.all(xp.isfinite(x))):
+        raise ValueError(f"{name} contains NaN or infinity")
+
+
+class Step(NamedTuple):
+    """Validated inputs of a low-rank update, cast to their common dtype."""
+
+    U: Any
+    A: Any
+    B: Any
+    batch: tuple[int, ...]
+
+
+def validate_step(
+    U: Any,
+    A: Any,
+    B: Any,
+    xp: ModuleType,
+    *,
+    square: bool,
+    check_finite_U: bool,
+    func: str,
+) -> Step:
+    """Check shapes, dtypes, devices and values of a step ``U + A @ B^H``."""
+    check_matrix(U, "U", xp, "(..., n, p)")
+    check_matrix(A, "A", xp, "(..., n, k)")
+    check_matrix(B, "B", xp, "(..., p, k)")
+    n, p = U.shape[-2:]
+    if square and n != p:
+        raise ValueError(f"{func} needs a square U of shape (..., n, n), got {tuple(U.shape)}")
+    if p > n:
+        raise ValueError(
+            f"U must have shape (..., n, p) with p <= n (orthonormal columns), "
+            f"got {tuple(U.shape)}"
+        )
+    if A.shape[-2] != n:
+        raise ValueError(
+            f"A must have shape (..., n, k) with n = {n} rows like U, got {tuple(A.shape)}"
+        )
+    if B.shape[-2] != p:
+        raise ValueError(
+            f"B must have shape (..., p, k) with p = {p} rows (the columns of U), "
+            f"got {tuple(B.shape)}"
+        )
+    if A.shape[-1] != B.shape[-1]:
+        raise ValueError(
+            f"A and B must have the same number of columns k, got A {tuple(A.shape)} "
+            f"and B {tuple(B.shape)}"
+        )
+    try:
+        batch = broadcast_batch(U.shape[:-2], A.shape[:-2], B.shape[:-2])
+    except ValueError:
+        raise ValueError(
+            f"the batch axes of U {tuple(U.shape)}, A {tuple(A.shape)} and "
+            f"B {tuple(B.shape)} do not broadcast"
+        ) from None
+    check_same_device([("U", U), ("A", A), ("B", B)])
+    check_finite(A, "A", xp)
+    check_finite(B, "B", xp)
+    if check_finite_U:
+        check_finite(U, "U", xp)
+    dtype = xp.result_type(U.dtype, A.dtype, B.dtype)
+    U, A, B = (x if x.dtype == dtype else xp.astype(x, dtype) for x in (U, A, B))
+    return Step(U, A, B, batch)

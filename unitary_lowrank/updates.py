@@ -1,0 +1,261 @@
+r"""Low-rank retractions of a step ``A @ Bᴴ`` onto the unitary group: projUNN-D and -T.
+
+The public wrappers own validation and dispatch; the arithmetic lives in
+:mod:`unitary_lowrank._agnostic._updates`.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from ._agnostic import _updates
+from ._array_api import get_namespace
+from ._validation import check_finite, validate_step
+
+__all__ = ["project", "retract", "transport"]
+
+
+def _run(U, A, B, method, *, square, check_finite_U, out, xp, func):
+    xp = get_namespace(("U", U), ("A", A), ("B", B), xp=xp)
+    if method not in _updates.METHODS:
+        raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
+    U, A, B, batch = validate_step(
+        U, A, B, xp, square=square, check_finite_U=check_finite_U, func=func
+    )
+    shape = (*batch, *U.shape[-2:])
+    if out is not None and (tuple(out.shape) != shape or out.dtype != U.dtype):
+        raise ValueError(
+            f"out must have shape {shape} and dtype {U.dtype}, got {tuple(out.shape)} "
+            f"and {out.dtype}"
+        )
+    if A.shape[-1] == 0 or 0 in shape:  # empty step or empty batch: nothing moves
+        result = xp.asarray(xp.broadcast_to(U, shape), copy=True)
+    else:
+        if U.shape[-2] == U.shape[-1]:
+            Q, D = _updates.square_core(U, A, B, method, batch, xp)
+            Z = None
+        else:
+            Q, Z, D = _updates.stiefel_core(U, A, B, batch, xp)
+        # The core is tiny, so checking it is free; finite U and a finite core give
+        # a finite result (|F - I| <= 2), so NaN never reaches the caller's weights.
+        check_finite(D, "the core of the step A @ B^H (it overflowed)", xp)
+        result = _updates.apply_core(U, Q, D, xp, Z)
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
+def project(U, A, B, /, *, check_finite=False, out=None, xp=None):
+    r"""Nearest matrix with orthonormal columns to ``U + A @ Bᴴ`` (projUNN-D).
+
+    Returns the unitary (orthogonal for real input) polar factor of
+    :math:`M = U + A B^H`, the matrix with orthonormal columns nearest to `M`
+    in the Frobenius norm, in :math:`O(npk)` operations: no :math:`n \times n`
+    SVD, eigendecomposition or solve is ever formed.
+
+    Parameters
+    ----------
+    U : array, shape (..., n, p)
+        Matrix with orthonormal columns, ``p <= n``: unitary (complex) or
+        orthogonal (real) when ``p == n``, a point of the Stiefel manifold when
+        ``p < n``.
+    A : array, shape (..., n, k)
+        Left factor of the step.
+    B : array, shape (..., p, k)
+        Right factor of the step (the step is ``A @ Bᴴ``; for gradient descent
+        ``A @ Bᴴ ≈ -lr * G``).
+    check_finite : bool, default: False
+        Also check `U` for NaN and infinity (a full pass over `U`). `A` and `B`
+        are always checked.
+    out : array, optional
+        Array of the result's shape and dtype to write the result into, e.g.
+        ``out=U`` for an in-place update. It is written only after the whole
+        result has been computed and found finite.
+    xp : array namespace, optional
+        Namespace of the inputs; inferred by default.
+
+    Returns
+    -------
+    array, shape (..., n, p)
+        The polar factor, in the namespace, on the device and in the dtype
+        (``result_type`` of the inputs) of `U`, `A` and `B`. Leading axes
+        broadcast.
+
+    Raises
+    ------
+    TypeError
+        If an input is not a floating array, or the inputs come from different
+        array libraries.
+    ValueError
+        If the shapes do not fit together, an input is on another device, `A`
+        or `B` holds NaN or infinity, or the result would overflow.
+
+    See Also
+    --------
+    transport : The geodesic (exponential) update along the same step.
+    retract : One entry point for the polar, exponential and Cayley updates.
+    polar : Dense polar factor, the reference.
+
+    Notes
+    -----
+    With ``Â = Uᴴ A`` and a Householder QR ``[B, Â] = Q [β, α]``, the square
+    case is ``U + (U Q)(polar(I + αβᴴ) − I) Qᴴ`` with a core of size
+    ``r = min(n, 2k)`` computed in double precision even for single-precision
+    inputs. The rectangular case adds the part of `A` orthogonal to the range
+    of `U` (``shared/design/algorithms.md`` §1–2). When `M` is singular the
+    polar factor is not unique; the result is then one of them and still has
+    orthonormal columns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import unitary_lowrank as ul
+    >>> rng = np.random.default_rng(0)
+    >>> U = ul.random_unitary(50, dtype="complex128", rng=rng)
+    >>> A = 0.1 * rng.standard_normal((50, 2)); B = rng.standard_normal((50, 2))
+    >>> X = ul.project(U, A, B)
+    >>> bool(ul.unitarity_error(X) < 1e-13)
+    True
+    >>> bool(np.allclose(X, ul.polar(U + A @ B.conj().T)))
+    True
+    """
+    return _run(
+        U, A, B, "polar", square=False, check_finite_U=check_finite, out=out, xp=xp,
+        func="project",
+    )
+
+
+def transport(U, A, B, /, *, check_finite=False, out=None, xp=None):
+    r"""Geodesic step ``U @ expm(skew(Uᴴ A Bᴴ))`` of a unitary U (projUNN-T).
+
+    Moves `U` along the geodesic of the unitary group in the direction of the
+    tangent projection of the step ``A @ Bᴴ``, with
+    ``skew(X) = (X - Xᴴ)/2``, in :math:`O(n^2 k)` operations.
+
+    Parameters
+    ----------
+    U : array, shape (..., n, n)
+        Unitary (complex) or orthogonal (real) matrix.
+    A, B : array, shape (..., n, k)
+        Factors of the step ``A @ Bᴴ``.
+    check_finite : bool, default: False
+        Also check `U` for NaN and infinity (a full pass over `U`).
+    out : array, optional
+        Where to write the result (e.g. ``out=U``), only once it is complete
+        and finite.
+    xp : array namespace, optional
+        Namespace of the inputs; inferred by default.
+
+    Returns
+    -------
+    array, shape (..., n, n)
+        ``U @ expm(skew(Uᴴ A Bᴴ))`` in the namespace, device and dtype of the
+        inputs.
+
+    Raises
+    ------
+    TypeError
+        If an input is not a floating array, or the inputs come from different
+        array libraries.
+    ValueError
+        If `U` is not square, the shapes do not fit together, an input is on
+        another device or `A` or `B` holds NaN or infinity.
+
+    See Also
+    --------
+    project : The polar (nearest unitary) update.
+    retract : One entry point for all three updates.
+
+    Notes
+    -----
+    The exponential of the skew-Hermitian core ``Y = (αβᴴ − βαᴴ)/2`` comes from
+    ``eigh(iY)``, in double precision, and ``expm(Y) − I`` is formed from
+    ``−2 sin²(λ/2) − i sin λ`` so that tiny steps keep all their digits.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import unitary_lowrank as ul
+    >>> from scipy.linalg import expm
+    >>> rng = np.random.default_rng(0)
+    >>> U = ul.random_unitary(40, dtype="float64", rng=rng)
+    >>> A = 0.1 * rng.standard_normal((40, 1)); B = rng.standard_normal((40, 1))
+    >>> X = ul.transport(U, A, B)
+    >>> S = U.T @ A @ B.T
+    >>> bool(np.allclose(X, U @ expm((S - S.T) / 2)))
+    True
+    """
+    return _run(
+        U, A, B, "exp", square=True, check_finite_U=check_finite, out=out, xp=xp,
+        func="transport",
+    )
+
+
+def retract(U, A, B, /, method="polar", *, check_finite=False, out=None, xp=None):
+    r"""Retract the step ``A @ Bᴴ`` onto the unitary group with the chosen method.
+
+    Parameters
+    ----------
+    U : array, shape (..., n, p)
+        Matrix with orthonormal columns; square for ``"exp"`` and ``"cayley"``.
+    A : array, shape (..., n, k)
+        Left factor of the step.
+    B : array, shape (..., p, k)
+        Right factor of the step.
+    method : {"polar", "exp", "cayley"}, default: "polar"
+        ``"polar"``: the nearest unitary to ``U + A Bᴴ`` (:func:`project`);
+        ``"exp"``: ``U expm(Ω)`` (:func:`transport`); ``"cayley"``:
+        ``U (I − Ω/2)⁻¹ (I + Ω/2)``, where ``Ω = skew(Uᴴ A Bᴴ)``.
+    check_finite : bool, default: False
+        Also check `U` for NaN and infinity.
+    out : array, optional
+        Where to write the result, once complete and finite.
+    xp : array namespace, optional
+        Namespace of the inputs; inferred by default.
+
+    Returns
+    -------
+    array, shape (..., n, p)
+        The retracted matrix, in the namespace, device and dtype of the inputs.
+
+    Raises
+    ------
+    TypeError
+        If an input is not a floating array, or the inputs come from different
+        array libraries.
+    ValueError
+        If `method` is unknown, the shapes do not fit together (or `U` is not
+        square for ``"exp"``/``"cayley"``), an input is on another device, or
+        `A` or `B` holds NaN or infinity.
+
+    See Also
+    --------
+    project, transport
+
+    Notes
+    -----
+    All three share the O(n²k) formula ``U + (UQ)(F − I)Qᴴ`` and differ only
+    in the small core F; the Cayley core is the Cayley transform of
+    ``Y = (αβᴴ − βαᴴ)/2``, so the result is the Wen–Yin update without an
+    n×n solve.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import unitary_lowrank as ul
+    >>> rng = np.random.default_rng(1)
+    >>> U = ul.random_unitary(30, dtype="float64", rng=rng)
+    >>> A = 0.1 * rng.standard_normal((30, 2)); B = rng.standard_normal((30, 2))
+    >>> S = U.T @ A @ B.T; W = (S - S.T) / 2; I = np.eye(30)
+    >>> X = ul.retract(U, A, B, method="cayley")
+    >>> bool(np.allclose(X, U @ np.linalg.solve(I - W / 2, I + W / 2)))
+    True
+    """
+    if method not in _updates.METHODS:
+        raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
+    return _run(
+        U, A, B, method, square=method != "polar", check_finite_U=check_finite, out=out,
+        xp=xp, func=f"retract(method={method!r})",
+    )
