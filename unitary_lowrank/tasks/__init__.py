@@ -1,0 +1,1 @@
+"""Benchmark tasks of the projUNN paper: copy memory and adding, with orthogonal RNNs."""
