@@ -13,15 +13,21 @@ JAX, array-api-strict) and return arrays of the same library, device and dtype.
 
 from .dense import polar, unitarity_error
 from .haar import random_unitary
+from .sketch import LowRank, lowrank, range_finder
+from .training import step
 from .updates import project, retract, transport
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LowRank",
+    "lowrank",
     "polar",
     "project",
     "random_unitary",
+    "range_finder",
     "retract",
+    "step",
     "transport",
     "unitarity_error",
 ]

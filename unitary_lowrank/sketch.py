@@ -1,0 +1,456 @@
+r"""Low-rank factors of a gradient, dense or factored: randomized range finder and samplers.
+
+projUNN's updates take the step as rank-k factors ``A @ Bᴴ``. The routines here
+produce them from a dense gradient ``G`` or from the gradient's own factors
+``(X, Y)`` (``G = X @ Yᴴ``, the sum of outer products over batch and time that
+a linear or recurrent layer produces), without ever forming the product.
+
+The public wrappers own validation, sampling on the host and the rank search
+of ``tol=``; the arithmetic lives in :mod:`unitary_lowrank._agnostic._sketch`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._agnostic import _sketch
+from ._array_api import (
+    broadcast_batch,
+    device_of,
+    dtype_name,
+    get_namespace,
+    is_complex,
+    real_dtype,
+)
+from ._validation import check_finite, check_matrix, check_same_device
+from .haar import as_generator
+
+__all__ = ["SAMPLERS", "LowRank", "lowrank", "range_finder"]
+
+#: Samplers accepted by :func:`lowrank` and :func:`unitary_lowrank.step`.
+SAMPLERS = ("randomized", "lsi", "column")
+
+
+class LowRank(NamedTuple):
+    """Result of ``lowrank(..., return_info=True)``.
+
+    Attributes
+    ----------
+    A : array, shape (..., m, rank)
+        Left factor.
+    B : array, shape (..., n, rank)
+        Right factor (orthonormal columns, or zero columns past the rank of
+        a factored G).
+    rank : int
+        The rank of the factors (chosen by ``tol=``, or the one asked for).
+    error : array, shape (...)
+        Relative Frobenius error ``‖G − A Bᴴ‖_F / ‖G‖_F`` of each matrix of the
+        batch (0 for ``G = 0``), a real array of G's precision in G's namespace
+        and on its device. It is computed as ``√(‖G‖² − ‖A Bᴴ‖²)/‖G‖``, exact in
+        exact arithmetic for every sampler; values below about ``√eps`` of the
+        dtype are rounding noise.
+    """
+
+    A: Any
+    B: Any
+    rank: int
+    error: Any
+
+
+class _Operator(NamedTuple):
+    """A validated dense or factored G."""
+
+    G: Any  # array, or tuple (X, Y)
+    xp: ModuleType
+    batch: tuple[int, ...]
+    m: int
+    n: int
+    r: int | None  # inner size of a factored G, None when dense
+    dtype: Any
+    device: Any
+
+
+def _operator(G: Any, xp: ModuleType | None, name: str = "G") -> _Operator:
+    """Validate G (array or pair (X, Y)) and cast a pair to its common dtype."""
+    if isinstance(G, tuple | list):
+        if len(G) != 2:
+            raise ValueError(
+                f"{name} given as a sequence must be a pair (X, Y) standing for X @ Yᴴ, "
+                f"got {len(G)} items"
+            )
+        X, Y = G
+        nx, ny = f"{name}[0] (X)", f"{name}[1] (Y)"
+        xp = get_namespace((nx, X), (ny, Y), xp=xp)
+        check_matrix(X, nx, xp, "(..., m, r)")
+        check_matrix(Y, ny, xp, "(..., n, r)")
+        if X.shape[-1] != Y.shape[-1]:
+            raise ValueError(
+                f"the factors of {name} = X @ Yᴴ must have the same number of columns r, "
+                f"got X {tuple(X.shape)} and Y {tuple(Y.shape)}"
+            )
+        try:
+            batch = broadcast_batch(tuple(X.shape[:-2]), tuple(Y.shape[:-2]))
+        except ValueError:
+            raise ValueError(
+                f"the batch axes of the factors of {name}, X {tuple(X.shape)} and "
+                f"Y {tuple(Y.shape)}, do not broadcast"
+            ) from None
+        check_same_device([(nx, X), (ny, Y)])
+        check_finite(X, nx, xp)
+        check_finite(Y, ny, xp)
+        dtype = xp.result_type(X.dtype, Y.dtype)
+        X, Y = (v if v.dtype == dtype else xp.astype(v, dtype) for v in (X, Y))
+        return _Operator(
+            (X, Y), xp, batch, X.shape[-2], Y.shape[-2], X.shape[-1], dtype, device_of(X)
+        )
+    xp = get_namespace((name, G), xp=xp)
+    check_matrix(G, name, xp, "(..., m, n)")
+    check_finite(G, name, xp)
+    return _Operator(
+        G, xp, tuple(G.shape[:-2]), G.shape[-2], G.shape[-1], None, G.dtype, device_of(G)
+    )
+
+
+def _count(value: Any, name: str, low: int, high: int | None = None, what: str = "") -> int:
+    """An integer in ``[low, high]``, else a `TypeError`/`ValueError` naming `name`."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if v < low or (high is not None and v > high):
+        bound = f"{low} <= {name}" + (f" <= {high}{what}" if high is not None else "")
+        raise ValueError(f"{name} must satisfy {bound}, got {v}")
+    return v
+
+
+def _check_sampler(sampler: Any) -> None:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be 'randomized', 'lsi' or 'column', got {sampler!r}")
+
+
+def _host_gaussian(gen: np.random.Generator, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """Standard (complex) Gaussian test matrix drawn in double precision, cast on the host."""
+    Z = gen.standard_normal(shape)
+    if name.startswith("complex"):
+        Z = (Z + 1j * gen.standard_normal(shape)) / math.sqrt(2.0)
+    return np.ascontiguousarray(Z.astype(name))
+
+
+def _to_device(op: _Operator, host: np.ndarray, dtype: Any = None) -> Any:
+    """Move a host array once to the operator's namespace and device."""
+    dtype = op.dtype if dtype is None else dtype
+    return op.xp.asarray(host, dtype=dtype, device=op.device)
+
+
+def _gaussian(op: _Operator, gen, rows: int, cols: int, shared: bool) -> Any:
+    shape = (rows, cols) if shared else (*op.batch, rows, cols)
+    return _to_device(op, _host_gaussian(gen, shape, dtype_name(op.xp, op.dtype)))
+
+
+def _basis(op: _Operator, sampler: str, size: int, n_iter: int, shared: bool, gen) -> Any:
+    """Orthonormal basis (..., m, size) of the sketch of `sampler` ("randomized" or "column")."""
+    xp = op.xp
+    if sampler == "column":
+        u = _to_device(op, gen.random((*op.batch, size)), xp.float64)
+        S = _sketch.column_selection(op.G, u, xp)
+        return _sketch.orth(_sketch.apply(op.G, S, xp), xp)
+    Omega = _gaussian(op, gen, op.n, size, shared)
+    return _sketch.range_basis(op.G, Omega, n_iter, xp)
+
+
+def range_finder(G, size, *, n_iter=2, shared=False, rng=None, xp=None):
+    r"""Orthonormal basis of the approximate range of G (randomized range finder).
+
+    Returns Q with orthonormal columns such that ``Q Qᴴ G ≈ G``, by
+    Halko–Martinsson–Tropp's Algorithm 4.4: a Gaussian test matrix Ω (complex
+    Gaussian for complex G), ``Q = orth(G Ω)`` and `n_iter` rounds of
+    QR-stabilised power iteration ``Q ← orth(G orth(Gᴴ Q))``.
+
+    Parameters
+    ----------
+    G : array, shape (..., m, n), or pair (X, Y)
+        The matrix, dense, or as factors ``X`` (..., m, r) and ``Y`` (..., n, r)
+        standing for ``X @ Yᴴ`` (the product is never formed: the cost is
+        O((m + n)·r·size) instead of O(mn·size)). Leading axes are batch axes.
+    size : int
+        Number of columns of Q, ``1 <= size <= min(m, n)``.
+    n_iter : int, default: 2
+        Number of power iterations (each costs two more passes over G).
+    shared : bool, default: False
+        Use one test matrix for the whole batch instead of one per matrix.
+    rng : None, int or numpy.random.Generator, optional
+        Randomness. The test matrix is drawn on the host in double precision,
+        cast there and moved once to G's device, so a seed gives the same
+        range on every backend.
+    xp : array namespace, optional
+        Namespace of G; inferred by default.
+
+    Returns
+    -------
+    array, shape (..., m, size)
+        Q with orthonormal columns, in the namespace, on the device and in the
+        dtype of G. When ``rank(G) <= size`` its span contains the range of G
+        (up to rounding).
+
+    Raises
+    ------
+    TypeError
+        If G (or a factor) is not a floating array, the factors come from
+        different libraries, or `size`/`n_iter` is not an integer.
+    ValueError
+        If `size` is out of range, the factors' shapes do not fit, or G holds
+        NaN or infinity.
+
+    See Also
+    --------
+    lowrank : Rank-k factors built on this basis.
+
+    References
+    ----------
+    .. [1] N. Halko, P.-G. Martinsson, J. A. Tropp, "Finding structure with
+       randomness", SIAM Review 53(2), 2011.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import unitary_lowrank as ul
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((30, 3)) + 1j * rng.standard_normal((30, 3))
+    >>> Y = rng.standard_normal((20, 3)) + 1j * rng.standard_normal((20, 3))
+    >>> G = X @ Y.conj().T
+    >>> Q = ul.range_finder(G, 3, rng=0)
+    >>> Q.shape
+    (30, 3)
+    >>> bool(np.allclose(Q @ (Q.conj().T @ G), G))
+    True
+    >>> Qf = ul.range_finder((X, Y), 3, rng=0)  # the same from the factors
+    >>> bool(np.allclose(Qf @ Qf.conj().T, Q @ Q.conj().T))
+    True
+    """
+    op = _operator(G, xp)
+    size = _count(size, "size", 1, min(op.m, op.n), f" = min(m, n) for G of size {op.m}×{op.n}")
+    n_iter = _count(n_iter, "n_iter", 0)
+    gen = as_generator(rng)
+    if 0 in op.batch:
+        return op.xp.zeros((*op.batch, op.m, size), dtype=op.dtype, device=op.device)
+    return _basis(op, "randomized", size, n_iter, bool(shared), gen)
+
+
+def _factors_at(op: _Operator, k: int, sampler: str, oversample: int, n_iter: int,
+                shared: bool, gen) -> tuple[Any, Any, Any]:
+    """``(left, s, right)`` triplets of the sketch for a fixed target rank k (not LSI)."""
+    xp = op.xp
+    size = min(k + oversample, op.m, op.n)
+    r = op.r
+    if r is not None and (r <= k or (sampler == "randomized" and r <= size)):
+        # The factors already are the answer: exact SVD in O((m + n) r²).
+        return _sketch.exact_factored_svd(*op.G, xp)
+    Q = _basis(op, sampler, size, n_iter, shared, gen)
+    return _sketch.project_svd(op.G, Q, xp)
+
+
+def _error(op: _Operator, s: Any, normsq: Any, k: int) -> Any:
+    """Relative error of the rank-k truncation, in G's real precision."""
+    xp = op.xp
+    errs = _sketch.relative_errors(s, normsq, xp)
+    kk = min(k, errs.shape[-1])
+    return xp.astype(errs[..., kk - 1], real_dtype(xp, op.dtype))
+
+
+def lowrank(G, rank=None, *, tol=None, max_rank=None, sampler="randomized", oversample=10,
+            n_iter=2, shared=False, rng=None, return_info=False, xp=None):
+    r"""Rank-`rank` factors ``A @ Bᴴ ≈ G`` of a dense or factored matrix.
+
+    With the default sampler, a randomized range finder (:func:`range_finder`
+    with ``rank + oversample`` columns and `n_iter` power iterations) followed
+    by the truncated SVD of the small projected matrix ``Qᴴ G``: ``A = Q W_k Σ_k``,
+    ``B = V_k``. ``A @ Bᴴ`` is then close to the best rank-`rank` approximation
+    (truncated SVD) of G, and exact when ``rank(G) <= rank``.
+
+    Parameters
+    ----------
+    G : array, shape (..., m, n), or pair (X, Y)
+        The matrix, dense, or as factors ``X`` (..., m, r) and ``Y`` (..., n, r)
+        of ``G = X @ Yᴴ``. The product is never formed (cost O((m + n)·r·rank)
+        instead of O(mn·rank)); when ``r <= rank`` (or ``r <= rank + oversample``
+        for the randomized sampler) the factors give the exact truncated SVD at
+        O((m + n) r²). Leading axes are batch axes.
+    rank : int, optional
+        Rank of the factors, ``1 <= rank <= min(m, n)``. Required unless `tol`
+        is given; with `tol` it is the smallest rank considered (default 1).
+    tol : float, optional
+        Instead of a fixed rank: the smallest rank ``>= rank`` (and
+        ``<= max_rank``) whose relative Frobenius error
+        ``‖G − A Bᴴ‖_F / ‖G‖_F`` is at most `tol` for every matrix of the batch
+        (one rank for the whole batch, so the factors stack). The sketch is
+        regrown (doubling) until the tolerance is met or `max_rank` is reached;
+        in the latter case the factors of rank `max_rank` are returned and
+        ``info.error`` shows the tolerance was missed. Not available for
+        ``sampler="lsi"``. The error estimate resolves about ``√eps`` of the
+        dtype; smaller `tol` act like a request for the numerical rank. The
+        rank search reads a few scalars back from the device.
+    max_rank : int, optional
+        Largest rank considered by `tol`; default ``min(m, n)``.
+    sampler : {"randomized", "lsi", "column"}, default: "randomized"
+        ``"randomized"``: Gaussian sketch of ``rank + oversample`` columns with
+        `n_iter` power iterations. ``"lsi"`` (the paper's): sketch size exactly
+        `rank`, no oversampling or power iteration: ``V = orth(Gᴴ Ω)``,
+        ``A = G V``, ``B = V``. ``"column"``: ``rank + oversample`` columns of G
+        drawn (with replacement) with probability proportional to their squared
+        norms; G is projected onto their span and truncated to its `rank`
+        largest directions.
+    oversample : int, default: 10
+        Extra sketch columns for ``"randomized"`` and ``"column"``.
+    n_iter : int, default: 2
+        Power iterations of ``"randomized"``.
+    shared : bool, default: False
+        One Gaussian test matrix for the whole batch (``"randomized"``,
+        ``"lsi"``), as the paper does across the frequencies of a convolution.
+    rng : None, int or numpy.random.Generator, optional
+        Randomness, drawn on the host in double precision and moved once to G's
+        device: a seed gives the same factors on every backend.
+    return_info : bool, default: False
+        Return a :class:`LowRank` ``(A, B, rank, error)`` instead of ``(A, B)``.
+    xp : array namespace, optional
+        Namespace of G; inferred by default.
+
+    Returns
+    -------
+    A : array, shape (..., m, rank)
+        Left factor, in the namespace, on the device and in the dtype of G.
+    B : array, shape (..., n, rank)
+        Right factor with orthonormal columns (zero columns past the rank of a
+        factored G with ``r < rank``).
+    info : LowRank
+        Only with ``return_info=True``, in place of ``(A, B)``: the factors,
+        the rank and the relative error per matrix.
+
+    Raises
+    ------
+    TypeError
+        If G (or a factor) is not a floating array, the factors come from
+        different libraries, or a count is not an integer.
+    ValueError
+        If `rank` is out of range (``< 1`` or ``> min(m, n)``), neither or an
+        invalid `tol` is given, the sampler is unknown, the factors' shapes do
+        not fit, or G holds NaN or infinity.
+
+    See Also
+    --------
+    range_finder : The orthonormal basis alone.
+    unitary_lowrank.step : A training step built on these factors.
+
+    Notes
+    -----
+    The relative error is ``√(‖G‖² − Σ_{i≤k} σ_i²)/‖G‖`` with the singular
+    values σ of the projected matrix: every sampler returns an orthogonal
+    projection of G, for which this identity is exact. ``‖G‖_F²`` costs
+    O(mn) dense and O((m + n) r²) factored; it is only computed for `tol` or
+    `return_info`. The small SVD runs in double precision for every dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import unitary_lowrank as ul
+    >>> rng = np.random.default_rng(0)
+    >>> G = rng.standard_normal((40, 30)) * 0.5 ** np.arange(30)  # decaying spectrum
+    >>> A, B = ul.lowrank(G, 4, rng=0)
+    >>> A.shape, B.shape
+    ((40, 4), (30, 4))
+    >>> s = np.linalg.svd(G, compute_uv=False)
+    >>> best = np.sqrt(np.sum(s[4:] ** 2))
+    >>> bool(np.linalg.norm(G - A @ B.T) < 1.01 * best)
+    True
+
+    Factored input and the ``tol=`` mode, with its error estimate:
+
+    >>> X = rng.standard_normal((500, 3)); Y = rng.standard_normal((400, 3))
+    >>> info = ul.lowrank((X, Y), tol=1e-6, return_info=True)
+    >>> info.rank, bool(info.error < 1e-6)
+    (3, True)
+    """
+    op = _operator(G, xp)
+    xp = op.xp
+    _check_sampler(sampler)
+    limit = min(op.m, op.n)
+    what = f" = min(m, n) for G of size {op.m}×{op.n}"
+    oversample = _count(oversample, "oversample", 0)
+    n_iter = _count(n_iter, "n_iter", 0)
+    shared = bool(shared)
+    gen = as_generator(rng)
+    if tol is None:
+        if rank is None:
+            raise ValueError("lowrank needs a rank (an integer >= 1) or a tol=, got neither")
+        if max_rank is not None:
+            raise ValueError("max_rank only applies with tol=; pass rank alone for a fixed rank")
+        k = _count(rank, "rank", 1, limit, what)
+        return _fixed(op, k, sampler, oversample, n_iter, shared, gen, return_info)
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < math.inf:
+        raise ValueError(f"tol must be a positive finite number, got {tol!r}")
+    if sampler == "lsi":
+        raise ValueError("tol= needs sampler='randomized' or 'column' (LSI has no error ordering)")
+    kmin = 1 if rank is None else _count(rank, "rank", 1, limit, what)
+    kmax = limit if max_rank is None else _count(max_rank, "max_rank", kmin, limit, what)
+    return _adaptive(op, float(tol), kmin, kmax, sampler, oversample, n_iter, shared, gen,
+                     return_info)
+
+
+def _fixed(op, k, sampler, oversample, n_iter, shared, gen, return_info):
+    xp = op.xp
+    if 0 in op.batch:
+        A = xp.zeros((*op.batch, op.m, k), dtype=op.dtype, device=op.device)
+        B = xp.zeros((*op.batch, op.n, k), dtype=op.dtype, device=op.device)
+        err = xp.zeros(op.batch, dtype=real_dtype(xp, op.dtype), device=op.device)
+        return LowRank(A, B, k, err) if return_info else (A, B)
+    if sampler == "lsi" and not (op.r is not None and op.r <= k):
+        Omega = _gaussian(op, gen, op.m, k, shared)
+        A, B = _sketch.lsi_factors(op.G, Omega, xp)
+        if not return_info:
+            return A, B
+        # ‖A Bᴴ‖_F = ‖A‖_F because B has orthonormal columns.
+        s = xp.expand_dims(xp.sqrt(_sketch.squared_norm(A, xp)), axis=-1)
+        err = _error(op, s, _sketch.squared_norm(op.G, xp), 1)
+        return LowRank(A, B, k, err)
+    left, s, right = _factors_at(op, k, sampler, oversample, n_iter, shared, gen)
+    A, B = _sketch.truncate(left, s, right, k, xp)
+    if not return_info:
+        return A, B
+    return LowRank(A, B, k, _error(op, s, _sketch.squared_norm(op.G, xp), k))
+
+
+def _adaptive(op, tol, kmin, kmax, sampler, oversample, n_iter, shared, gen, return_info):
+    """Smallest rank in [kmin, kmax] whose relative error is <= tol, by doubling sketches."""
+    xp = op.xp
+    if 0 in op.batch:
+        return _fixed(op, kmin, sampler, oversample, n_iter, shared, gen, return_info)
+    normsq = _sketch.squared_norm(op.G, xp)
+    target = kmin
+    while True:
+        left, s, right = _factors_at(op, target, sampler, oversample, n_iter, shared, gen)
+        errs = _sketch.relative_errors(s, normsq, xp)  # (..., L), non-increasing
+        L = errs.shape[-1]
+        top = min(L, kmax)
+        # Number of ranks in [1, top] that miss tol, per matrix; the answer is one more.
+        miss = xp.sum(xp.astype(errs[..., :top] > tol, xp.int64), axis=-1)
+        need = max(int(xp.max(miss)) + 1, kmin)
+        exhausted = top >= kmax or L >= min(op.m, op.n) or (op.r is not None and op.r <= L)
+        if need <= top:
+            k = need
+            break
+        if exhausted:  # no rank meets tol: the largest one that adds anything
+            k = max(kmin, top)
+            break
+        target = min(2 * max(target, top), kmax)
+    A, B = _sketch.truncate(left, s, right, k, xp)
+    if not return_info:
+        return A, B
+    kk = min(k, L)
+    return LowRank(A, B, k, xp.astype(errs[..., kk - 1], real_dtype(xp, op.dtype)))

@@ -1,0 +1,147 @@
+r"""One-call training step: sketch the gradient to low rank, then retract.
+
+``step(U, G, lr)`` is what an optimiser loop calls for a unitary (or
+orthogonal, or Stiefel) weight: it takes the gradient G, dense or as factors
+``(X, Y)``, approximates the step ``−lr·G`` by rank-k factors with
+:func:`unitary_lowrank.lowrank` and applies :func:`unitary_lowrank.retract`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+from ._array_api import get_namespace
+from ._validation import check_matrix
+from .sketch import _operator, lowrank
+from .updates import retract
+
+__all__ = ["step"]
+
+_METHODS = ("polar", "exp", "cayley")
+
+
+def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler="randomized",
+         oversample=10, n_iter=2, shared=False, rng=None, return_info=False,
+         check_finite=False, out=None, xp=None):
+    r"""Retraction of the gradient step ``−lr·G``, approximated to rank `rank`.
+
+    Computes factors ``A Bᴴ ≈ G`` with :func:`~unitary_lowrank.lowrank` and
+    returns ``retract(U, −lr·A, B, method)``: projUNN-T (``"exp"``),
+    projUNN-D (``"polar"``) or the Cayley update, in O(n²·rank) for the
+    retraction plus the cost of the sketch.
+
+    Parameters
+    ----------
+    U : array, shape (..., n, p)
+        Current weight with orthonormal columns (square for ``"exp"`` and
+        ``"cayley"``).
+    G : array, shape (..., n, p), or pair (X, Y)
+        Euclidean gradient with respect to U, dense, or as factors ``X``
+        (..., n, r) and ``Y`` (..., p, r) of ``G = X @ Yᴴ`` (never formed).
+    lr : float
+        Learning rate (a real number; the step is ``−lr·G``).
+    rank : int, default: 1
+        Rank of the step. With `tol`, the smallest rank considered.
+    tol : float, optional
+        Choose the rank instead: the smallest rank ``>= rank`` whose relative
+        Frobenius error ``‖G − A Bᴴ‖_F / ‖G‖_F`` is at most `tol` (see
+        :func:`~unitary_lowrank.lowrank`); ask for ``return_info=True`` to see
+        the rank chosen and the error.
+    max_rank : int, optional
+        Largest rank considered with `tol`; default ``min(n, p)``.
+    method : {"exp", "polar", "cayley"}, default: "exp"
+        Retraction, as in :func:`~unitary_lowrank.retract`.
+    sampler : {"randomized", "lsi", "column"}, default: "randomized"
+        How the factors are sketched, as in :func:`~unitary_lowrank.lowrank`.
+    oversample, n_iter : int, default: 10, 2
+        Sketch parameters, as in :func:`~unitary_lowrank.lowrank`.
+    shared : bool, default: False
+        One test matrix for the whole batch.
+    rng : None, int or numpy.random.Generator, optional
+        Randomness of the sketch (drawn on the host, moved once to the device).
+    return_info : bool, default: False
+        Also return the :class:`~unitary_lowrank.sketch.LowRank` record
+        ``(A, B, rank, error)`` of the sketch of G (before scaling by ``−lr``).
+    check_finite : bool, default: False
+        Also check `U` for NaN and infinity (G is always checked).
+    out : array, optional
+        Where to write the result (e.g. ``out=U``), once complete and finite.
+    xp : array namespace, optional
+        Namespace of the inputs; inferred by default.
+
+    Returns
+    -------
+    U_new : array, shape (..., n, p)
+        The updated weight, in the namespace, on the device and in the dtype
+        (``result_type`` of U and G) of the inputs.
+    info : LowRank
+        Only with ``return_info=True``.
+
+    Raises
+    ------
+    TypeError
+        If an input is not a floating array, inputs come from different
+        libraries, or `lr` is not a real number.
+    ValueError
+        If shapes do not fit (G must match U's last two axes), `lr` is not
+        finite, or a sketch or retraction argument is invalid.
+
+    See Also
+    --------
+    unitary_lowrank.lowrank : The factors alone.
+    unitary_lowrank.retract : The retraction alone.
+
+    Notes
+    -----
+    Only the factor with fewer rows is scaled by ``−lr`` (B when ``p < n``),
+    which is the same product ``−lr·A Bᴴ`` for a real `lr`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import unitary_lowrank as ul
+    >>> rng = np.random.default_rng(0)
+    >>> U = ul.random_unitary(32, dtype="float64", rng=rng)
+    >>> X = rng.standard_normal((32, 64)); Y = rng.standard_normal((32, 64))
+    >>> U1 = ul.step(U, (X, Y), 1e-3, rank=2, rng=0)   # G = X @ Y.T, never formed
+    >>> bool(ul.unitarity_error(U1) < 1e-13)
+    True
+    >>> U2, info = ul.step(U, X @ Y.T, 1e-3, tol=0.5, return_info=True, rng=0)
+    >>> U2.shape, bool(info.error <= 0.5)
+    ((32, 32), True)
+    """
+    if method not in _METHODS:
+        raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+        raise TypeError(f"lr must be a real number, got {lr!r}")
+    if not math.isfinite(lr):
+        raise ValueError(f"lr must be finite, got {lr!r}")
+    xp = get_namespace(("U", U), xp=xp)
+    check_matrix(U, "U", xp, "(..., n, p)")
+    op = _operator(G, xp)
+    first = op.G[0] if isinstance(op.G, tuple) else op.G
+    get_namespace(("U", U), ("G", first))  # TypeError when U and G come from two libraries
+    n, p = tuple(U.shape[-2:])
+    if (op.m, op.n) != (n, p):
+        raise ValueError(
+            f"G must be an (..., n, p) gradient matching U's last two axes {(n, p)}, got "
+            f"{(op.m, op.n)} (from {_describe(G)})"
+        )
+    res = lowrank(op.G, rank, tol=tol, max_rank=max_rank, sampler=sampler,
+                  oversample=oversample, n_iter=n_iter, shared=shared, rng=rng,
+                  return_info=return_info, xp=xp)
+    A, B = res[:2]
+    if B.shape[-2] < A.shape[-2]:
+        B = B * (-float(lr))
+    else:
+        A = A * (-float(lr))
+    U_new = retract(U, A, B, method, check_finite=check_finite, out=out, xp=xp)
+    return (U_new, res) if return_info else U_new
+
+
+def _describe(G: Any) -> str:
+    if isinstance(G, tuple | list) and len(G) == 2:
+        return f"X {tuple(G[0].shape)} and Y {tuple(G[1].shape)}"
+    return f"G {tuple(G.shape)}"
