@@ -800,11 +800,11 @@ def _lowrank_step(U, grad, lr, rank, method, sketch, xp):
 
 
 def update(W, grad, layout, /, *, lr, rank=1, method="polar", sampler="randomized",
-           oversample=10, n_iter=2, rng=None, out=None, xp=None):
+           oversample=10, n_iter=2, shared=False, rng=None, out=None, xp=None):
     r"""projUNN step of every frequency block of a layer, in one batched call.
 
     Sketches the per-frequency gradient to rank `rank` (batched
-    :func:`unitary_lowrank.sketch.lowrank`) and retracts ``W_f − lr·G_f`` onto
+    :func:`unitary_lowrank.lowrank`) and retracts ``W_f − lr·G_f`` onto
     the unitary group with the batched :func:`~unitary_lowrank.project`
     (``method="polar"``, projUNN-D) or :func:`~unitary_lowrank.transport`
     (``method="exp"``, projUNN-T). No Python loop over frequencies.
@@ -826,9 +826,12 @@ def update(W, grad, layout, /, *, lr, rank=1, method="polar", sampler="randomize
     method : {"polar", "exp", "cayley"}, default: "polar"
         Retraction, see :func:`unitary_lowrank.retract`.
     sampler : str, default: "randomized"
-        Sketching method of :func:`unitary_lowrank.sketch.lowrank`.
+        Sketching method of :func:`unitary_lowrank.lowrank`.
     oversample, n_iter : int
         Oversampling and power iterations of the sketch.
+    shared : bool, default: False
+        One Gaussian test matrix for all frequencies (as in the paper's CNN)
+        instead of one per frequency.
     rng : None, int or numpy.random.Generator, optional
         Randomness of the sketch (drawn on the host).
     out : array, optional
@@ -903,7 +906,7 @@ def update(W, grad, layout, /, *, lr, rank=1, method="polar", sampler="randomize
     ct = W.dtype
     grad = xp.astype(grad, ct) if dense else (xp.astype(grad[0], ct), xp.astype(grad[1], ct))
     sketch = {"sampler": sampler, "oversample": oversample, "n_iter": n_iter,
-              "rng": as_generator(rng)}
+              "shared": shared, "rng": as_generator(rng)}
 
     S = layout.n_real_blocks
     parts = []
