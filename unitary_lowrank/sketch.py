@@ -52,9 +52,9 @@ class LowRank(NamedTuple):
     error : array, shape (...)
         Relative Frobenius error ``‖G − A Bᴴ‖_F / ‖G‖_F`` of each matrix of the
         batch (0 for ``G = 0``), a real array of G's precision in G's namespace
-        and on its device. It is computed as ``√(‖G‖² − ‖A Bᴴ‖²)/‖G‖``, exact in
-        exact arithmetic for every sampler; values below about ``√eps`` of the
-        dtype are rounding noise.
+        and on its device. It is the error of the returned factors (not a
+        probabilistic bound), accurate to rounding relative to ``‖G‖``; see
+        the Notes of :func:`lowrank`.
     """
 
     A: Any
@@ -161,7 +161,7 @@ def _basis(op: _Operator, sampler: str, size: int, n_iter: int, shared: bool, ge
     if sampler == "column":
         u = _to_device(op, gen.random((*op.batch, size)), xp.float64)
         S = _sketch.column_selection(op.G, u, xp)
-        return _sketch.orth(_sketch.apply(op.G, S, xp), xp)
+        return _sketch.orth_span(_sketch.apply(op.G, S, xp), xp)
     Omega = _gaussian(op, gen, op.n, size, shared)
     return _sketch.range_basis(op.G, Omega, n_iter, xp)
 
@@ -245,24 +245,23 @@ def range_finder(G, size, *, n_iter=2, shared=False, rng=None, xp=None):
 
 
 def _factors_at(op: _Operator, k: int, sampler: str, oversample: int, n_iter: int,
-                shared: bool, gen) -> tuple[Any, Any, Any]:
-    """``(left, s, right)`` triplets of the sketch for a fixed target rank k (not LSI)."""
+                shared: bool, gen, residual: bool) -> tuple[Any, Any, Any, Any]:
+    """``(left, s, right, res)`` of the sketch for a target rank k (not LSI); see project_svd."""
     xp = op.xp
-    size = min(k + oversample, op.m, op.n)
+    # Column sampling draws k + oversample columns with replacement, even past n.
+    size = k + oversample if sampler == "column" else min(k + oversample, op.m, op.n)
     r = op.r
     if r is not None and (r <= k or (sampler == "randomized" and r <= size)):
         # The factors already are the answer: exact SVD in O((m + n) r²).
         return _sketch.exact_factored_svd(*op.G, xp)
     Q = _basis(op, sampler, size, n_iter, shared, gen)
-    return _sketch.project_svd(op.G, Q, xp)
+    return _sketch.project_svd(op.G, Q, residual, xp)
 
 
-def _error(op: _Operator, s: Any, normsq: Any, k: int) -> Any:
-    """Relative error of the rank-k truncation, in G's real precision."""
-    xp = op.xp
-    errs = _sketch.relative_errors(s, normsq, xp)
-    kk = min(k, errs.shape[-1])
-    return xp.astype(errs[..., kk - 1], real_dtype(xp, op.dtype))
+def _error_at(op: _Operator, errs: Any, k: int) -> Any:
+    """Relative error of the rank-k truncation from the table `errs`, in G's real precision."""
+    kk = min(k, errs.shape[-1])  # past the available triplets the error no longer changes
+    return op.xp.astype(errs[..., kk - 1], real_dtype(op.xp, op.dtype))
 
 
 def lowrank(G, rank=None, *, tol=None, max_rank=None, sampler="randomized", oversample=10,
@@ -294,9 +293,9 @@ def lowrank(G, rank=None, *, tol=None, max_rank=None, sampler="randomized", over
         regrown (doubling) until the tolerance is met or `max_rank` is reached;
         in the latter case the factors of rank `max_rank` are returned and
         ``info.error`` shows the tolerance was missed. Not available for
-        ``sampler="lsi"``. The error estimate resolves about ``√eps`` of the
-        dtype; smaller `tol` act like a request for the numerical rank. The
-        rank search reads a few scalars back from the device.
+        ``sampler="lsi"``. The error is accurate to rounding (about
+        ``n·eps``), so a tol near eps finds the numerical rank. The rank search
+        reads a few scalars back from the device (it cannot run under a jit).
     max_rank : int, optional
         Largest rank considered by `tol`; default ``min(m, n)``.
     sampler : {"randomized", "lsi", "column"}, default: "randomized"
@@ -350,11 +349,16 @@ def lowrank(G, rank=None, *, tol=None, max_rank=None, sampler="randomized", over
 
     Notes
     -----
-    The relative error is ``√(‖G‖² − Σ_{i≤k} σ_i²)/‖G‖`` with the singular
-    values σ of the projected matrix: every sampler returns an orthogonal
-    projection of G, for which this identity is exact. ``‖G‖_F²`` costs
-    O(mn) dense and O((m + n) r²) factored; it is only computed for `tol` or
-    `return_info`. The small SVD runs in double precision for every dtype.
+    Every sampler returns an orthogonal projection of G: ``A Bᴴ = P G`` with
+    P the projector onto the top `rank` left directions of ``Q Qᴴ G`` (or, for
+    LSI, ``A Bᴴ = G V Vᴴ``). Its error is then exactly
+    ``‖G − A Bᴴ‖_F² = ‖(I − QQᴴ) G‖_F² + Σ_{i>rank} σ_i²`` with the singular
+    values σ of ``Qᴴ G``, and ``‖G‖_F² = ‖(I − QQᴴ) G‖_F² + Σ σ_i²``: sums of
+    non-negative terms, free of cancellation, so the reported error is
+    accurate to rounding even when it is tiny. The residual costs one more
+    pass over G (O(mn·size) dense, O((m + n) r²) factored) and is only
+    formed for `tol` or `return_info`. The small SVD runs in double
+    precision for every dtype.
 
     Examples
     --------
@@ -405,7 +409,7 @@ def lowrank(G, rank=None, *, tol=None, max_rank=None, sampler="randomized", over
 
 def _fixed(op, k, sampler, oversample, n_iter, shared, gen, return_info):
     xp = op.xp
-    if 0 in op.batch:
+    if 0 in op.batch or op.r == 0:  # empty batch, or G = X Yᴴ with r = 0, i.e. G = 0
         A = xp.zeros((*op.batch, op.m, k), dtype=op.dtype, device=op.device)
         B = xp.zeros((*op.batch, op.n, k), dtype=op.dtype, device=op.device)
         err = xp.zeros(op.batch, dtype=real_dtype(xp, op.dtype), device=op.device)
@@ -415,42 +419,39 @@ def _fixed(op, k, sampler, oversample, n_iter, shared, gen, return_info):
         A, B = _sketch.lsi_factors(op.G, Omega, xp)
         if not return_info:
             return A, B
-        # ‖A Bᴴ‖_F = ‖A‖_F because B has orthonormal columns.
-        s = xp.expand_dims(xp.sqrt(_sketch.squared_norm(A, xp)), axis=-1)
-        err = _error(op, s, _sketch.squared_norm(op.G, xp), 1)
-        return LowRank(A, B, k, err)
-    left, s, right = _factors_at(op, k, sampler, oversample, n_iter, shared, gen)
+        s, res = _sketch.lsi_spectrum(op.G, A, B, xp)
+        return LowRank(A, B, k, _error_at(op, _sketch.relative_errors(s, res, xp), 1))
+    left, s, right, res = _factors_at(op, k, sampler, oversample, n_iter, shared, gen,
+                                      return_info)
     A, B = _sketch.truncate(left, s, right, k, xp)
     if not return_info:
         return A, B
-    return LowRank(A, B, k, _error(op, s, _sketch.squared_norm(op.G, xp), k))
+    return LowRank(A, B, k, _error_at(op, _sketch.relative_errors(s, res, xp), k))
 
 
 def _adaptive(op, tol, kmin, kmax, sampler, oversample, n_iter, shared, gen, return_info):
     """Smallest rank in [kmin, kmax] whose relative error is <= tol, by doubling sketches."""
     xp = op.xp
-    if 0 in op.batch:
+    if 0 in op.batch or op.r == 0:
         return _fixed(op, kmin, sampler, oversample, n_iter, shared, gen, return_info)
-    normsq = _sketch.squared_norm(op.G, xp)
     target = kmin
     while True:
-        left, s, right = _factors_at(op, target, sampler, oversample, n_iter, shared, gen)
-        errs = _sketch.relative_errors(s, normsq, xp)  # (..., L), non-increasing
+        left, s, right, res = _factors_at(op, target, sampler, oversample, n_iter, shared, gen,
+                                          True)
+        errs = _sketch.relative_errors(s, res, xp)  # (..., L), non-increasing in k
         L = errs.shape[-1]
         top = min(L, kmax)
         # Number of ranks in [1, top] that miss tol, per matrix; the answer is one more.
         miss = xp.sum(xp.astype(errs[..., :top] > tol, xp.int64), axis=-1)
         need = max(int(xp.max(miss)) + 1, kmin)
-        exhausted = top >= kmax or L >= min(op.m, op.n) or (op.r is not None and op.r <= L)
         if need <= top:
             k = need
             break
-        if exhausted:  # no rank meets tol: the largest one that adds anything
-            k = max(kmin, top)
+        if top >= kmax or L >= min(op.m, op.n) or (op.r is not None and op.r <= L):
+            k = max(kmin, top)  # no rank meets tol: the largest one that adds anything
             break
         target = min(2 * max(target, top), kmax)
     A, B = _sketch.truncate(left, s, right, k, xp)
     if not return_info:
         return A, B
-    kk = min(k, L)
-    return LowRank(A, B, k, xp.astype(errs[..., kk - 1], real_dtype(xp, op.dtype)))
+    return LowRank(A, B, k, _error_at(op, errs, k))

@@ -24,11 +24,14 @@ __all__ = [
     "column_selection",
     "exact_factored_svd",
     "lsi_factors",
+    "lsi_spectrum",
     "orth",
+    "orth_span",
+    "left_residual",
     "project_svd",
     "range_basis",
     "relative_errors",
-    "squared_norm",
+    "right_residual",
     "truncate",
 ]
 
@@ -55,6 +58,21 @@ def orth(Z: Any, xp: ModuleType) -> Any:
     return Q
 
 
+def orth_span(Z: Any, xp: ModuleType) -> Any:
+    """Orthonormal basis of the span of Z's columns only, as W with zero columns for the rest.
+
+    A Householder QR of rank-deficient Z (e.g. a column sampled twice) fills Q
+    with arbitrary directions where Z has none, and zeroing them afterwards
+    would cut true directions out (unpivoted QR mixes them). The SVD
+    ``Z = W Σ Vᴴ`` reveals the rank: the columns of W with σ at rounding level
+    are zeroed, so that ``W Wᴴ`` projects onto ``span(Z)`` and nothing more.
+    """
+    W, sig, _ = xp.linalg.svd(Z, full_matrices=False)
+    eps = float(xp.finfo(Z.dtype).eps)
+    keep = sig > sig[..., :1] * (10.0 * max(Z.shape[-2:]) * eps)
+    return W * xp.expand_dims(xp.astype(keep, W.dtype), axis=-2)
+
+
 def range_basis(G: Any, Omega: Any, n_iter: int, xp: ModuleType) -> Any:
     """Halko–Martinsson–Tropp Alg. 4.4: ``Q = orth(G Ω)``, then `n_iter` rounds of ``Q ← orth(G orth(Gᴴ Q))``."""
     Q = orth(apply(G, Omega, xp), xp)
@@ -63,21 +81,26 @@ def range_basis(G: Any, Omega: Any, n_iter: int, xp: ModuleType) -> Any:
     return Q
 
 
-def project_svd(G: Any, Q: Any, xp: ModuleType) -> tuple[Any, Any, Any]:
-    """SVD of the projection ``Q Qᴴ G = (Q W) diag(s) Vᴴ``; returns ``(Q W, s, V)``.
+def project_svd(G: Any, Q: Any, residual: bool, xp: ModuleType) -> tuple[Any, Any, Any, Any]:
+    """SVD of the projection ``Q Qᴴ G = (Q W) diag(s) Vᴴ``; returns ``(Q W, s, V, res)``.
 
-    The SVD of the small (size × n) matrix ``Qᴴ G`` is taken in double precision
-    even for single-precision input; ``Q W`` and ``V`` come back in G's dtype,
-    `s` in double precision.
+    The SVD of the small (size × n) matrix ``C = Qᴴ G`` is taken in double
+    precision even for single-precision input; ``Q W`` and ``V`` come back in
+    G's dtype, `s` in double precision. ``res`` is ``‖G − Q C‖_F²`` (double,
+    shape (...)) when `residual` is true, else None.
     """
     dt = Q.dtype
     C = herm(apply_h(G, Q, xp), xp)  # Qᴴ G = (Gᴴ Q)ᴴ, size × n
     W, s, Vh = xp.linalg.svd(xp.astype(C, core_dtype(xp, dt)), full_matrices=False)
-    return Q @ xp.astype(W, dt), s, xp.astype(herm(Vh, xp), dt)
+    res = left_residual(G, Q, C, xp) if residual else None
+    return Q @ xp.astype(W, dt), s, xp.astype(herm(Vh, xp), dt), res
 
 
-def exact_factored_svd(X: Any, Y: Any, xp: ModuleType) -> tuple[Any, Any, Any]:
+def exact_factored_svd(X: Any, Y: Any, xp: ModuleType) -> tuple[Any, Any, Any, Any]:
     """Exact thin SVD ``X Yᴴ = L diag(s) Rᴴ`` from the factors, in O((m + n) r²).
+
+    Returns ``(L, s, R, 0)``, the last entry being the (zero) residual, so that
+    it reads like :func:`project_svd`.
 
     With ``X = Qx Rx`` and ``Y = Qy Ry`` (Householder QR), ``X Yᴴ = Qx (Rx Ryᴴ) Qyᴴ``
     and the r×r core is decomposed in double precision.
@@ -88,7 +111,7 @@ def exact_factored_svd(X: Any, Y: Any, xp: ModuleType) -> tuple[Any, Any, Any]:
     cdt = core_dtype(xp, dt)
     core = xp.astype(Rx, cdt) @ herm(xp.astype(Ry, cdt), xp)
     W, s, Vh = xp.linalg.svd(core, full_matrices=False)
-    return Qx @ xp.astype(W, dt), s, Qy @ xp.astype(herm(Vh, xp), dt)
+    return Qx @ xp.astype(W, dt), s, Qy @ xp.astype(herm(Vh, xp), dt), xp.zeros_like(s[..., 0])
 
 
 def truncate(left: Any, s: Any, right: Any, k: int, xp: ModuleType) -> tuple[Any, Any]:
@@ -116,39 +139,61 @@ def lsi_factors(G: Any, Omega: Any, xp: ModuleType) -> tuple[Any, Any]:
     return apply(G, V, xp), V
 
 
-def squared_norm(G: Any, xp: ModuleType) -> Any:
-    """``‖G‖_F²`` per matrix, in double precision (real), shape (...).
-
-    For ``G = X Yᴴ`` it is ``tr((XᴴX)(YᴴY))`` (both Gram matrices are Hermitian,
-    so this is the sum of ``(XᴴX) ∘ conj(YᴴY)``), at O((m + n) r²).
-    """
-    if isinstance(G, tuple):
-        X, Y = G
-        cdt = core_dtype(xp, X.dtype)
-        X = xp.astype(X, cdt)
-        Y = xp.astype(Y, cdt)
-        Gx = herm(X, xp) @ X
-        Gy = herm(Y, xp) @ Y
-        val = xp.sum(xp.real(Gx * xp.conj(Gy)), axis=(-2, -1))
-        return xp.where(val > 0, val, xp.zeros_like(val))
-    a = xp.abs(xp.astype(G, core_dtype(xp, G.dtype)))
+def _sq(x: Any, xp: ModuleType) -> Any:
+    """``‖x‖_F²`` per matrix, summed in double precision."""
+    a = xp.abs(xp.astype(x, core_dtype(xp, x.dtype)))
     return xp.sum(a * a, axis=(-2, -1))
 
 
-def relative_errors(s: Any, normsq: Any, xp: ModuleType) -> Any:
+def left_residual(G: Any, Q: Any, C: Any, xp: ModuleType) -> Any:
+    """``‖(I − Q Qᴴ) G‖_F²`` formed directly (no ``‖G‖² − ‖QᴴG‖²`` cancellation); ``C = Qᴴ G``.
+
+    For ``G = X Yᴴ`` it is ``‖(X − Q QᴴX) R_yᴴ‖_F²`` with ``Y = Q_y R_y``, O((m + n) r²).
+    """
+    if isinstance(G, tuple):
+        X, Y = G
+        _, Ry = xp.linalg.qr(Y)
+        return _sq((X - Q @ (herm(Q, xp) @ X)) @ herm(Ry, xp), xp)
+    return _sq(G - Q @ C, xp)
+
+
+def right_residual(G: Any, V: Any, A: Any, xp: ModuleType) -> Any:
+    """``‖G (I − V Vᴴ)‖_F²`` formed directly; ``A = G V`` (the LSI factors)."""
+    if isinstance(G, tuple):
+        X, Y = G
+        _, Rx = xp.linalg.qr(X)
+        return _sq(Rx @ herm(Y - V @ (herm(V, xp) @ Y), xp), xp)
+    return _sq(G - A @ herm(V, xp), xp)
+
+
+def lsi_spectrum(G: Any, A: Any, V: Any, xp: ModuleType) -> tuple[Any, Any]:
+    """``(s, res)`` for the LSI factors ``A = G V``, ``B = V``, to feed :func:`relative_errors`.
+
+    ``‖A Vᴴ‖_F = ‖A‖_F`` since V has orthonormal columns, so a one-entry
+    "spectrum" ``s = [‖A‖_F]`` and ``res = ‖G (I − VVᴴ)‖_F²`` give the error.
+    """
+    s = xp.expand_dims(xp.sqrt(_sq(A, xp)), axis=-1)
+    return s, right_residual(G, V, A, xp)
+
+
+def relative_errors(s: Any, res: Any, xp: ModuleType) -> Any:
     """Relative Frobenius errors ``‖G − A_k B_kᴴ‖_F / ‖G‖_F`` for k = 1 … len(s).
 
-    Exact for factors of the form ``A_k B_kᴴ = P G`` with an orthogonal
-    projector P (all our samplers), as ``‖G‖² − Σ_{i≤k} s_i²``; the subtraction
-    limits the resolution to about √eps of the precision in which `s` was
-    computed. Zero G has relative error 0.
+    For ``A_k B_kᴴ = P G`` with P the orthogonal projector onto the top k
+    directions of ``Q Qᴴ G`` (singular values `s`), the squared error is
+    ``res + Σ_{i>k} s_i²`` with ``res = ‖(I − QQᴴ) G‖_F²``, and
+    ``‖G‖_F² = res + Σ s_i²``: sums of non-negative terms only, so the
+    estimate is accurate relative to the error itself. Zero G has error 0.
     """
-    tail = xp.expand_dims(normsq, axis=-1) - xp.cumulative_sum(s * s, axis=-1)
-    tail = xp.where(tail > 0, tail, xp.zeros_like(tail))
-    den = xp.expand_dims(normsq, axis=-1)
+    s2 = s * s
+    rev = xp.flip(xp.cumulative_sum(xp.flip(s2, axis=-1), axis=-1), axis=-1)  # Σ_{i>=j}
+    tail = xp.concat([rev[..., 1:], xp.zeros_like(rev[..., :1])], axis=-1)  # Σ_{i>k}
+    res = xp.expand_dims(res, axis=-1)
+    num = res + tail
+    den = res + rev[..., :1]
     pos = den > 0
     safe = xp.where(pos, den, xp.ones_like(den))
-    return xp.where(pos, xp.sqrt(tail / safe), xp.zeros_like(tail))
+    return xp.where(pos, xp.sqrt(num / safe), xp.zeros_like(num))
 
 
 def column_selection(G: Any, u: Any, xp: ModuleType) -> Any:
