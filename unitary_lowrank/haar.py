@@ -45,6 +45,13 @@ def resolve_dtype(dtype: Any, xp: ModuleType | None) -> tuple[str, ModuleType]:
     return name, xp
 
 
+def _as_int(value: Any, name: str) -> int:
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+
+
 def _haar_numpy(shape: tuple[int, ...], complex_: bool, rng: np.random.Generator) -> np.ndarray:
     """Haar samples in double precision: QR of a Gaussian with the phases of diag(R) fixed."""
     Z = rng.standard_normal(shape)
@@ -114,11 +121,11 @@ def random_unitary(n, p=None, *, dtype, batch_shape=(), rng=None, xp=None, devic
     >>> bool(np.all(ul.unitarity_error(U) < 1e-6))
     True
     """
-    n = operator.index(n)
-    p = n if p is None else operator.index(p)
+    n = _as_int(n, "n")
+    p = n if p is None else _as_int(p, "p")
     if n < 0 or p < 0 or p > n:
         raise ValueError(f"need 0 <= p <= n, got n={n}, p={p}")
-    batch_shape = tuple(operator.index(b) for b in batch_shape)
+    batch_shape = tuple(_as_int(b, "batch_shape entry") for b in batch_shape)
     if any(b < 0 for b in batch_shape):
         raise ValueError(f"batch_shape must hold non-negative sizes, got {batch_shape}")
     name, xp = resolve_dtype(dtype, xp)

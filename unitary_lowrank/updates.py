@@ -6,14 +6,39 @@ The public wrappers own validation and dispatch; the arithmetic lives in
 
 from __future__ import annotations
 
+import contextlib
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from ._agnostic import _updates
-from ._array_api import get_namespace
+from ._array_api import get_namespace, is_lazy_array, is_numpy_namespace, real_dtype
 from ._validation import check_finite, validate_step
 
 __all__ = ["project", "retract", "transport"]
+
+
+def _no_fp_warnings(xp: ModuleType):
+    """Silence NumPy's overflow warnings in the small core: the result is checked instead."""
+    if is_numpy_namespace(xp):
+        return np.errstate(over="ignore", invalid="ignore")
+    return contextlib.nullcontext()
+
+
+def _check_core_input(U: Any, xp: ModuleType, *small: Any) -> None:
+    """Raise a clear error when the small intermediates are not finite.
+
+    A and B are known to be finite here, so either U holds NaN or infinity (which
+    ``Uᴴ A`` usually propagates into the core) or the step overflowed. Only in that
+    error path is U itself scanned, to tell which.
+    """
+    if any(is_lazy_array(x) for x in small):
+        return
+    if all(bool(xp.all(xp.isfinite(x))) for x in small):
+        return
+    check_finite(U, "U", xp)
+    raise ValueError("the step A @ B^H is too large: its core overflowed (scale the step down)")
 
 
 def _run(U, A, B, method, *, square, check_finite_U, out, xp, func):
@@ -32,14 +57,20 @@ def _run(U, A, B, method, *, square, check_finite_U, out, xp, func):
     if A.shape[-1] == 0 or 0 in shape:  # empty step or empty batch: nothing moves
         result = xp.asarray(xp.broadcast_to(U, shape), copy=True)
     else:
-        if U.shape[-2] == U.shape[-1]:
-            Q, D = _updates.square_core(U, A, B, method, batch, xp)
-            Z = None
-        else:
-            Q, Z, D = _updates.stiefel_core(U, A, B, batch, xp)
+        with _no_fp_warnings(xp):
+            if U.shape[-2] == U.shape[-1]:
+                Q, beta, alpha = _updates.square_subspace(U, A, B, batch, xp)
+                _check_core_input(U, xp, alpha)
+                D = _updates.core_minus_identity(alpha, beta, method, xp)
+                Z = None
+            else:
+                Q, beta, alpha, Aperp = _updates.stiefel_subspace(U, A, B, batch, xp)
+                _check_core_input(U, xp, alpha, Aperp)
+                eps = float(xp.finfo(real_dtype(xp, U.dtype)).eps)
+                Z, D = _updates.stiefel_core(A, Aperp, beta, alpha, batch, eps, xp)
         # The core is tiny, so checking it is free; finite U and a finite core give
         # a finite result (|F - I| <= 2), so NaN never reaches the caller's weights.
-        check_finite(D, "the core of the step A @ B^H (it overflowed)", xp)
+        _check_core_input(U, xp, D)
         result = _updates.apply_core(U, Q, D, xp, Z)
     if out is None:
         return result
@@ -67,8 +98,9 @@ def project(U, A, B, /, *, check_finite=False, out=None, xp=None):
         Right factor of the step (the step is ``A @ Bᴴ``; for gradient descent
         ``A @ Bᴴ ≈ -lr * G``).
     check_finite : bool, default: False
-        Also check `U` for NaN and infinity (a full pass over `U`). `A` and `B`
-        are always checked.
+        Scan `U` for NaN and infinity before any work (a full pass over `U`).
+        `A` and `B` are always checked, and so is the small core, through which
+        a non-finite `U` usually shows anyway; the switch makes it certain.
     out : array, optional
         Array of the result's shape and dtype to write the result into, e.g.
         ``out=U`` for an in-place update. It is written only after the whole
@@ -90,7 +122,8 @@ def project(U, A, B, /, *, check_finite=False, out=None, xp=None):
         array libraries.
     ValueError
         If the shapes do not fit together, an input is on another device, `A`
-        or `B` holds NaN or infinity, or the result would overflow.
+        or `B` (or `U`, see `check_finite`) holds NaN or infinity, or the step
+        overflows.
 
     See Also
     --------
@@ -141,7 +174,8 @@ def transport(U, A, B, /, *, check_finite=False, out=None, xp=None):
     A, B : array, shape (..., n, k)
         Factors of the step ``A @ Bᴴ``.
     check_finite : bool, default: False
-        Also check `U` for NaN and infinity (a full pass over `U`).
+        Scan `U` for NaN and infinity before any work (a full pass over `U`);
+        without it a non-finite `U` is still usually caught in the small core.
     out : array, optional
         Where to write the result (e.g. ``out=U``), only once it is complete
         and finite.
@@ -209,7 +243,7 @@ def retract(U, A, B, /, method="polar", *, check_finite=False, out=None, xp=None
         ``"exp"``: ``U expm(Ω)`` (:func:`transport`); ``"cayley"``:
         ``U (I − Ω/2)⁻¹ (I + Ω/2)``, where ``Ω = skew(Uᴴ A Bᴴ)``.
     check_finite : bool, default: False
-        Also check `U` for NaN and infinity.
+        Scan `U` for NaN and infinity before any work (a full pass over `U`).
     out : array, optional
         Where to write the result, once complete and finite.
     xp : array namespace, optional

@@ -21,9 +21,17 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from .._array_api import core_dtype, device_of, herm, is_complex, real_dtype
+from .._array_api import core_dtype, device_of, herm, is_complex
 
-__all__ = ["METHODS", "apply_core", "square_core", "step_subspace", "stiefel_core"]
+__all__ = [
+    "METHODS",
+    "apply_core",
+    "core_minus_identity",
+    "square_subspace",
+    "step_subspace",
+    "stiefel_core",
+    "stiefel_subspace",
+]
 
 #: Retraction names accepted by :func:`square_update`.
 METHODS = ("polar", "exp", "cayley")
@@ -96,11 +104,9 @@ def core_minus_identity(alpha: Any, beta: Any, method: str, xp: ModuleType) -> A
     return D if is_complex(xp, alpha.dtype) else xp.real(D)
 
 
-def square_core(U: Any, A: Any, B: Any, method: str, batch: tuple[int, ...], xp: ModuleType):
-    """``(Q, F − I)`` of the square update ``U + (UQ)(F − I)Qᴴ``, both in double precision."""
-    Ahat = herm(U, xp) @ A
-    Q, beta, alpha = step_subspace(Ahat, B, batch, xp)
-    return Q, core_minus_identity(alpha, beta, method, xp)
+def square_subspace(U: Any, A: Any, B: Any, batch: tuple[int, ...], xp: ModuleType):
+    """``(Q, β, α)`` of the square update: ``Â = UᴴA`` and ``[B, Â] = Q [β, α]``."""
+    return step_subspace(herm(U, xp) @ A, B, batch, xp)
 
 
 def apply_core(U: Any, Q: Any, D: Any, xp: ModuleType, Z: Any = None) -> Any:
@@ -113,45 +119,50 @@ def apply_core(U: Any, Q: Any, D: Any, xp: ModuleType, Z: Any = None) -> Any:
     return U + left @ (xp.astype(D, dt) @ herm(Qw, xp))
 
 
-def stiefel_core(U: Any, A: Any, B: Any, batch: tuple[int, ...], xp: ModuleType):
-    """``(Q, Z, D)`` with ``polar(U + ABᴴ) = U + [UQ, Z] D Qᴴ``, for U with orthonormal columns, n×p with p < n (algorithms.md §2).
+def stiefel_subspace(U: Any, A: Any, B: Any, batch: tuple[int, ...], xp: ModuleType):
+    """``(Q, β, α, A⊥)`` for U n×p, p < n: ``A = UÂ + A⊥`` and ``[B, Â] = Q [β, α]``.
+
+    Classical Gram–Schmidt twice ("twice is enough"), so that A⊥ is orthogonal
+    to the range of U to working precision.
+    """
+    Uh = herm(U, xp)
+    Ahat = Uh @ A
+    Aperp = A - U @ Ahat
+    Ahat2 = Uh @ Aperp
+    Aperp = Aperp - U @ Ahat2
+    Q, beta, alpha = step_subspace(Ahat + Ahat2, B, batch, xp)
+    return Q, beta, alpha, Aperp
+
+
+def stiefel_core(A: Any, Aperp: Any, beta: Any, alpha: Any, batch: tuple[int, ...],
+                 eps: float, xp: ModuleType):
+    """``(Z, D)`` with ``polar(U + ABᴴ) = U + [UQ, Z] D Qᴴ`` (algorithms.md §2).
 
     With ``A = U Â + A⊥`` and Q an orthonormal basis of ``span[B, Â]`` (p×r), M = U + ABᴴ
     equals U on ``Q⊥`` and ``MQ = UQ(I + αβᴴ) + A⊥βᴴ`` on ``Q``, so
     ``polar(M) = U + UQ(P_top − I)Qᴴ + Z P_bot Qᴴ`` where ``[UQ, Z]`` is an orthonormal
     basis of ``span(UQ, A⊥)`` and ``P`` the orthonormal polar factor of MQ in it.
-    Directions of A⊥ at rounding level are dropped (their Householder vectors are
-    not orthogonal to U), and the polar factor of the coordinates is taken as
-    ``Q_C polar(R_C)`` from a QR of the coordinates, which never puts weight on
-    the dropped directions, even when M is singular.
+    Directions of A⊥ at rounding level (relative to `eps`, the working precision)
+    are dropped: their Householder vectors are not orthogonal to U. The polar factor
+    of the coordinates is taken as ``Q_C polar(R_C)`` from a QR of the coordinates,
+    which never puts weight on the dropped directions, even when M is singular.
     """
-    dt = U.dtype
-    Uh = herm(U, xp)
-    # Classical Gram-Schmidt twice ("twice is enough") so A⊥ is orthogonal to U.
-    Ahat = Uh @ A
-    Aperp = A - U @ Ahat
-    Ahat2 = Uh @ Aperp
-    Aperp = Aperp - U @ Ahat2
-    Ahat = Ahat + Ahat2
-    Q, beta, alpha = step_subspace(Ahat, B, batch, xp)
-    cdt = Q.dtype
-    r = Q.shape[-1]
-
+    cdt = beta.dtype
+    r = beta.shape[-2]
+    n = A.shape[-2]
     Z, rho = xp.linalg.qr(xp.astype(_broadcast(Aperp, batch, xp), cdt))
     Wr, sig, Vrh = xp.linalg.svd(rho, full_matrices=False)
     Z = Z @ Wr  # A⊥ = Z diag(sig) Vrh, singular values in decreasing order
     # A⊥ is computed in the working precision: singular values below its rounding
-    # level carry no direction and are treated as zero (a backward error of eps·‖A‖).
-    eps = float(xp.finfo(real_dtype(xp, dt)).eps)
-    n = U.shape[-2]
+    # level carry no direction and count as zero (a backward error of eps·‖A‖).
     scale = xp.linalg.vector_norm(xp.astype(_broadcast(A, batch, xp), cdt), axis=(-2, -1))
     tol = xp.expand_dims(scale, axis=-1) * (4.0 * eps * n**0.5)
     sig = xp.where(sig > tol, sig, xp.zeros_like(sig))
     coef = (xp.expand_dims(xp.astype(sig, cdt), axis=-1) * Vrh) @ herm(beta, xp)
 
-    C = xp.concat([_eye(r, alpha, xp) + alpha @ herm(beta, xp), coef], axis=-2)
+    eye = _eye(r, alpha, xp)
+    C = xp.concat([eye + alpha @ herm(beta, xp), coef], axis=-2)
     Qc, Rc = xp.linalg.qr(C)
     Ws, _, Vsh = xp.linalg.svd(Rc, full_matrices=False)
     P = Qc @ (Ws @ Vsh)
-    D = xp.concat([P[..., :r, :] - _eye(r, alpha, xp), P[..., r:, :]], axis=-2)
-    return Q, Z, D
+    return Z, xp.concat([P[..., :r, :] - eye, P[..., r:, :]], axis=-2)
