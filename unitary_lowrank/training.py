@@ -118,11 +118,11 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
         raise TypeError(f"lr must be a real number, got {lr!r}")
     if not math.isfinite(lr):
         raise ValueError(f"lr must be finite, got {lr!r}")
-    xp = get_namespace(("U", U), xp=xp)
-    check_matrix(U, "U", xp, "(..., n, p)")
+    get_namespace(("U", U))  # TypeError unless U is an array
     op = _operator(G, xp)
     first = op.G[0] if isinstance(op.G, tuple) else op.G
-    get_namespace(("U", U), ("G", first))  # TypeError when U and G come from two libraries
+    xp = get_namespace(("U", U), ("G", first), xp=xp)  # TypeError for two libraries
+    check_matrix(U, "U", xp, "(..., n, p)")
     n, p = tuple(U.shape[-2:])
     if (op.m, op.n) != (n, p):
         raise ValueError(
