@@ -37,19 +37,23 @@ __all__ = [
 
 
 def apply(G: Any, Z: Any, xp: ModuleType) -> Any:
-    """``G @ Z`` for a dense G or a pair ``(X, Y)`` (``X @ (Yᴴ Z)``, never ``X Yᴴ``)."""
+    """``G @ Z`` for a dense G or a pair ``(X, Y)`` (``X @ (Yᴴ Z)``, never ``X Yᴴ``).
+
+    ``Yᴴ Z`` is formed as ``(Zᴴ Y)ᴴ``: only the thin Z and the small product
+    are conjugated, never a copy of the big factor.
+    """
     if isinstance(G, tuple):
         X, Y = G
-        return X @ (herm(Y, xp) @ Z)
+        return X @ herm(herm(Z, xp) @ Y, xp)
     return G @ Z
 
 
 def apply_h(G: Any, Z: Any, xp: ModuleType) -> Any:
-    """``Gᴴ @ Z`` for a dense G or a pair ``(X, Y)`` (``Y @ (Xᴴ Z)``)."""
+    """``Gᴴ @ Z`` for a dense G or a pair ``(X, Y)`` (``Y @ (Xᴴ Z)``), as ``(Zᴴ G)ᴴ``-style products."""
     if isinstance(G, tuple):
         X, Y = G
-        return Y @ (herm(X, xp) @ Z)
-    return herm(G, xp) @ Z
+        return Y @ herm(herm(Z, xp) @ X, xp)
+    return herm(herm(Z, xp) @ G, xp)
 
 
 def orth(Z: Any, xp: ModuleType) -> Any:
@@ -90,10 +94,11 @@ def project_svd(G: Any, Q: Any, residual: bool, xp: ModuleType) -> tuple[Any, An
     shape (...)) when `residual` is true, else None.
     """
     dt = Q.dtype
-    C = herm(apply_h(G, Q, xp), xp)  # Qᴴ G = (Gᴴ Q)ᴴ, size × n
-    W, s, Vh = xp.linalg.svd(xp.astype(C, core_dtype(xp, dt)), full_matrices=False)
+    Ch = apply_h(G, Q, xp)  # (Qᴴ G)ᴴ = Gᴴ Q, n × size: tall, whose SVD LAPACK does faster
+    Vw, s, Wh = xp.linalg.svd(xp.astype(Ch, core_dtype(xp, dt)), full_matrices=False)
+    C = herm(Ch, xp)  # Qᴴ G = W diag(s) Vᴴ with W = Whᴴ, V = Vw
     res = left_residual(G, Q, C, xp) if residual else None
-    return Q @ xp.astype(W, dt), s, xp.astype(herm(Vh, xp), dt), res
+    return Q @ xp.astype(herm(Wh, xp), dt), s, xp.astype(Vw, dt), res
 
 
 def exact_factored_svd(X: Any, Y: Any, xp: ModuleType) -> tuple[Any, Any, Any, Any]:
