@@ -12,6 +12,7 @@ JAX, array-api-strict) and return arrays of the same library, device and dtype.
 """
 
 from .dense import polar, unitarity_error
+from .drift import DriftGuard, reunitarize
 from .haar import random_unitary
 from .sketch import LowRank, lowrank, range_finder
 from .training import step
@@ -20,6 +21,7 @@ from .updates import project, retract, transport
 __version__ = "0.1.0"
 
 __all__ = [
+    "DriftGuard",
     "LowRank",
     "lowrank",
     "polar",
@@ -27,6 +29,7 @@ __all__ = [
     "random_unitary",
     "range_finder",
     "retract",
+    "reunitarize",
     "step",
     "transport",
     "unitarity_error",
