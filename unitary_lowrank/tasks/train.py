@@ -1,0 +1,724 @@
+r"""Training loop of the copy and adding tasks, its summary, JSON and plot.
+
+One step draws a batch on the host, runs the forward pass and BPTT of
+:mod:`unitary_lowrank.tasks.rnn` in the array namespace of the chosen backend,
+updates the ordinary parameters with RMSprop and the recurrent matrix `U` with
+the chosen method:
+
+=================  ==========================================================
+``transport``      ``training.step(U, (X, Y), lr_U, method="exp")``: projUNN-T
+``project``        the same with ``method="polar"``: projUNN-D
+``cayley``         the same with ``method="cayley"``
+``dense-polar``    ``polar(U − lr_U · G)`` with the dense gradient G (an SVD)
+``unconstrained``  RMSprop on U like any other weight (``lr``, not ``lr_U``)
+``frozen``         U keeps its initial value
+=================  ==========================================================
+
+with ``lr_U = lr / unitary_lr_divider`` and ``G = X Yᵀ`` the gradient with
+respect to `U`, kept as its factors for the low-rank methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from types import ModuleType
+from typing import Any, TextIO
+
+import numpy as np
+
+from . import data, rnn
+from ._threads import blas_threads
+from .optim import RMSprop
+
+__all__ = [
+    "BACKENDS",
+    "METHODS",
+    "SAMPLERS",
+    "TASKS",
+    "Config",
+    "ConfigError",
+    "check_plot_available",
+    "default_config",
+    "format_summary",
+    "plot_histories",
+    "resolve_backend",
+    "train",
+    "write_json",
+]
+
+TASKS = ("copy", "adding")
+METHODS = ("transport", "project", "cayley", "dense-polar", "unconstrained", "frozen")
+SAMPLERS = ("lsi", "randomized", "column")
+BACKENDS = ("numpy", "cupy", "torch")
+DTYPES = ("float32", "float64")
+#: Retraction of the low-rank methods in :func:`unitary_lowrank.training.step`.
+LOWRANK_METHODS = {"transport": "exp", "project": "polar", "cayley": "cayley"}
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work (bad size, unknown name, missing backend)."""
+
+
+@dataclasses.dataclass
+class Config:
+    """Settings of one training run (see ``python -m unitary_lowrank copy --help``).
+
+    Attributes
+    ----------
+    task : {"copy", "adding"}
+        The problem.
+    method : str
+        How `U` is updated, one of :data:`METHODS`.
+    rank, sampler
+        Rank of the sketched gradient and the sketching method (low-rank
+        methods only).
+    seq_len, hidden, batch, steps : int
+        Delay T (copy) or sequence length (adding), hidden size, batch size,
+        maximum number of training steps.
+    lr, unitary_lr_divider : float
+        RMSprop learning rate; the step on `U` is ``−(lr / divider) G``.
+    lr_decay, decay_below : float
+        Multiply both learning rates by `lr_decay` once the test loss falls
+        below ``decay_below × baseline`` (the task is solved; smaller steps
+        then polish the solution). ``lr_decay = 1`` turns the schedule off.
+    stop_below : float or None
+        Stop early once the test loss is below ``stop_below × baseline`` (and,
+        on copy, every recalled test symbol is right). None: run all steps.
+    nonlinearity, init, seed, dtype, backend
+        Network and numerical settings.
+    eval_every, test_batch : int
+        Steps between test evaluations, and the size of the fixed test batch.
+    threads : int or None
+        BLAS threads during the run (restored afterwards); None leaves them
+        alone. The command line uses 1: see :mod:`unitary_lowrank.tasks._threads`.
+    """
+
+    task: str
+    method: str = "transport"
+    rank: int = 1
+    sampler: str = "lsi"
+    seq_len: int = 100
+    hidden: int = 128
+    batch: int = 128
+    steps: int = 3000
+    lr: float = 2e-3
+    unitary_lr_divider: float = 8.0
+    lr_decay: float = 0.2
+    decay_below: float = 0.05
+    stop_below: float | None = None
+    nonlinearity: str = "relu"
+    init: str = "henaff"
+    seed: int = 0
+    dtype: str = "float32"
+    backend: str = "numpy"
+    eval_every: int = 250
+    test_batch: int = 512
+    threads: int | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first setting that cannot work."""
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        _choice("method", self.method, METHODS)
+        _choice("sampler", self.sampler, SAMPLERS)
+        _choice("nonlinearity", self.nonlinearity, rnn.NONLINEARITIES)
+        _choice("init", self.init, rnn.INITS)
+        _choice("dtype", self.dtype, DTYPES)
+        _choice("backend", self.backend, BACKENDS)
+        for name in ("seq_len", "hidden", "batch", "steps", "rank", "eval_every", "test_batch"):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or value < 1:
+                raise ConfigError(f"{_flag(name)} must be a positive integer, got {value}")
+        if self.task == "adding" and self.seq_len < 2:
+            raise ConfigError(f"--seq-len must be at least 2 for adding, got {self.seq_len}")
+        for name in ("lr", "unitary_lr_divider", "lr_decay", "decay_below"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{_flag(name)} must be a positive number, got {value}")
+        if self.lr_decay > 1:
+            raise ConfigError(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
+        if self.stop_below is not None and not (
+            math.isfinite(self.stop_below) and self.stop_below > 0
+        ):
+            raise ConfigError(f"--stop-below must be a positive number, got {self.stop_below}")
+        if self.threads is not None and (
+            not isinstance(self.threads, int | np.integer) or self.threads < 1
+        ):
+            raise ConfigError(f"--threads must be a positive integer, got {self.threads}")
+        if self.rank > self.hidden:
+            raise ConfigError(
+                f"--rank must be at most --hidden ({self.hidden}), got {self.rank}"
+            )
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(
+            f"{_flag(name)} must be one of {', '.join(choices)}, got {value!r}"
+        )
+
+
+#: Defaults of each task: solved within a few minutes on two CPU cores.
+_DEFAULTS = {
+    "copy": dict(seq_len=100, hidden=128, batch=128, steps=3000, lr=2e-3,
+                 unitary_lr_divider=8.0, eval_every=250, test_batch=512),
+    "adding": dict(seq_len=100, hidden=64, batch=50, steps=3000, lr=2e-3,
+                   unitary_lr_divider=8.0, eval_every=250, test_batch=1000),
+}
+#: The paper's sizes (meant for a GPU): copy T = 1000 (or 2000), adding T = 200 (or 750).
+PRESETS = {
+    "copy": dict(seq_len=1000, hidden=190, batch=128, lr=7e-4, unitary_lr_divider=32.0),
+    "adding": dict(seq_len=200, hidden=170, batch=50),
+}
+
+
+def default_config(task: str, preset: str | None = None, **overrides: Any) -> Config:
+    """The defaults of `task`, then the preset, then `overrides` (None values ignored).
+
+    Parameters
+    ----------
+    task : {"copy", "adding"}
+        The problem.
+    preset : {None, "paper"}, optional
+        ``"paper"`` sets the paper's sizes.
+    **overrides
+        Any :class:`Config` field; None leaves the default.
+
+    Returns
+    -------
+    Config
+        Not yet validated (call :meth:`Config.validate`).
+
+    Examples
+    --------
+    >>> from unitary_lowrank.tasks.train import default_config
+    >>> default_config("copy", "paper", seq_len=2000).seq_len
+    2000
+    """
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    values: dict[str, Any] = dict(_DEFAULTS[task])
+    if preset is not None:
+        if preset != "paper":
+            raise ConfigError(f"--preset must be 'paper', got {preset!r}")
+        values.update(PRESETS[task])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Config(task=task, **values)
+
+
+def resolve_backend(name: str) -> tuple[ModuleType, Any]:
+    """Array namespace and device of a backend name; :class:`ConfigError` if unusable.
+
+    Parameters
+    ----------
+    name : {"numpy", "cupy", "torch"}
+        The backend. CuPy needs a CUDA device; torch uses CUDA when present.
+
+    Returns
+    -------
+    xp, device
+        The namespace (through array-api-compat) and the device to use.
+
+    Examples
+    --------
+    >>> from unitary_lowrank.tasks.train import resolve_backend
+    >>> resolve_backend("numpy")[1]
+    'cpu'
+    """
+    from array_api_compat import array_namespace
+
+    if name == "numpy":
+        return array_namespace(np.empty(0)), "cpu"
+    if name == "cupy":
+        try:
+            import cupy
+        except ImportError:
+            raise ConfigError(
+                "--backend cupy needs CuPy, which is not installed "
+                "(pip install 'unitary_lowrank[cuda12x]' or '[cuda13x]')"
+            ) from None
+        try:
+            cupy.zeros(1).sum().get()
+        except Exception as exc:  # noqa: BLE001 - any CUDA failure means "no usable GPU"
+            raise ConfigError(f"--backend cupy found no usable CUDA device: {exc}") from None
+        return array_namespace(cupy.empty(0)), cupy.cuda.Device()
+    if name == "torch":
+        try:
+            import torch
+        except ImportError:
+            raise ConfigError("--backend torch needs PyTorch, which is not installed") from None
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return array_namespace(torch.empty(0)), dev
+    raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+
+
+def _synchronize(xp: ModuleType) -> None:
+    """Wait for the device, so that timings measure work and not kernel launches."""
+    name = xp.__name__
+    if "cupy" in name:
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()
+    elif "torch" in name:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+
+class _Task:
+    """Data, loss and metrics of one task, on the device."""
+
+    def __init__(self, cfg: Config, xp: ModuleType, device: Any):
+        self.cfg, self.xp, self.device = cfg, xp, device
+        self.copy = cfg.task == "copy"
+        if self.copy:
+            self.n_in, self.n_out, self.readout = data.MARKER + 1, data.N_SYMBOLS + 1, "all"
+            self.baseline = data.copy_baseline(cfg.seq_len)
+        else:
+            self.n_in, self.n_out, self.readout = 2, 1, "last"
+            self.baseline = data.ADDING_BASELINE
+
+    def _to(self, a: np.ndarray) -> Any:
+        return self.xp.asarray(
+            np.ascontiguousarray(a, dtype=self.cfg.dtype),
+            dtype=getattr(self.xp, self.cfg.dtype),
+            device=self.device,
+        )
+
+    def batch(self, size: int, rng: np.random.Generator) -> tuple[Any, Any]:
+        if self.copy:
+            x, y = data.copy_batch(size, self.cfg.seq_len, rng)
+            return self._to(np.eye(self.n_in)[x]), self._to(np.eye(self.n_out)[y])
+        x, y = data.adding_batch(size, self.cfg.seq_len, rng)
+        return self._to(x), self._to(y)
+
+    def loss(self, out: Any, target: Any) -> tuple[Any, Any]:
+        if self.copy:
+            return rnn.cross_entropy(out, target, xp=self.xp)
+        return rnn.mean_squared_error(out, target, xp=self.xp)
+
+    def accuracy(self, out: Any, target: Any) -> float | None:
+        """Copy: fraction of the K recalled symbols that are right; adding: None."""
+        if not self.copy:
+            return None
+        xp = self.xp
+        K = data.N_COPY
+        hit = xp.argmax(out[-K:, ...], axis=-1) == xp.argmax(target[-K:, ...], axis=-1)
+        return float(xp.mean(xp.astype(hit, xp.float64)))
+
+
+class _UnitaryUpdate:
+    """The update of U for one method, timed (the U update alone)."""
+
+    def __init__(self, cfg: Config, xp: ModuleType, rng: np.random.Generator | None = None):
+        self.cfg, self.xp, self.rng = cfg, xp, rng
+        self.lr_U = cfg.lr / cfg.unitary_lr_divider
+        self.seconds = 0.0
+        self.count = 0
+        self.rms = RMSprop(cfg.lr, xp=xp) if cfg.method == "unconstrained" else None
+        self._step = None
+        if cfg.method in LOWRANK_METHODS:
+            from ..training import step
+
+            self._step = step
+
+    def scale(self, factor: float) -> None:
+        self.lr_U *= factor
+        if self.rms is not None:
+            self.rms.lr *= factor
+
+    def _use_factors(self, n: int, m: int) -> bool:
+        """Whether sketching from the factors costs less than forming the n×n gradient."""
+        cfg = self.cfg
+        if cfg.sampler == "lsi":
+            work = 2 * n * cfg.rank  # G^T Ω and G V, each through X and Y
+        elif cfg.sampler == "randomized":
+            work = 2 * n * (cfg.rank + 10) * (1 + 2 * 2)  # oversample 10, 2 power iterations
+        else:
+            return False  # column sampling needs the column norms of G itself
+        return work < n * n or m <= n
+
+    def __call__(self, U: Any, factors: tuple[Any, Any]) -> Any:
+        method = self.cfg.method
+        if method == "frozen":
+            return U
+        xp = self.xp
+        t0 = time.perf_counter()
+        if method in LOWRANK_METHODS:
+            n, m = factors[0].shape
+            G = factors if self._use_factors(n, m) else rnn.dense_gradient(factors, xp=xp)
+            U = self._step(
+                U, G, self.lr_U, rank=self.cfg.rank, method=LOWRANK_METHODS[method],
+                sampler=self.cfg.sampler, rng=self.rng,
+            )
+        elif method == "dense-polar":
+            from ..dense import polar
+
+            U = polar(U - self.lr_U * rnn.dense_gradient(factors, xp=xp))
+        else:  # unconstrained
+            U = self.rms.step({"U": U}, {"U": rnn.dense_gradient(factors, xp=xp)})["U"]
+        _synchronize(xp)
+        self.seconds += time.perf_counter() - t0
+        self.count += 1
+        return U
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; silent elsewhere (logs get the test lines)."""
+
+    def __init__(self, stream: TextIO, total: int, enabled: bool):
+        self.stream, self.total = stream, total
+        self.enabled = enabled and getattr(stream, "isatty", lambda: False)()
+        self.last = 0.0
+
+    def update(self, step: int, loss: float, frac: float, uerr: float, per_step: float,
+               force: bool = False) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (not force and now - self.last < 0.25):
+            return
+        self.last = now
+        width = 24
+        done = int(width * step / self.total)
+        eta = per_step * (self.total - step)
+        self.stream.write(
+            f"\r[{'#' * done}{'.' * (width - done)}] {step}/{self.total} "
+            f"loss {loss:.4g} ({100 * frac:.1f}% of baseline) "
+            f"|UᵀU−I| {uerr:.1e} {1e3 * per_step:.1f} ms/step ETA {eta:.0f}s   "
+        )
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * 110 + "\r")
+            self.stream.flush()
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def train(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Train the network of `cfg` and return the summary (see :func:`write_json`).
+
+    Parameters
+    ----------
+    cfg : Config
+        Settings; validated here.
+    stream : file, optional
+        Where progress and test lines go; default ``sys.stderr``.
+    quiet : bool, default: False
+        Print nothing.
+
+    Returns
+    -------
+    dict
+        The summary: settings, ``iterations``, ``wall_seconds``, ``final_loss``
+        (test loss), ``baseline_loss``, ``accuracy`` (copy) or None,
+        ``unitarity_error``, ``seconds_per_update`` and the ``history`` of test
+        evaluations.
+
+    Raises
+    ------
+    ConfigError
+        If a setting cannot work.
+
+    Examples
+    --------
+    >>> from unitary_lowrank.tasks.train import default_config, train
+    >>> cfg = default_config("adding", method="frozen", seq_len=8, hidden=8, steps=3)
+    >>> s = train(cfg, quiet=True)
+    >>> s["iterations"], s["task"], s["accuracy"]
+    (3, 'adding', None)
+    """
+    cfg.validate()
+    xp, device = resolve_backend(cfg.backend)
+    stream = sys.stderr if stream is None else stream
+    update_U = _UnitaryUpdate(cfg, xp)  # imports what the method needs before threads are set
+    with blas_threads(cfg.threads), np.errstate(over="ignore", invalid="ignore"):
+        return _train(cfg, xp, device, stream, quiet, update_U)
+
+
+def _unitarity(U: Any) -> float:
+    """``‖UᵀU − I‖₂``, or NaN when U is no longer finite (a diverged run)."""
+    from ..dense import unitarity_error
+
+    try:
+        return float(unitarity_error(U))
+    except Exception:  # noqa: BLE001 - LAPACK may refuse NaN input; the run is over anyway
+        return math.nan
+
+
+def _train(cfg, xp, device, stream, quiet, update_U):
+    seeds = np.random.SeedSequence(cfg.seed).spawn(4)
+    gen_init, gen_train, gen_test, gen_step = (np.random.default_rng(s) for s in seeds)
+    task = _Task(cfg, xp, device)
+    params = rnn.init_params(
+        task.n_in, cfg.hidden, task.n_out, init=cfg.init, nonlinearity=cfg.nonlinearity,
+        dtype=cfg.dtype, rng=gen_init, xp=xp, device=device,
+    )
+    test_x, test_y = task.batch(cfg.test_batch, gen_test)
+    opt = RMSprop(cfg.lr, xp=xp)
+    update_U.rng = gen_step
+    progress = _Progress(stream, cfg.steps, not quiet)
+
+    def say(line: str) -> None:
+        if not quiet:
+            progress.clear()
+            print(line, file=stream, flush=True)
+
+    def evaluate(step: int) -> dict[str, Any]:
+        out, _ = rnn.forward(params, test_x, nonlinearity=cfg.nonlinearity,
+                             readout=task.readout, xp=xp)
+        loss = float(task.loss(out, test_y)[0])
+        acc = task.accuracy(out, test_y)
+        uerr = _unitarity(params["U"])
+        return {"step": step, "loss": loss, "accuracy": acc, "unitarity_error": uerr}
+
+    def eval_line(h: dict[str, Any]) -> str:
+        acc = "" if h["accuracy"] is None else f"  accuracy {100 * h['accuracy']:.2f}%"
+        return (
+            f"step {h['step']:>6}  test loss {h['loss']:.4g} "
+            f"({100 * h['loss'] / task.baseline:.2f}% of baseline){acc}  "
+            f"|UᵀU−I| {h['unitarity_error']:.1e}  lr {opt.lr:.2g}  "
+            f"{time.perf_counter() - t_start:.0f}s"
+        )
+
+    history: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    h = evaluate(0)
+    history.append(h)
+    say(eval_line(h))
+    decayed = False
+    diverged = False
+    stopped_early = False
+    running = None
+    uerr = h["unitarity_error"]
+    step = 0
+    for step in range(1, cfg.steps + 1):
+        x, y = task.batch(cfg.batch, gen_train)
+        out, cache = rnn.forward(params, x, nonlinearity=cfg.nonlinearity,
+                                 readout=task.readout, xp=xp)
+        loss, d_out = task.loss(out, y)
+        grads = rnn.backward(params, cache, d_out, nonlinearity=cfg.nonlinearity, xp=xp)
+        factors = grads.pop("U")
+        params = opt.step(params, grads)
+        params["U"] = update_U(params["U"], factors)
+        if step % 25 == 0 or step == cfg.steps:
+            loss_value = float(loss)  # one device sync every 25 steps
+            if not math.isfinite(loss_value):
+                diverged = True
+                say(f"step {step:>6}  the training loss is {loss_value}: stopping (diverged)")
+                break
+            running = loss_value if running is None else 0.8 * running + 0.2 * loss_value
+            if progress.enabled:
+                uerr = _unitarity(params["U"])
+            per_step = (time.perf_counter() - t_start) / step
+            progress.update(step, running, running / task.baseline, uerr, per_step)
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            h = evaluate(step)
+            h["train_loss"] = running
+            h["seconds"] = time.perf_counter() - t_start
+            history.append(h)
+            say(eval_line(h))
+            frac = h["loss"] / task.baseline
+            if not math.isfinite(h["loss"]):
+                diverged = True
+                say(f"step {step:>6}  the test loss is {h['loss']}: stopping (diverged)")
+                break
+            if not decayed and cfg.lr_decay < 1 and frac < cfg.decay_below:
+                decayed = True
+                opt.lr *= cfg.lr_decay
+                update_U.scale(cfg.lr_decay)
+                say(f"step {step:>6}  solved (below {100 * cfg.decay_below:g}% of the "
+                    f"baseline): learning rates × {cfg.lr_decay:g}")
+            if (
+                cfg.stop_below is not None
+                and frac < cfg.stop_below
+                and (h["accuracy"] is None or h["accuracy"] == 1.0)
+            ):
+                stopped_early = True
+                say(f"step {step:>6}  below {100 * cfg.stop_below:g}% of the baseline: "
+                    "stopping early")
+                break
+    wall = time.perf_counter() - t_start
+    if history[-1]["step"] != step and not diverged:
+        history.append(evaluate(step))
+    final = history[-1]
+    progress.clear()
+    summary = {
+        "task": cfg.task,
+        "method": cfg.method,
+        "rank": cfg.rank if cfg.method in LOWRANK_METHODS else None,
+        "sampler": cfg.sampler if cfg.method in LOWRANK_METHODS else None,
+        "seq_len": cfg.seq_len,
+        "hidden": cfg.hidden,
+        "batch": cfg.batch,
+        "steps": cfg.steps,
+        "lr": cfg.lr,
+        "unitary_lr_divider": cfg.unitary_lr_divider,
+        "lr_decay": cfg.lr_decay,
+        "decay_below": cfg.decay_below,
+        "stop_below": cfg.stop_below,
+        "nonlinearity": cfg.nonlinearity,
+        "init": cfg.init,
+        "seed": cfg.seed,
+        "dtype": cfg.dtype,
+        "backend": cfg.backend,
+        "iterations": step,
+        "wall_seconds": wall,
+        "seconds_per_step": wall / max(step, 1),
+        "final_loss": _finite_or_none(final["loss"]),
+        "baseline_loss": task.baseline,
+        "loss_fraction": _finite_or_none(final["loss"] / task.baseline),
+        "accuracy": final["accuracy"],
+        "unitarity_error": _finite_or_none(final["unitarity_error"]),
+        "seconds_per_update": (
+            update_U.seconds / update_U.count if update_U.count else 0.0
+        ),
+        "diverged": diverged,
+        "stopped_early": stopped_early,
+        "target_met": _target_met(cfg.task, final, task.baseline),
+        "history": [
+            {k: (_finite_or_none(v) if isinstance(v, float) else v) for k, v in h.items()}
+            for h in history
+        ],
+    }
+    return summary
+
+
+def _target_met(task: str, final: dict[str, Any], baseline: float) -> bool:
+    """The issue's targets: copy < 2 % of the baseline and >= 99 % recall; adding MSE < 0.01."""
+    loss = final["loss"]
+    if not math.isfinite(loss):
+        return False
+    if task == "copy":
+        return bool(loss < 0.02 * baseline and final["accuracy"] >= 0.99)
+    return bool(loss < 0.01)
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The one-screen summary printed at the end of a run.
+
+    Parameters
+    ----------
+    s : dict
+        A summary from :func:`train`.
+
+    Returns
+    -------
+    str
+        Several lines of text.
+    """
+    if s["method"] in LOWRANK_METHODS:
+        how = f"{s['method']} (rank {s['rank']}, {s['sampler']} sampler)"
+    else:
+        how = s["method"]
+    size = "delay T" if s["task"] == "copy" else "length T"
+    lines = [
+        f"{s['task']} task, {size} = {s['seq_len']}, hidden {s['hidden']}, batch {s['batch']}, "
+        f"{s['nonlinearity']}, {s['init']} init, seed {s['seed']}",
+        f"  U updated by    {how}, lr {s['lr']:g} / {s['unitary_lr_divider']:g}",
+        f"  backend         {s['backend']}, {s['dtype']}",
+        f"  steps           {s['iterations']} of {s['steps']}"
+        + (" (stopped early)" if s["stopped_early"] else "")
+        + (" (DIVERGED)" if s["diverged"] else ""),
+        f"  wall time       {s['wall_seconds']:.1f} s ({1e3 * s['seconds_per_step']:.1f} ms a "
+        f"step; U update alone {1e3 * s['seconds_per_update']:.3f} ms)",
+    ]
+    loss, frac = s["final_loss"], s["loss_fraction"]
+    if loss is None:
+        lines.append("  test loss       not finite")
+    else:
+        lines.append(
+            f"  test loss       {loss:.4g} = {100 * frac:.2f}% of the baseline "
+            f"{s['baseline_loss']:.4g}"
+        )
+    if s["accuracy"] is not None:
+        lines.append(f"  recall          {100 * s['accuracy']:.2f}% of the recalled symbols right")
+    ue = s["unitarity_error"]
+    lines.append("  ‖UᵀU − I‖₂      " + ("not finite" if ue is None else f"{ue:.2e}"))
+    target = ("< 2% of the baseline and >= 99% recall" if s["task"] == "copy"
+              else "MSE < 0.01")
+    lines.append(f"  target ({target}): {'met' if s['target_met'] else 'NOT met'}")
+    return "\n".join(lines)
+
+
+def write_json(summary: dict[str, Any], path: str) -> None:
+    """Write a summary as JSON (non-finite numbers become null).
+
+    Parameters
+    ----------
+    summary : dict
+        A summary from :func:`train`.
+    path : str
+        Output file.
+    """
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2, allow_nan=False)
+        f.write("\n")
+
+
+def check_plot_available() -> None:
+    """Raise :class:`ConfigError` with an install hint when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "--plot needs matplotlib: pip install 'unitary_lowrank[plot]'"
+        ) from None
+
+
+def plot_histories(summaries: list[dict[str, Any]], path: str, *, title: str | None = None) -> None:
+    """PNG of test loss against steps for one or more runs, with the baseline.
+
+    Parameters
+    ----------
+    summaries : list of dict
+        Summaries from :func:`train` (or read back from their JSON), of one task.
+    path : str
+        Output PNG file.
+    title : str, optional
+        Figure title; default from the first summary.
+
+    Raises
+    ------
+    ConfigError
+        If matplotlib is not installed.
+    """
+    check_plot_available()
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.0), dpi=120)
+    ax = fig.add_subplot()
+    first = summaries[0]
+    for s in summaries:
+        pts = [(h["step"], h["loss"]) for h in s["history"] if h["loss"] is not None]
+        label = s["method"]
+        if s["method"] in LOWRANK_METHODS:
+            label += f" (rank {s['rank']})"
+        if len(summaries) > 1 and len({t["method"] for t in summaries}) < len(summaries):
+            label += f", seed {s['seed']}"
+        if pts:
+            steps, losses = zip(*pts, strict=True)
+            ax.plot(steps, losses, marker=".", label=label)
+    ax.axhline(first["baseline_loss"], color="k", ls="--", lw=1, label="memoryless baseline"
+               if first["task"] == "copy" else "baseline (predict 1)")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("test cross-entropy" if first["task"] == "copy" else "test MSE")
+    ax.set_title(title or (
+        f"{first['task']} task, T = {first['seq_len']}, hidden {first['hidden']}"
+    ))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
