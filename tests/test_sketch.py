@@ -277,6 +277,32 @@ def test_range_finder_same_seed_every_backend(backend, dtype):
     assert np.max(np.abs(P - Pr)) <= compare_tol(11, dtype, condition=1e3)
 
 
+@given(
+    m=st.integers(1, 24),
+    n=st.integers(1, 24),
+    data=st.data(),
+    dtype_=dtypes(),
+    seed=seeds(),
+    factored=st.booleans(),
+)
+def test_hypothesis_range_finder(m, n, data, dtype_, seed, factored):
+    """Orthonormal Q whose span holds the range of G when rank(G) <= size (r < size included)."""
+    size = data.draw(st.integers(1, min(m, n)), label="size")
+    rho = data.draw(st.integers(0, size), label="rank of G")
+    n_iter = data.draw(st.integers(0, 3), label="n_iter")
+    rng = np.random.default_rng(seed)
+    X = gaussian((m, rho), dtype_, rng)
+    Y = gaussian((n, rho), dtype_, rng)
+    G = (X.astype(_wide(dtype_)) @ _h(Y.astype(_wide(dtype_)))).astype(dtype_)
+    Q = ul.range_finder((X, Y) if factored else G, size, n_iter=n_iter, rng=rng)
+    assert Q.shape == (m, size) and Q.dtype == G.dtype
+    Qn = Q.astype(_wide(dtype_))
+    assert np.linalg.norm(_h(Qn) @ Qn - np.eye(size), 2) <= unitarity_bound(m, dtype_)
+    scale = np.linalg.norm(X.astype(_wide(dtype_)), 2) * np.linalg.norm(Y.astype(_wide(dtype_)), 2)
+    resid = np.linalg.norm(Qn @ (_h(Qn) @ G) - G, 2) if m and n else 0.0
+    assert resid <= compare_tol(max(m, n), dtype_) * scale * (1 + n_iter)
+
+
 # ----------------------------------------------------------------------------------------
 # 5. backends behave like numpy (same seed, same factors up to QR conventions)
 # ----------------------------------------------------------------------------------------
@@ -297,6 +323,13 @@ def test_backends_agree_with_numpy(backend, dtype, sampler, factored):
     A, B = ul.lowrank(barg, k, sampler=sampler, rng=3)
     assert_same_kind(A, backend.asarray(G))
     assert_same_kind(B, backend.asarray(G))
+    if sampler != "lsi":  # tol= mode: same rank and error as on numpy
+        ref = ul.lowrank(args, tol=0.05, sampler=sampler, rng=3, return_info=True)
+        info = ul.lowrank(barg, tol=0.05, sampler=sampler, rng=3, return_info=True)
+        assert info.rank == ref.rank and info.A.shape[-1] == ref.rank
+        assert_same_kind(info.error, backend.asarray(G), backend.xp.float32 if dtype in (
+            "float32", "complex64") else backend.xp.float64)
+        assert np.max(np.abs(to_numpy(info.error) - ref.error)) <= compare_tol(m, dtype)
     # A Bᴴ does not depend on the sign/phase conventions of QR and SVD
     tol = compare_tol(m, dtype, condition=1e3)  # gap σ₂/σ₃ = 60 in the sketch
     assert np.max(np.abs(product(A, B) - product(A0, B0))) <= tol
