@@ -37,7 +37,7 @@ def _optimal_error_factored(X: np.ndarray, Y: np.ndarray, k: int) -> float:
 
 
 def _error_factored(X, Y, A, B) -> float:
-    """‖X Yᴴ − A Bᴴ‖_F without forming either product at full size twice: via QR of [X, A], [Y, B]."""
+    """‖X Yᴴ − A Bᴴ‖_F without forming either product: via QRs of [X, −A] and [Y, B]."""
     wide = np.complex128 if np.iscomplexobj(X) else np.float64
     _, R1 = np.linalg.qr(np.concatenate([X, -A], axis=1).astype(wide))
     _, R2 = np.linalg.qr(np.concatenate([Y, B], axis=1).astype(wide))

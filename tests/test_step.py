@@ -172,7 +172,8 @@ def test_bad_input():
     rng = np.random.default_rng(8)
     U = ul.random_unitary(6, dtype="float64", rng=rng)
     G = gaussian((6, 6), "float64", rng)
-    with pytest.raises(ValueError, match=r"G must be an \(\.\.\., n, p\) gradient.*\(6, 6\).*\(6, 5\)"):
+    msg = r"G must be an \(\.\.\., n, p\) gradient.*\(6, 6\).*\(6, 5\)"
+    with pytest.raises(ValueError, match=msg):
         ul.step(U, G[:, :5], 0.1)
     with pytest.raises(ValueError, match=r"X \(6, 2\) and Y \(5, 2\)"):
         ul.step(U, (G[:, :2], G[:5, :2]), 0.1)

@@ -25,7 +25,6 @@ from ._array_api import (
     device_of,
     dtype_name,
     get_namespace,
-    is_complex,
     real_dtype,
 )
 from ._validation import check_finite, check_matrix, check_same_device
@@ -156,7 +155,9 @@ def _gaussian(op: _Operator, gen, rows: int, cols: int, shared: bool) -> Any:
 
 
 def _basis(op: _Operator, sampler: str, size: int, n_iter: int, shared: bool, gen) -> Any:
-    """Orthonormal basis (..., m, size) of the sketch of `sampler` ("randomized" or "column")."""
+    """Orthonormal basis of the sketch of `sampler`: (..., m, size) for "randomized";
+    for "column", (..., m, min(m, size)) with zero columns where the drawn columns
+    of G span fewer dimensions (repeats)."""
     xp = op.xp
     if sampler == "column":
         u = _to_device(op, gen.random((*op.batch, size)), xp.float64)
@@ -304,8 +305,9 @@ def lowrank(G, rank=None, *, tol=None, max_rank=None, sampler="randomized", over
         `rank`, no oversampling or power iteration: ``V = orth(Gᴴ Ω)``,
         ``A = G V``, ``B = V``. ``"column"``: ``rank + oversample`` columns of G
         drawn (with replacement) with probability proportional to their squared
-        norms; G is projected onto their span and truncated to its `rank`
-        largest directions.
+        norms (Drineas–Kannan–Mahoney); G is projected onto their span (only
+        onto it: a rank-revealing SVD of the drawn columns drops repeats) and
+        truncated to its `rank` *largest* directions.
     oversample : int, default: 10
         Extra sketch columns for ``"randomized"`` and ``"column"``.
     n_iter : int, default: 2

@@ -49,7 +49,7 @@ def apply(G: Any, Z: Any, xp: ModuleType) -> Any:
 
 
 def apply_h(G: Any, Z: Any, xp: ModuleType) -> Any:
-    """``Gᴴ @ Z`` for a dense G or a pair ``(X, Y)`` (``Y @ (Xᴴ Z)``), as ``(Zᴴ G)ᴴ``-style products."""
+    """``Gᴴ @ Z`` for a dense G or a pair ``(X, Y)`` (``Y @ (Xᴴ Z)``); conjugates thin arrays."""
     if isinstance(G, tuple):
         X, Y = G
         return Y @ herm(herm(Z, xp) @ X, xp)
@@ -57,7 +57,7 @@ def apply_h(G: Any, Z: Any, xp: ModuleType) -> Any:
 
 
 def orth(Z: Any, xp: ModuleType) -> Any:
-    """Orthonormal basis of the columns of Z (Householder QR: orthonormal even when Z is rank deficient)."""
+    """Orthonormal basis of Z's columns (Householder QR: orthonormal even if Z is singular)."""
     Q, _ = xp.linalg.qr(Z)
     return Q
 
@@ -78,7 +78,10 @@ def orth_span(Z: Any, xp: ModuleType) -> Any:
 
 
 def range_basis(G: Any, Omega: Any, n_iter: int, xp: ModuleType) -> Any:
-    """Halko–Martinsson–Tropp Alg. 4.4: ``Q = orth(G Ω)``, then `n_iter` rounds of ``Q ← orth(G orth(Gᴴ Q))``."""
+    """Halko–Martinsson–Tropp Alg. 4.4: ``Q = orth(G Ω)``, then `n_iter` power iterations.
+
+    Each iteration is ``Q ← orth(G orth(Gᴴ Q))`` (QR-stabilised).
+    """
     Q = orth(apply(G, Omega, xp), xp)
     for _ in range(n_iter):  # n_iter is a static argument, not a value of the data
         Q = orth(apply(G, orth(apply_h(G, Q, xp), xp), xp), xp)
