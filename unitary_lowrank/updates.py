@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _numba
 from ._agnostic import _updates
 from ._array_api import get_namespace, is_lazy_array, is_numpy_namespace, real_dtype
 from ._validation import check_finite, validate_step
@@ -41,7 +42,33 @@ def _check_core_input(U: Any, xp: ModuleType, *small: Any) -> None:
     raise ValueError("the step A @ B^H is too large: its core overflowed (scale the step down)")
 
 
-def _run(U, A, B, method, *, square, check_finite_U, out, xp, func):
+ENGINES = ("auto", "numba", "array_api")
+
+
+def _select_kernels(engine: str, xp: ModuleType, square: bool):
+    """Numba kernel module for this call, or None for the array-agnostic path.
+
+    ``"auto"`` takes the kernels for square NumPy inputs when numba is installed;
+    an explicit ``"numba"`` never falls back silently.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be 'auto', 'numba' or 'array_api', got {engine!r}")
+    if engine == "array_api":
+        return None
+    if not is_numpy_namespace(xp):
+        if engine == "numba":
+            raise ValueError(f"engine='numba' needs NumPy arrays, got {xp.__name__} arrays")
+        return None
+    kernels = _numba.load()
+    if kernels is None and engine == "numba":
+        raise ImportError(
+            "engine='numba' needs numba (pip install 'unitary_lowrank[numba]'), or it is "
+            "disabled by UNITARY_LOWRANK_DISABLE_NUMBA=1"
+        )
+    return kernels if square else None
+
+
+def _run(U, A, B, method, *, square, check_finite_U, out, engine, xp, func):
     xp = get_namespace(("U", U), ("A", A), ("B", B), xp=xp)
     if method not in _updates.METHODS:
         raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
@@ -56,21 +83,33 @@ def _run(U, A, B, method, *, square, check_finite_U, out, xp, func):
         )
     if A.shape[-1] == 0 or 0 in shape:  # empty step or empty batch: nothing moves
         result = xp.asarray(xp.broadcast_to(U, shape), copy=True)
-    else:
-        with _no_fp_warnings(xp):
-            if U.shape[-2] == U.shape[-1]:
-                Q, beta, alpha = _updates.square_subspace(U, A, B, batch, xp)
-                _check_core_input(U, xp, alpha)
-                D = _updates.core_minus_identity(alpha, beta, method, xp)
-                Z = None
-            else:
-                Q, beta, alpha, Aperp = _updates.stiefel_subspace(U, A, B, batch, xp)
-                _check_core_input(U, xp, alpha, Aperp)
-                eps = float(xp.finfo(real_dtype(xp, U.dtype)).eps)
-                Z, D = _updates.stiefel_core(A, Aperp, beta, alpha, batch, eps, xp)
+        if out is None:
+            return result
+        out[...] = result
+        return out
+    is_square = U.shape[-2] == U.shape[-1]
+    kernels = _select_kernels(engine, xp, is_square)
+    with _no_fp_warnings(xp):
+        if kernels is not None:
+            UhA, UB = kernels.adjoint_products(U, A, B, batch)  # one pass over U
+            Q, beta, alpha = _updates.step_subspace(UhA, B, batch, xp)
+        elif is_square:
+            Q, beta, alpha = _updates.square_subspace(U, A, B, batch, xp)
+        else:
+            Q, beta, alpha, Aperp = _updates.stiefel_subspace(U, A, B, batch, xp)
+        _check_core_input(U, xp, alpha, *(() if is_square else (Aperp,)))
+        if is_square:
+            D = _updates.core_minus_identity(alpha, beta, method, xp)
+            Z = None
+        else:
+            eps = float(xp.finfo(real_dtype(xp, U.dtype)).eps)
+            Z, D = _updates.stiefel_core(A, Aperp, beta, alpha, batch, eps, xp)
         # The core is tiny, so checking it is free; finite U and a finite core give
         # a finite result (|F - I| <= 2), so NaN never reaches the caller's weights.
         _check_core_input(U, xp, D)
+        if kernels is not None:
+            L = kernels.left_basis(U, A, UB, Q, beta, alpha, batch)
+            return kernels.apply(U, L, D, Q, batch, out)
         result = _updates.apply_core(U, Q, D, xp, Z)
     if out is None:
         return result
@@ -78,7 +117,7 @@ def _run(U, A, B, method, *, square, check_finite_U, out, xp, func):
     return out
 
 
-def project(U, A, B, /, *, check_finite=False, out=None, xp=None):
+def project(U, A, B, /, *, check_finite=False, out=None, engine="auto", xp=None):
     r"""Nearest matrix with orthonormal columns to ``U + A @ Bᴴ`` (projUNN-D).
 
     Returns the unitary (orthogonal for real input) polar factor of
@@ -105,6 +144,11 @@ def project(U, A, B, /, *, check_finite=False, out=None, xp=None):
         Array of the result's shape and dtype to write the result into, e.g.
         ``out=U`` for an in-place update. It is written only after the whole
         result has been computed and found finite.
+    engine : {"auto", "numba", "array_api"}, default: "auto"
+        Implementation. ``"numba"``: fused CPU kernels for square NumPy inputs
+        (two passes over `U`, no n×n temporary); ``"array_api"``: the portable
+        path used for every other library; ``"auto"``: numba when it is
+        installed and the inputs are square NumPy arrays.
     xp : array namespace, optional
         Namespace of the inputs; inferred by default.
 
@@ -155,12 +199,12 @@ def project(U, A, B, /, *, check_finite=False, out=None, xp=None):
     True
     """
     return _run(
-        U, A, B, "polar", square=False, check_finite_U=check_finite, out=out, xp=xp,
-        func="project",
+        U, A, B, "polar", square=False, check_finite_U=check_finite, out=out, engine=engine,
+        xp=xp, func="project",
     )
 
 
-def transport(U, A, B, /, *, check_finite=False, out=None, xp=None):
+def transport(U, A, B, /, *, check_finite=False, out=None, engine="auto", xp=None):
     r"""Geodesic step ``U @ expm(skew(Uᴴ A Bᴴ))`` of a unitary U (projUNN-T).
 
     Moves `U` along the geodesic of the unitary group in the direction of the
@@ -179,6 +223,11 @@ def transport(U, A, B, /, *, check_finite=False, out=None, xp=None):
     out : array, optional
         Where to write the result (e.g. ``out=U``), only once it is complete
         and finite.
+    engine : {"auto", "numba", "array_api"}, default: "auto"
+        Implementation. ``"numba"``: fused CPU kernels for square NumPy inputs
+        (two passes over `U`, no n×n temporary); ``"array_api"``: the portable
+        path used for every other library; ``"auto"``: numba when it is
+        installed and the inputs are square NumPy arrays.
     xp : array namespace, optional
         Namespace of the inputs; inferred by default.
 
@@ -222,12 +271,13 @@ def transport(U, A, B, /, *, check_finite=False, out=None, xp=None):
     True
     """
     return _run(
-        U, A, B, "exp", square=True, check_finite_U=check_finite, out=out, xp=xp,
-        func="transport",
+        U, A, B, "exp", square=True, check_finite_U=check_finite, out=out, engine=engine,
+        xp=xp, func="transport",
     )
 
 
-def retract(U, A, B, /, method="polar", *, check_finite=False, out=None, xp=None):
+def retract(U, A, B, /, method="polar", *, check_finite=False, out=None, engine="auto",
+            xp=None):
     r"""Retract the step ``A @ Bᴴ`` onto the unitary group with the chosen method.
 
     Parameters
@@ -246,6 +296,11 @@ def retract(U, A, B, /, method="polar", *, check_finite=False, out=None, xp=None
         Scan `U` for NaN and infinity before any work (a full pass over `U`).
     out : array, optional
         Where to write the result, once complete and finite.
+    engine : {"auto", "numba", "array_api"}, default: "auto"
+        Implementation. ``"numba"``: fused CPU kernels for square NumPy inputs
+        (two passes over `U`, no n×n temporary); ``"array_api"``: the portable
+        path used for every other library; ``"auto"``: numba when it is
+        installed and the inputs are square NumPy arrays.
     xp : array namespace, optional
         Namespace of the inputs; inferred by default.
 
@@ -291,5 +346,5 @@ def retract(U, A, B, /, method="polar", *, check_finite=False, out=None, xp=None
         raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
     return _run(
         U, A, B, method, square=method != "polar", check_finite_U=check_finite, out=out,
-        xp=xp, func=f"retract(method={method!r})",
+        engine=engine, xp=xp, func=f"retract(method={method!r})",
     )

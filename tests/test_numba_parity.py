@@ -1,0 +1,104 @@
+"""The Numba kernels agree with the array-agnostic body to a few eps; engine switch errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import unitary_lowrank as ul
+from unitary_lowrank import _numba
+from unitary_lowrank.testing import assert_close, assert_unitary, compare_tol, lowrank_factors
+
+pytestmark = pytest.mark.skipif(_numba.load() is None, reason="numba is not installed")
+
+METHODS = ("polar", "exp", "cayley")
+
+
+def _case(n, k, dtype, batch=(), seed=0, kind="generic"):
+    rng = np.random.default_rng(seed)
+    U = ul.random_unitary(n, dtype=dtype, batch_shape=batch, rng=rng)
+    A, B = lowrank_factors(n, n, k, dtype, rng, norm=0.3)
+    if kind == "normal":  # [B, UᴴA] rank deficient: the kernels must fall back to U @ Q
+        A = (U.astype(np.complex128 if "complex" in dtype else np.float64) @ B).astype(dtype)
+    return U, A, B
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(("n", "k", "batch"), [(1, 1, ()), (3, 4, ()), (40, 2, ()), (300, 1, ()),
+                                               (260, 3, ()), (16, 1, (7,)), (64, 2, (20,))])
+def test_numba_matches_array_api(method, n, k, batch, dtype):
+    U, A, B = _case(n, k, dtype, batch)
+    X = ul.retract(U, A, B, method=method, engine="numba")
+    Y = ul.retract(U, A, B, method=method, engine="array_api")
+    assert X.dtype == Y.dtype and X.shape == Y.shape
+    # parity: both are backward stable, so they differ by a few eps per entry
+    assert_close(X, Y, compare_tol(1, dtype, 20))
+    assert_unitary(X)
+
+
+@pytest.mark.parametrize("kind", ["normal", "generic"])
+def test_numba_fallback_and_fast_left_basis(kind, dtype):
+    U, A, B = _case(50, 2, dtype, kind=kind)
+    X = ul.transport(U, A, B, engine="numba")
+    assert_close(X, ul.transport(U, A, B, engine="array_api"), compare_tol(1, dtype, 20))
+    assert_unitary(X)
+
+
+def test_numba_in_place_and_broadcast(dtype):
+    U, A, B = _case(300, 2, dtype, seed=3)
+    expected = ul.project(U, A, B, engine="array_api")
+    W = U.copy()
+    assert ul.project(W, A, B, engine="numba", out=W) is W
+    assert_close(W, expected, compare_tol(1, dtype, 20))
+    # one U, a batch of steps
+    A2 = np.stack([A, 2 * A])
+    X = ul.transport(U, A2, B, engine="numba")
+    assert_close(X, ul.transport(U, A2, B, engine="array_api"), compare_tol(1, dtype, 20))
+
+
+def test_numba_layouts(dtype):
+    """Fortran order and negative strides are read correctly (copied to C order)."""
+    U, A, B = _case(30, 2, dtype, seed=4)
+    expected = ul.transport(U, A, B, engine="array_api")
+    assert_close(ul.transport(np.asfortranarray(U), A[::-1][::-1], B, engine="numba"), expected,
+                 compare_tol(1, dtype, 20))
+    Uf = np.asfortranarray(U)
+    assert ul.transport(Uf, A, B, engine="numba", out=Uf) is Uf
+    assert_close(Uf, expected, compare_tol(1, dtype, 20))
+
+
+def test_numba_chained_drift():
+    """300 chained numba steps in float64 stay at rounding level (the fast left basis is used)."""
+    rng = np.random.default_rng(1)
+    U = ul.random_unitary(120, dtype="float64", rng=rng)
+    for _ in range(300):
+        A, B = lowrank_factors(120, 120, 1, "float64", rng, norm=0.05)
+        ul.transport(U, A, B, engine="numba", out=U)
+    assert float(ul.unitarity_error(U)) < 1e-12
+
+
+def test_engine_errors():
+    U, A, B = _case(5, 1, "float64")
+    with pytest.raises(ValueError, match="engine must be 'auto', 'numba' or 'array_api', got 'c'"):
+        ul.project(U, A, B, engine="c")
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="engine='numba' needs NumPy arrays"):
+        ul.project(torch.asarray(U), torch.asarray(A), torch.asarray(B), engine="numba")
+
+
+def test_numba_disabled_by_environment():
+    code = (
+        "import numpy as np, unitary_lowrank as ul\n"
+        "U = np.eye(3); A = np.ones((3, 1)); B = np.ones((3, 1))\n"
+        "ul.project(U, A, B)\n"
+        "try:\n"
+        "    ul.project(U, A, B, engine='numba')\n"
+        "except ImportError as e:\n"
+        "    print('ImportError', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"UNITARY_LOWRANK_DISABLE_NUMBA": "1", "PATH": ""})
+    assert "ImportError engine='numba' needs numba" in out.stdout

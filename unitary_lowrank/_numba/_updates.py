@@ -1,0 +1,169 @@
+"""Numba kernels of the square updates: two passes over U instead of five.
+
+The array-agnostic body (``_agnostic/_updates.py``) reads U three times
+(``Uᴴ A``, ``U Q``, the rank-r update) and builds an n×n temporary. Here
+
+1. :func:`adjoint_products` reads U once and returns both ``Uᴴ A`` and ``U B``;
+2. ``U Q = [U B, A] R⁻¹`` (as ``U Uᴴ = I``) needs no pass over U when the
+   column-equilibrated R is well conditioned (otherwise one BLAS product ``U @ Q``);
+3. :func:`apply` writes ``U + L K`` row by row in one pass (in place when the
+   output is U itself), with no n×n temporary.
+
+Kernels take C-contiguous 3-D arrays (batch, rows, cols) and scalars only and
+write into buffers allocated by the Python entry points; fastmath stays off
+(unitarity is a rounding-sensitive property).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+__all__ = ["adjoint_products", "apply", "left_basis"]
+
+#: Largest condition number of the equilibrated R for which ``UQ = [UB, A] R⁻¹``
+#: is used; beyond it one more product ``U @ Q`` is cheaper than the lost digits.
+COND_LIMIT = 8.0
+
+
+@nb.njit(cache=True, nogil=True)
+def _adjoint_rows_kernel(U, A, Bt, acc, UB, start, stop):  # pragma: no cover - compiled
+    """Rows start..stop of the flattened (batch, row) index: acc[b] += U[b,i]ᴴ ⊗ A[b,i]; UB[b,i] = U[b,i] B[b]."""
+    n, p = U.shape[1], U.shape[2]
+    k = A.shape[2]
+    for idx in range(start, stop):
+        b = idx // n
+        i = idx - b * n
+        row = U[b, i]
+        for j in range(k):
+            s = row[0] * Bt[b, j, 0]
+            for c in range(1, p):
+                s += row[c] * Bt[b, j, c]
+            UB[b, i, j] = s
+            a = A[b, i, j]
+            accj = acc[b, j]
+            for c in range(p):
+                accj[c] += np.conj(row[c]) * a
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _adjoint_products_parallel_kernel(U, A, Bt, parts, UB):  # pragma: no cover - compiled
+    """Threaded :func:`_adjoint_rows_kernel`: thread t accumulates Uᴴ A of its rows in parts[t]."""
+    total = U.shape[0] * U.shape[1]
+    nthreads = parts.shape[0]
+    chunk = (total + nthreads - 1) // nthreads
+    for t in nb.prange(nthreads):
+        _adjoint_rows_kernel(U, A, Bt, parts[t], UB, t * chunk, min(total, (t + 1) * chunk))
+
+
+@nb.njit(cache=True, nogil=True)
+def _apply_rows_kernel(U, L, K, out, start, stop):  # pragma: no cover - compiled
+    """out[b, i] = U[b, i] + L[b, i] @ K[b] for flattened rows start..stop (in place is safe)."""
+    n, p = U.shape[1], U.shape[2]
+    r = L.shape[2]
+    for idx in range(start, stop):
+        b = idx // n
+        i = idx - b * n
+        urow = U[b, i]
+        orow = out[b, i]
+        l0 = L[b, i, 0]
+        k0 = K[b, 0]
+        for c in range(p):
+            orow[c] = urow[c] + l0 * k0[c]
+        for j in range(1, r):
+            lj = L[b, i, j]
+            kj = K[b, j]
+            for c in range(p):
+                orow[c] += lj * kj[c]
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _apply_parallel_kernel(U, L, K, out, nthreads):  # pragma: no cover - compiled
+    """Threaded :func:`_apply_rows_kernel` over `nthreads` contiguous blocks of rows."""
+    total = U.shape[0] * U.shape[1]
+    chunk = (total + nthreads - 1) // nthreads
+    for t in nb.prange(nthreads):
+        _apply_rows_kernel(U, L, K, out, t * chunk, min(total, (t + 1) * chunk))
+
+
+# Threads only pay off for large inputs: waking them costs more than the work for
+# small ones (and much more on a 2-core machine shared with other processes).
+_PARALLEL_MIN = 1 << 16  # entries of U
+
+
+def _threads(U3: np.ndarray) -> int:
+    if U3.size < _PARALLEL_MIN:
+        return 1
+    return max(1, min(nb.get_num_threads(), U3.shape[0] * U3.shape[1]))
+
+
+def _as3d(x: np.ndarray, batch: tuple[int, ...]) -> np.ndarray:
+    """C-contiguous (prod(batch), rows, cols) view or copy of a broadcastable array."""
+    x = np.broadcast_to(x, (*batch, *x.shape[-2:]))
+    return np.ascontiguousarray(x.reshape(-1, *x.shape[-2:]))
+
+
+def adjoint_products(U, A, B, batch):
+    """``(Uᴴ A, U B)`` of square or tall U in one pass over U (NumPy in, NumPy out)."""
+    U3, A3 = _as3d(U, batch), _as3d(A, batch)
+    Bt = np.ascontiguousarray(np.swapaxes(_as3d(B, batch), -1, -2))
+    nbatch, n, p = U3.shape
+    k = A3.shape[-1]
+    nthreads = _threads(U3)
+    parts = np.zeros((nthreads, nbatch, k, p), dtype=U.dtype)
+    UB = np.empty((nbatch, n, k), dtype=U.dtype)
+    if nthreads == 1:
+        _adjoint_rows_kernel(U3, A3, Bt, parts[0], UB, 0, nbatch * n)
+    else:
+        _adjoint_products_parallel_kernel(U3, A3, Bt, parts, UB)
+    UhA = np.swapaxes(parts.sum(axis=0), -1, -2)
+    return UhA.reshape(*batch, p, k), UB.reshape(*batch, n, k)
+
+
+def left_basis(U, A, UB, Q, beta, alpha, batch):
+    """``U Q`` (n×r), from ``[U B, A] R⁻¹`` when that is accurate, else ``U @ Q``.
+
+    With ``[B, Uᴴ A] = Q R`` and ``U Uᴴ = I``, ``U Q = [U B, A] R⁻¹``. The
+    solve loses ``cond(R)`` digits, so it is used only when R, with its columns
+    scaled to unit norm (which does not change the solve's accuracy), is
+    square and has condition number at most :data:`COND_LIMIT`.
+    """
+    R = np.concatenate([beta, alpha], axis=-1)
+    r, kk = R.shape[-2:]
+    if r == kk:
+        norms = np.linalg.norm(R, axis=-2, keepdims=True)
+        if np.all(norms > 0):
+            s = np.linalg.svd(R / norms, compute_uv=False)
+            if np.all(s[..., -1] * COND_LIMIT >= s[..., 0]):
+                Rinv = np.linalg.inv(R).astype(U.dtype)
+                return np.concatenate([UB, np.broadcast_to(A, UB.shape)], axis=-1) @ Rinv
+    return U @ Q.astype(U.dtype)
+
+
+def _apply_rows(U3, L3, K3, out3):
+    nthreads = _threads(U3)
+    if nthreads == 1:
+        _apply_rows_kernel(U3, L3, K3, out3, 0, U3.shape[0] * U3.shape[1])
+    else:
+        _apply_parallel_kernel(U3, L3, K3, out3, nthreads)
+
+
+def apply(U, L, D, Q, batch, out=None):
+    """``U + L (D Qᴴ)`` in one pass over U, into `out` (which may be U itself)."""
+    Qw = Q.astype(U.dtype)
+    K = D.astype(U.dtype) @ np.conj(np.swapaxes(Qw, -1, -2))
+    shape = (*batch, *U.shape[-2:])
+    U3 = _as3d(U, batch)
+    L3, K3 = _as3d(L, batch), _as3d(K, batch)
+    if out is not None and out.flags.c_contiguous and (
+        out is U or not np.shares_memory(out, U)
+    ):
+        _apply_rows(U3, L3, K3, out.reshape(U3.shape))
+        return out
+    result = np.empty(U3.shape, dtype=U.dtype)
+    _apply_rows(U3, L3, K3, result)
+    result = result.reshape(shape)
+    if out is not None:
+        out[...] = result
+        return out
+    return result
