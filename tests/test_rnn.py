@@ -235,25 +235,30 @@ def test_bptt_factors_are_sum_over_time():
     assert np.abs(rnn.dense_gradient(g["U"], xp=npx) - ref).max() <= 100 * eps_of("float64")
 
 
-def test_forward_backward_on_array_api_strict():
-    """The network is written against the namespace: array-api-strict runs it unchanged."""
+@pytest.mark.parametrize("nonlinearity", ["relu", "modrelu"])
+def test_forward_backward_on_array_api_strict(nonlinearity):
+    """The network is written against the namespace: array-api-strict runs it unchanged
+    (and checks the NumPy fast path of the ReLU loops against the generic one)."""
     xps = pytest.importorskip("array_api_strict")
     rng = np.random.default_rng(3)
-    p, inputs, _, readout = _problem("adding", "modrelu", rng)
+    p, inputs, _, readout = _problem("adding", nonlinearity, rng)
     targets = rng.uniform(0, 2, size=inputs.shape[1])
     dev = xps.Device("device1")  # refuses any conversion to NumPy
     ps = {k: xps.asarray(v, device=dev) for k, v in p.items()}
     xs = xps.asarray(inputs, device=dev)
-    out, cache = rnn.forward(ps, xs, nonlinearity="modrelu", readout=readout, xp=xps)
+    out, cache = rnn.forward(ps, xs, nonlinearity=nonlinearity, readout=readout, xp=xps)
     loss, d = rnn.mean_squared_error(out, xps.asarray(targets, device=dev), xp=xps)
-    g = rnn.backward(ps, cache, d, nonlinearity="modrelu", xp=xps)
+    g = rnn.backward(ps, cache, d, nonlinearity=nonlinearity, xp=xps)
     assert g["U"][0].device == dev
     # Compare on the host with the NumPy run.
-    out_np, cache_np = rnn.forward(p, inputs, nonlinearity="modrelu", readout=readout, xp=npx)
+    out_np, cache_np = rnn.forward(p, inputs, nonlinearity=nonlinearity, readout=readout,
+                                   xp=npx)
     _, d_np = rnn.mean_squared_error(out_np, targets, xp=npx)
-    g_np = rnn.backward(p, cache_np, d_np, nonlinearity="modrelu", xp=npx)
+    g_np = rnn.backward(p, cache_np, d_np, nonlinearity=nonlinearity, xp=npx)
+    g_np["U"] = rnn.dense_gradient(g_np["U"], xp=npx)
+    g["U"] = rnn.dense_gradient(g["U"], xp=xps)
     cpu = xps.Device("CPU_DEVICE")
-    for name in ("W_in", "b", "V", "c"):
+    for name in ("W_in", "U", "b", "V", "c"):
         got = np.asarray(g[name].to_device(cpu))
         assert np.abs(got - g_np[name]).max() <= 100 * eps_of("float64") * (
             1 + np.abs(g_np[name]).max()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import sys
 from collections.abc import Iterator
 
@@ -64,7 +65,7 @@ def _handles() -> list[tuple[object, object]]:
 
 @contextlib.contextmanager
 def blas_threads(n: int | None) -> Iterator[int]:
-    """Run a block with `n` BLAS threads, then restore the previous counts.
+    """Run a block with `n` BLAS (and numba, and torch) threads, then restore the counts.
 
     Parameters
     ----------
@@ -90,17 +91,37 @@ def blas_threads(n: int | None) -> Iterator[int]:
     before = [getter() for _, getter in handles]
     torch = sys.modules.get("torch")
     torch_before = torch.get_num_threads() if torch is not None else None
+    numba = _numba()
+    numba_before = numba.get_num_threads() if numba is not None else None
     for setter, _ in handles:
         setter(int(n))
     if torch is not None:
         torch.set_num_threads(int(n))
+    if numba is not None:
+        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
     try:
-        yield len(handles) + (torch is not None)
+        yield len(handles) + (torch is not None) + (numba is not None)
     finally:
         for (setter, _), old in zip(handles, before, strict=True):
             setter(old)
         if torch is not None:
             torch.set_num_threads(torch_before)
+        if numba is not None:
+            numba.set_num_threads(numba_before)
+
+
+def _numba():
+    """numba, when installed: the library's kernels (``engine="auto"``) may use its
+    parallel loops, which suffer from shared cores like BLAS threads do. Imported
+    here, not lazily by the first kernel call, so that its thread count can be set
+    for the whole run."""
+    if "numba" not in sys.modules and importlib.util.find_spec("numba") is None:
+        return None
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba
 
 
 def limit_blas_threads(n: int) -> int:

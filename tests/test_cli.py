@@ -1,0 +1,232 @@
+"""The command line end to end, at tiny sizes (seconds): training, --json, --plot, errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from unitary_lowrank.__main__ import main
+from unitary_lowrank.tasks import train as T
+from unitary_lowrank.testing import unitarity_bound
+
+TINY = ["--seq-len", "4", "--hidden", "6", "--batch", "4", "--steps", "4", "--eval-every", "2",
+        "--test-batch", "8"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JSON_KEYS = {"task", "method", "rank", "seq_len", "hidden", "iterations", "wall_seconds",
+             "final_loss", "baseline_loss", "accuracy", "unitarity_error",
+             "seconds_per_update", "history"}
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("task", ["copy", "adding"])
+def test_train_writes_json_and_plot(task, tmp_path, capsys):
+    js, png = tmp_path / "run.json", tmp_path / "run.png"
+    code, out, err = run([task, *TINY, "--json", str(js), "--plot", str(png)], capsys)
+    assert code == 0, err
+    assert f"{task} task" in out and "test loss" in out and "‖UᵀU − I‖₂" in out
+    assert "step      0  test loss" in err  # the test evaluations go to stderr
+    s = json.loads(js.read_text())
+    assert JSON_KEYS <= set(s)
+    assert s["task"] == task and s["method"] == "transport" and s["rank"] == 1
+    assert s["seq_len"] == 4 and s["hidden"] == 6 and s["iterations"] == 4
+    assert [h["step"] for h in s["history"]] == [0, 2, 4]
+    assert all({"step", "loss", "unitarity_error"} <= set(h) for h in s["history"])
+    assert s["final_loss"] == s["history"][-1]["loss"] > 0
+    if task == "copy":
+        assert s["baseline_loss"] == pytest.approx(10 * np.log(8) / 24)
+        assert 0.0 <= s["accuracy"] <= 1.0
+    else:
+        assert s["baseline_loss"] == pytest.approx(1 / 6) and s["accuracy"] is None
+    assert s["unitarity_error"] <= unitarity_bound(6, "float32")
+    assert s["seconds_per_update"] > 0 and s["wall_seconds"] > 0
+    assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("method", T.METHODS)
+def test_every_method_runs_and_keeps_its_promise(method, capsys, tmp_path):
+    js = tmp_path / "s.json"
+    code, _, err = run(["adding", *TINY, "--method", method, "--dtype", "float64", "--quiet",
+                        "--json", str(js)], capsys)
+    assert code == 0, err
+    assert err == ""  # --quiet
+    s = json.loads(js.read_text())
+    assert s["method"] == method
+    assert (s["rank"] == 1) == (method in ("transport", "project", "cayley"))
+    U_bound = unitarity_bound(6, "float64")
+    if method == "unconstrained":
+        assert s["unitarity_error"] > U_bound  # RMSprop moves U off the group
+    else:
+        assert s["unitarity_error"] <= U_bound
+    if method == "frozen":
+        assert s["seconds_per_update"] == 0.0
+
+
+@pytest.mark.parametrize("sampler", T.SAMPLERS)
+@pytest.mark.parametrize("rank", ["1", "3"])
+def test_samplers_and_ranks(sampler, rank, capsys):
+    code, out, err = run(["copy", *TINY, "--sampler", sampler, "--rank", rank, "--quiet"], capsys)
+    assert code == 0, err
+    assert f"rank {rank}, {sampler} sampler" in out
+
+
+def test_frozen_U_does_not_move_but_transport_does():
+    kw = dict(seq_len=5, hidden=8, batch=8, steps=6, eval_every=3, test_batch=8,
+              dtype="float64")
+    frozen = T.train(T.default_config("adding", method="frozen", **kw), quiet=True)
+    moved = T.train(T.default_config("adding", method="transport", **kw), quiet=True)
+    # Same seed, same data: the runs differ only in U's update.
+    assert frozen["history"][0]["loss"] == moved["history"][0]["loss"]
+    assert frozen["final_loss"] != moved["final_loss"]
+
+
+def test_training_is_reproducible_with_a_seed():
+    kw = dict(seq_len=5, hidden=8, batch=8, steps=4, eval_every=2, test_batch=8, seed=3)
+    a = T.train(T.default_config("copy", **kw), quiet=True)
+    b = T.train(T.default_config("copy", **kw), quiet=True)
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+
+
+def test_transport_learns_a_short_adding_problem():
+    """U must learn: a short adding problem is solved well below the baseline."""
+    kw = dict(seq_len=6, hidden=16, batch=32, steps=400, eval_every=400, test_batch=256,
+              dtype="float64", lr=5e-3, unitary_lr_divider=2.0)
+    s = T.train(T.default_config("adding", **kw), quiet=True)
+    assert s["final_loss"] < 0.1 * s["baseline_loss"], s["final_loss"]
+    assert s["unitarity_error"] <= unitarity_bound(16, "float64")
+
+
+def test_preset_paper_sets_sizes_and_options_override():
+    cfg = T.default_config("copy", "paper")
+    assert (cfg.seq_len, cfg.hidden, cfg.batch, cfg.lr, cfg.unitary_lr_divider) == (
+        1000, 190, 128, 7e-4, 32.0)
+    assert T.default_config("copy", "paper", seq_len=2000).seq_len == 2000
+    cfg = T.default_config("adding", "paper")
+    assert (cfg.seq_len, cfg.hidden, cfg.batch) == (200, 170, 50)
+
+
+def test_stop_below_stops_early(capsys):
+    code, out, err = run(["adding", *TINY, "--steps", "50", "--stop-below", "100"], capsys)
+    assert code == 0, err
+    assert "stopping early" in err and "(stopped early)" in out
+
+
+def test_progress_bar_on_a_terminal():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Tty()
+    cfg = T.default_config("adding", seq_len=4, hidden=6, batch=4, steps=50, eval_every=50,
+                           test_batch=8)
+    T.train(cfg, stream=stream)
+    text = stream.getvalue()
+    assert "\r[" in text and "ms/step" in text and "|UᵀU−I|" in text
+
+
+def test_plot_subcommand(tmp_path, capsys):
+    paths = []
+    for method in ("transport", "frozen"):
+        p = tmp_path / f"{method}.json"
+        assert main(["adding", *TINY, "--method", method, "--quiet", "--json", str(p)]) == 0
+        paths.append(str(p))
+    png = tmp_path / "both.png"
+    code, out, err = run(["plot", *paths, "--out", str(png), "--title", "t"], capsys)
+    assert code == 0, err
+    assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_bench_subcommand(tmp_path, capsys):
+    pytest.importorskip("scipy")
+    js = tmp_path / "bench.json"
+    code, out, err = run(["bench", "--n", "16", "--rank", "1,2", "--rank", "3", "--dtype",
+                          "float64", "--repeats", "1", "--json", str(js)], capsys)
+    assert code == 0, err
+    rows = json.loads(js.read_text())
+    assert {r["k"] for r in rows} == {1, 2, 3} and {r["dtype"] for r in rows} == {"float64"}
+    assert "16" in out
+
+
+def test_help_exits_zero(capsys):
+    assert main(["--help"]) == 0
+    assert "copy" in capsys.readouterr().out
+    assert main(["copy", "--help"]) == 0
+    assert "--unitary-lr-divider" in capsys.readouterr().out
+
+
+BAD = [
+    (["copy", "--hidden", "0"], "--hidden"),
+    (["copy", "--batch", "-3"], "--batch"),
+    (["adding", "--seq-len", "0"], "--seq-len"),
+    (["adding", "--seq-len", "1"], "--seq-len"),
+    (["copy", "--steps", "0"], "--steps"),
+    (["copy", "--steps", "many"], "--steps"),
+    (["copy", "--lr", "-1"], "--lr"),
+    (["copy", "--lr", "nan"], "--lr"),
+    (["copy", "--method", "sgd"], "--method"),
+    (["copy", "--sampler", "svd"], "--sampler"),
+    (["copy", "--rank", "9", "--hidden", "8"], "--rank"),
+    (["copy", "--rank", "0"], "--rank"),
+    (["copy", "--dtype", "complex64"], "--dtype"),
+    (["copy", "--nonlinearity", "tanh"], "--nonlinearity"),
+    (["copy", "--lr-decay", "2"], "--lr-decay"),
+    (["copy", "--json", "/no/such/folder/s.json"], "--json"),
+    (["copy", "--bogus"], "--bogus"),
+    (["train"], "train"),
+    ([], "command"),
+    (["bench", "--n", "0"], "--n"),
+    (["bench", "--dtype", "float16"], "--dtype"),
+    (["bench", "--n", "4", "--rank", "5"], "--rank"),
+    (["plot", "missing.json", "--out", "x.png"], "missing.json"),
+]
+
+
+@pytest.mark.parametrize(("argv", "needle"), BAD, ids=[" ".join(a) or "empty" for a, _ in BAD])
+def test_bad_arguments_one_line_exit_2(argv, needle, capsys):
+    code, out, err = run(argv, capsys)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "error" in lines[0] and needle in lines[0]
+    assert "Traceback" not in err
+
+
+def test_cupy_requested_without_cupy(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy now raises ImportError
+    code, _, err = run(["copy", *TINY, "--backend", "cupy"], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "CuPy" in err and "Traceback" not in err
+
+
+def test_plot_without_matplotlib(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code, out, err = run(["adding", *TINY, "--plot", str(tmp_path / "p.png")], capsys)
+    assert code == 2 and out == ""  # refused before training, not after
+    assert "matplotlib" in err and "unitary_lowrank[plot]" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    """`python -m unitary_lowrank` runs main() and exits with its status."""
+    ok = subprocess.run(
+        [sys.executable, "-m", "unitary_lowrank", "adding", *TINY, "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "adding task" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "unitary_lowrank", "copy", "--method", "nope"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert bad.returncode == 2
+    assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
