@@ -96,15 +96,6 @@ def test_training_is_reproducible_with_a_seed():
     assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
 
 
-def test_transport_learns_a_short_adding_problem():
-    """U must learn: a short adding problem is solved well below the baseline."""
-    kw = dict(seq_len=6, hidden=16, batch=32, steps=400, eval_every=400, test_batch=256,
-              dtype="float64", lr=5e-3, unitary_lr_divider=2.0)
-    s = T.train(T.default_config("adding", **kw), quiet=True)
-    assert s["final_loss"] < 0.1 * s["baseline_loss"], s["final_loss"]
-    assert s["unitarity_error"] <= unitarity_bound(16, "float64")
-
-
 def test_preset_paper_sets_sizes_and_options_override():
     cfg = T.default_config("copy", "paper")
     assert (cfg.seq_len, cfg.hidden, cfg.batch, cfg.lr, cfg.unitary_lr_divider) == (
