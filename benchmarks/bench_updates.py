@@ -1,0 +1,138 @@
+"""The low-rank updates against the memory floor, the dense O(n³) updates and a peer baseline.
+
+For every (dtype, n, k), all in one process on the same data, medians after a
+warm-up:
+
+- ``project``/``transport``/``retract(cayley)`` with the default engine, and
+  ``transport(..., out=U)`` (in place), each over ``U.copy()``: the memory
+  floor, since a rank-k update must read and write U at least once;
+- the numba path over the pure-array path (``engine="numba"`` / ``"array_api"``);
+- ``scipy.linalg.polar(U + ABᴴ)``, ``U @ scipy.linalg.expm(Ω)`` and the dense
+  Cayley solve ``U @ solve(I − Ω/2, I + Ω/2)``, each divided by the low-rank
+  update that computes the same matrix;
+- the Wen–Yin low-rank Cayley update (Sherman–Morrison–Woodbury), written here
+  as a peer baseline, over ours;
+- float64 over float32 at the same n, k (half the bytes to move).
+
+Rows also carry the accuracy (largest difference from the dense result, and
+``‖XᴴX − I‖₂``), so a fast wrong answer cannot hide.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import unitary_lowrank as ul
+from benchmarks._timing import measure
+from unitary_lowrank.testing import lowrank_factors
+
+__all__ = ["run", "wen_yin_cayley"]
+
+FULL_SIZES = (256, 1024, 2048, 4096)
+FULL_RANKS = (1, 4, 16)
+DTYPES = ("float64", "float32", "complex128", "complex64")
+
+
+def wen_yin_cayley(U: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Peer baseline: Wen–Yin's Cayley update through Sherman–Morrison–Woodbury.
+
+    ``W = U Ω Uᴴ = L Rᴴ`` with ``L = ½[A, UB]``, ``R = [UB, −A]``, and
+    ``(I − W/2)⁻¹(I + W/2) U = U + L (I − RᴴL/2)⁻¹ (Rᴴ U)``: the same matrix as
+    ``retract(U, A, B, "cayley")``, in O(n²k) but with an extra pass over U.
+    """
+    UB = U @ B
+    L = 0.5 * np.concatenate([A, UB], axis=1)
+    R = np.concatenate([UB, -A], axis=1)
+    Rh = R.conj().T
+    small = np.eye(R.shape[1], dtype=U.dtype) - 0.5 * (Rh @ L)
+    return U + L @ np.linalg.solve(small, Rh @ U)
+
+
+def _dense(U, A, B):
+    import scipy.linalg as sl
+
+    S = U.conj().T @ A @ B.conj().T
+    Om = (S - S.conj().T) / 2
+    eye = np.eye(U.shape[0], dtype=U.dtype)
+    return {
+        "polar": lambda: sl.polar(U + A @ B.conj().T)[0],
+        "exp": lambda: U @ sl.expm(Om),
+        "cayley": lambda: U @ sl.solve(eye - Om / 2, eye + Om / 2),
+    }
+
+
+def run(quick: bool, *, sizes=None, ranks=None, dtypes=None, dense_max_n: int = 4096,
+        repeats: int | None = None) -> list[dict]:
+    """Benchmark rows (see the module docstring); `quick` uses n ≤ 64 for the CI smoke test."""
+    sizes = sizes or ((24,) if quick else FULL_SIZES)
+    ranks = ranks or ((1, 3) if quick else FULL_RANKS)
+    dtypes = dtypes or DTYPES
+    reps = repeats or (1 if quick else 7)
+    mt = 0.0 if quick else 0.05  # quick: one call per sample, the smoke test only runs the code
+    rows: list[dict] = []
+    numba_ok = ul._numba.load() is not None  # noqa: SLF001 - the benchmark compares engines
+    per_dtype: dict[tuple, float] = {}
+    for dtype in dtypes:
+        for n in sizes:
+            rng = np.random.default_rng(n)
+            U = ul.random_unitary(n, dtype=dtype, rng=rng)
+            t_copy = measure(U.copy, repeats=reps, min_time=mt)
+            for k in ranks:
+                if k > n:
+                    continue
+                A, B = lowrank_factors(n, n, k, dtype, rng, norm=0.05)
+                W = U.copy()
+                fast = {
+                    "polar": lambda: ul.project(U, A, B),
+                    "exp": lambda: ul.transport(U, A, B),
+                    "cayley": lambda: ul.retract(U, A, B, method="cayley"),
+                }
+                times = {m: measure(f, repeats=reps, min_time=mt) for m, f in fast.items()}
+                t_inplace = measure(lambda: ul.transport(W, A, B, out=W), repeats=reps, min_time=mt)
+                t_array = {m: measure(lambda m=m: ul.retract(U, A, B, method=m,
+                                                             engine="array_api"), repeats=reps,
+                                   min_time=mt)
+                           for m in ("polar", "exp")}
+                t_numba = ({m: measure(lambda m=m: ul.retract(U, A, B, method=m, engine="numba"),
+                                       repeats=reps, min_time=mt) for m in ("polar", "exp")}
+                           if numba_ok else {})
+                t_peer = measure(lambda: wen_yin_cayley(U, A, B), repeats=reps, min_time=mt)
+                dense = _dense(U, A, B) if n <= dense_max_n else {}
+                big = n >= 2048
+                t_dense = {m: measure(f, repeats=1 if big else max(2, reps // 2),
+                                      warmup=0 if big else 1, min_time=0.0)
+                           for m, f in dense.items()}
+                for m in ("polar", "exp", "cayley"):
+                    X = fast[m]()
+                    ratios = {"over_copy": times[m] / t_copy}
+                    if m in t_dense:
+                        ratios["dense_over_lowrank"] = t_dense[m] / times[m]
+                    if m in t_numba:
+                        ratios["numba_over_array"] = t_numba[m] / t_array[m]
+                    if m == "exp":
+                        ratios["inplace_over_copy"] = t_inplace / t_copy
+                    if m == "cayley":
+                        ratios["wen_yin_over_ours"] = t_peer / times[m]
+                    acc = {"unitarity_error": float(ul.unitarity_error(X))}
+                    if m in dense and n <= 1024:
+                        acc["max_abs_diff_dense"] = float(np.max(np.abs(X - dense[m]())))
+                    if m == "cayley":
+                        acc["max_abs_diff_wen_yin"] = float(np.max(np.abs(
+                            X - wen_yin_cayley(U, A, B))))
+                    per_dtype[(dtype, n, k, m)] = times[m]
+                    rows.append({
+                        "section": "updates",
+                        "case": f"{m} n={n} k={k} {dtype}",
+                        "params": {"method": m, "n": n, "k": k, "dtype": dtype,
+                                   "copy_s": t_copy, "inplace_s": t_inplace,
+                                   "dense_s": t_dense.get(m), "array_api_s": t_array.get(m),
+                                   "numba_s": t_numba.get(m), **acc},
+                        "time_s": times[m],
+                        "ratios": ratios,
+                    })
+    for row in rows:  # float64 time over float32 time at the same n, k, method
+        p = row["params"]
+        if p["dtype"] == "float32" and ("float64", p["n"], p["k"], p["method"]) in per_dtype:
+            row["ratios"]["float64_over_float32"] = (
+                per_dtype[("float64", p["n"], p["k"], p["method"])] / row["time_s"])
+    return rows

@@ -1,0 +1,32 @@
+"""The benchmark suite runs (tiny sizes) so that it cannot rot; speed is not judged here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_suite_quick(tmp_path):
+    pytest.importorskip("scipy")
+    pytest.importorskip("matplotlib")
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--json", str(tmp_path / "r.json"),
+         "--plot", str(tmp_path / "p.png")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    sections = {r["section"].split(":")[0] for r in rows}
+    assert {"updates", "sketch", "conv"} <= sections
+    for r in rows:
+        assert r["time_s"] > 0
+    upd = [r for r in rows if r["section"] == "updates"]
+    assert all(r["params"]["unitarity_error"] < 1e-4 for r in upd)
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert "== updates ==" in out.stdout
