@@ -212,8 +212,8 @@ class DriftGuard:
     every : int, default: 100
         Steps between two checks (K).
     tol : float, optional
-        Repair when the estimate exceeds this. Default ``16 · eps`` of the
-        weight's dtype (1.9e-6 for float32/complex64, 3.6e-15 for
+        Repair when the estimate exceeds this. Default ``32 · eps`` of the
+        weight's dtype (3.8e-6 for float32/complex64, 7.1e-15 for
         float64/complex128), a few times the rounding level of a freshly
         repaired matrix. The probe estimate is a lower bound, within a factor
         2 of the truth in our tests, so the true error at a check that does
@@ -296,7 +296,7 @@ class DriftGuard:
         )
 
     def tolerance(self, U: Any) -> float:
-        """The tolerance applied to `U`: `tol`, or ``16 · eps`` of its dtype.
+        """The tolerance applied to `U`: `tol`, or ``32 · eps`` of its dtype.
 
         Parameters
         ----------
@@ -311,7 +311,7 @@ class DriftGuard:
         if self.tol is not None:
             return self.tol
         xp = get_namespace(("U", U))
-        return 16.0 * float(xp.finfo(real_dtype(xp, U.dtype)).eps)
+        return 32.0 * float(xp.finfo(real_dtype(xp, U.dtype)).eps)
 
     def __call__(self, U, /, *, out=None):
         """Count one step; every `every` steps check `U` and repair it if needed.
