@@ -141,7 +141,7 @@ def unitarity_error(U, /, *, method="exact", probes=4, depth=4, rng=None, xp=Non
     if method not in ("exact", "probe"):
         raise ValueError(f"method must be 'exact' or 'probe', got {method!r}")
     if method == "exact":
-        return xp.astype(_drift.exact_error(U, xp), real_dtype(xp, U.dtype))
+        return _cast_error(_drift.exact_error(U, xp), U, xp)
     probes = _positive_int(probes, "probes")
     depth = _positive_int(depth, "depth")
     gen = as_generator(rng)
@@ -154,7 +154,18 @@ def unitarity_error(U, /, *, method="exact", probes=4, depth=4, rng=None, xp=Non
     if complex_:
         X0 = X0 + 1j * gen.standard_normal(X0.shape)
     X0 = xp.asarray(X0, dtype=core_dtype(xp, U.dtype), device=device_of(U))
-    return xp.astype(_drift.probe_error(U, X0, depth, xp), rdt)
+    return _cast_error(_drift.probe_error(U, X0, depth, xp), U, xp)
+
+
+def _cast_error(err, U, xp):
+    """Cast a double-precision error to the real dtype of `U`; values beyond its
+    range become ``inf`` explicitly (a plain cast would warn about the overflow)."""
+    rdt = real_dtype(xp, U.dtype)
+    if rdt == err.dtype:
+        return err
+    big = err > float(xp.finfo(rdt).max)
+    err = xp.where(big, xp.full_like(err, float("inf")), err)
+    return xp.astype(err, rdt)
 
 
 def _positive_int(value, name):

@@ -171,8 +171,14 @@ def _repair(U: Any, method: str, iterations: int | None, xp) -> Any:
     if method == "polar":
         return _drift.polar_double(U, xp)
     X = xp.astype(U, core_dtype(xp, U.dtype))
-    E = _drift.gram_deviation(X, xp)
-    if is_lazy_array(U):
+    lazy = is_lazy_array(U)
+    # Orthonormal columns have entries of modulus <= 1; entries above 2 mean
+    # ‖UᴴU − I‖₂ >= 3, and checking first keeps the Gram matrix from overflowing.
+    far = False if lazy else not float(xp.max(xp.abs(X))) <= 2.0
+    if far and method == "auto":
+        return _drift.polar_double(U, xp)
+    E = None if far else _drift.gram_deviation(X, xp)
+    if lazy:
         steps = 2 if iterations is None else iterations
     else:
         if method == "auto":
@@ -181,7 +187,7 @@ def _repair(U: Any, method: str, iterations: int | None, xp) -> Any:
                 return _drift.polar_double(U, xp)
             bound = fro
         else:
-            bound = _spectral_bound(E, xp)
+            bound = math.inf if far else _spectral_bound(E, xp)
             if not bound < 1.0:
                 raise ValueError(
                     f"U is too far from orthonormal columns for Newton-Schulz "

@@ -56,11 +56,23 @@ def _prepare(U: Any, xp: ModuleType) -> tuple[Any, Any, Any]:
     return X / xp.astype(s, X.dtype), s, finite
 
 
+def _inv_square(s: Any) -> Any:
+    """``1/s²`` without overflow (it underflows to 0 for huge s, harmlessly)."""
+    return (1.0 / s) / s
+
+
 def _finish(err: Any, s: Any, finite: Any, xp: ModuleType) -> Any:
-    """Undo the scaling (``err · s²``) and map non-finite matrices to ``inf``."""
+    """Undo the scaling (``err · s²``) and map non-finite matrices to ``inf``.
+
+    ``err · s²`` beyond the largest double is ``inf`` (the correctly rounded
+    answer), produced by a comparison rather than by an overflowing product, so
+    that no floating-point warning is raised."""
     s = s[..., 0, 0]
-    err = (err * s) * s  # may overflow to inf: the true error is then beyond the range
-    return xp.where(finite, err, xp.full_like(err, float("inf")))
+    big = err > _inv_square(s) * float(xp.finfo(err.dtype).max)
+    safe = xp.where(big, xp.zeros_like(err), err)
+    inf = xp.full_like(err, float("inf"))
+    err = xp.where(big, inf, (safe * s) * s)
+    return xp.where(finite, err, inf)
 
 
 def gram_deviation(X: Any, xp: ModuleType, shift: Any = None) -> Any:
@@ -74,8 +86,7 @@ def gram_deviation(X: Any, xp: ModuleType, shift: Any = None) -> Any:
 def exact_error(U: Any, xp: ModuleType) -> Any:
     """``‖UᴴU − I‖₂`` per matrix in double precision (body of `unitarity_error`)."""
     Y, s, finite = _prepare(U, xp)
-    inv_s2 = 1.0 / (s * s)  # 0 when s² overflows: then I/s² is negligible anyway
-    E = gram_deviation(Y, xp, inv_s2)
+    E = gram_deviation(Y, xp, _inv_square(s))  # I/s² is negligible when it underflows
     ev = xp.linalg.eigvalsh(E)
     err = xp.max(xp.abs(ev), axis=-1) if ev.shape[-1] else xp.sum(ev, axis=-1)
     return _finish(err, s, finite, xp)
@@ -88,14 +99,14 @@ def probe_error(U: Any, X0: Any, depth: int, xp: ModuleType) -> Any:
     With ``E = UᴴU − I`` (applied as ``Uᴴ(U V) − V``, never formed) and the
     start block `X0` (p×s, double precision), builds an orthonormal basis V of
     ``span[X0, E X0, …, E^{depth−1} X0]`` by block Lanczos with full
-    re-orthogonalisation (projected twice: before and after the QR, so that a
-    residual at rounding level, when the Krylov space is invariant, cannot
+    re-orthogonalisation (projected before the QR and twice after it, so that
+    a residual at rounding level, when the Krylov space is invariant, cannot
     bring back directions already in V), and returns ``‖E V‖₂ / ‖V‖₂``. That
     ratio is at most ``‖E‖₂`` for any V, so the estimate never overshoots
     (up to rounding); its accuracy comes from the Krylov space.
     """
     Y, s, finite = _prepare(U, xp)
-    inv_s2 = xp.astype(1.0 / (s * s), Y.dtype)
+    inv_s2 = xp.astype(_inv_square(s), Y.dtype)
     p = Y.shape[-1]
     Yh = herm(Y, xp)
 
@@ -110,10 +121,12 @@ def probe_error(U: Any, X0: Any, depth: int, xp: ModuleType) -> Any:
             break
         Vall = xp.concat(blocks, axis=-1)
         W = images[-1]
-        R = W - Vall @ (herm(Vall, xp) @ W)
+        Vh = herm(Vall, xp)
+        R = W - Vall @ (Vh @ W)
         Z, _ = xp.linalg.qr(R)
         Z = Z[..., : min(Z.shape[-1], p - width)]
-        Z = Z - Vall @ (herm(Vall, xp) @ Z)
+        for _ in range(2):  # "twice is enough", also for a residual at rounding level
+            Z = Z - Vall @ (Vh @ Z)
         Z, _ = xp.linalg.qr(Z)
         blocks.append(Z)
         images.append(apply(Z))
