@@ -524,3 +524,23 @@ def test_mixed_namespaces_raise():
     W = conv.identity_blocks(2, layout, dtype="complex128")
     with pytest.raises(TypeError, match="one array library"):
         conv.convolve(W, torch.zeros((1, 2, 4, 4), dtype=torch.float64), layout)
+
+
+def test_example_script_trains_and_stays_orthogonal(capsys):
+    """docs/examples/orthogonal_conv.py, shrunk: the loss falls and every layer stays orthogonal."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "examples" / "orthogonal_conv.py"
+    spec = importlib.util.spec_from_file_location("orthogonal_conv_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    net = example.main(["--grid", "8", "--channels", "4", "--layers", "2", "--epochs", "4",
+                        "--train", "256", "--test", "128", "--batch", "32", "--noise", "1"])
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if " loss " in ln]
+    losses = [float(ln.split(" loss ")[1].split()[0]) for ln in lines]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    steps = 4 * (256 // 32)
+    for W in net.W:
+        err = float(conv.orthogonality_error(W, net.layout))
+        assert err <= unitarity_bound(4, "float64") * math.sqrt(steps)
