@@ -63,7 +63,7 @@ def full_blocks(layout, W):
 
 
 def dense_gradient(layout, x, dy):
-    """Σ_batch δ̂_f x̂_fᴴ at every frequency (orthonormal fft2), symmetrised for real layers."""
+    """Σ_batch δ̂_f x̂_fᴴ at every frequency (orthonormal fft2), symmetrised if real."""
     x = np.asarray(x, np.complex128).reshape(-1, *np.shape(x)[-3:])
     dy = np.asarray(dy, np.complex128).reshape(-1, *np.shape(dy)[-3:])
     xh = np.fft.fft2(x, norm="ortho")
@@ -332,7 +332,7 @@ def test_gradient_factors_match_dense_gradient(backend, dtype, real, shape):
 @pytest.mark.parametrize("xdtype", ["float64", "complex128"])
 @pytest.mark.parametrize("shape", [4, (3, 5)], ids=["even", "odd"])
 def test_gradient_factors_finite_differences(real, xdtype, shape):
-    """dL/dt of L(W + t·dW) = Σ_r multiplicity_r Re tr(G_rᴴ dW_r), L = ½‖conv(x) − target‖²."""
+    """dL/dt of L(W + t·dW) = Σ_r multiplicity_r Re tr(G_rᴴ dW_r), L = ½‖conv(x) − t‖²."""
     rng = np.random.default_rng(1)
     layout = conv.FourierLayout(shape, real=real)
     H, Wd = layout.shape
@@ -364,7 +364,7 @@ def test_gradient_factors_finite_differences(real, xdtype, shape):
 @pytest.mark.parametrize("method", ["polar", "exp"])
 @pytest.mark.parametrize("real", [True, False], ids=["real", "complex"])
 def test_update_matches_dense_per_frequency(backend, dtype, method, real):
-    """Batch 3, rank 3: the exact step; each block equals the dense retraction of W_f − lr·G_f."""
+    """Batch 3, rank 3: the exact step; each block is the dense retraction of W_f − lr·G_f."""
     from scipy.linalg import expm
 
     rng = np.random.default_rng(4)
@@ -454,6 +454,15 @@ def test_update_dense_gradient_out_and_cayley(backend):
     eye = np.eye(3)
     expect = Wn @ np.linalg.solve(eye - Om / 2, eye + Om / 2)
     assert_close(new, expect, compare_tol(3, "float64"), what="cayley update with dense G")
+    # rank above C with factors of more columns: sketched at rank C, which is exact here
+    A = rng.standard_normal((layout.n_blocks, 3, 5)) + 0j
+    B = rng.standard_normal((layout.n_blocks, 3, 5)) + 0j
+    G2 = A @ np.conj(np.swapaxes(B, 1, 2))
+    via_factors = conv.update(W, (backend.asarray(A), backend.asarray(B)), layout, lr=0.01,
+                              rank=4, rng=0)
+    via_dense = conv.update(W, backend.asarray(G2), layout, lr=0.01, rank=4)
+    assert_close(via_factors, via_dense, compare_tol(3 * 5, "float64"),
+                 what="update from factors (sketched) vs from the dense gradient")
     out = backend.xp.asarray(W, copy=True)
     res = conv.update(W, backend.asarray(G), layout, lr=0.01, rank=3, method="cayley", rng=0,
                       out=out)
@@ -496,7 +505,8 @@ def test_validation_messages():
         conv.convolve(W[:5], x, layout)
     with pytest.raises(TypeError, match="W must have a complex dtype"):
         conv.convolve(W.real, x, layout)
-    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 2, 4, 4\).*got \(1, 3, 4, 4\)"):
+    with pytest.raises(ValueError,
+                       match=r"x must have shape \(\.\.\., 2, 4, 4\).*got \(1, 3, 4, 4\)"):
         conv.convolve(W, np.zeros((1, 3, 4, 4)), layout)
     with pytest.raises(TypeError, match="layout must be a FourierLayout"):
         conv.convolve(W, x, 4)

@@ -75,7 +75,7 @@ _METHODS = ("polar", "exp", "cayley")
 
 
 class FourierLayout:
-    r"""The frequencies of a circular convolution on an ``H × W`` grid and how its blocks are stored.
+    r"""Frequencies of a circular convolution on an ``H × W`` grid and how its blocks are stored.
 
     Parameters
     ----------
@@ -209,12 +209,20 @@ class FourierLayout:
         return m
 
     def _on(self, xp: ModuleType, like: Any) -> tuple[Any, Any, Any]:
-        """Index tables moved once to the device of `like`."""
-        orbit, index, conj, _ = self._tables
+        """Index tables on the device of `like`, moved there once per namespace and device.
+
+        They are built on the host from the layout alone (no data involved), so
+        this is a host-to-device copy of a few integers, never the reverse.
+        """
         dev = device_of(like)
-        return (xp.asarray(orbit, dtype=xp.int64, device=dev),
-                xp.asarray(index, dtype=xp.int64, device=dev),
-                xp.asarray(conj, dtype=xp.bool, device=dev))
+        key = (xp.__name__, repr(dev))
+        cache = self.__dict__.setdefault("_device_tables", {})
+        if key not in cache:
+            orbit, index, conj, _ = self._tables
+            cache[key] = (xp.asarray(orbit, dtype=xp.int64, device=dev),
+                          xp.asarray(index, dtype=xp.int64, device=dev),
+                          xp.asarray(conj, dtype=xp.bool, device=dev))
+        return cache[key]
 
 
 # ---------------------------------------------------------------------------
@@ -635,7 +643,7 @@ def random_blocks(channels, layout, *, dtype, rng=None, xp=None, device=None):
 
 
 def orthogonality_error(W, layout, /, *, xp=None):
-    r"""Distance ``‖OᴴO − I‖₂`` of the whole convolution operator `O` from the unitary group.
+    r"""Distance ``‖OᴴO − I‖₂`` of the whole convolution operator O from the unitary group.
 
     Measures the operator actually applied by :func:`convolve`, not just the
     stored blocks: for real layouts the conjugate partners use the conjugate
@@ -788,12 +796,17 @@ def gradient_factors(x, dy, layout, /, *, xp=None):
 
 def _lowrank_step(U, grad, lr, rank, method, sketch, xp):
     """One batched retraction of ``U − lr·grad`` (grad a pair or dense), sketched to `rank`."""
+    C = U.shape[-1]
     if isinstance(grad, tuple) and grad[0].shape[-1] <= rank:
         a, b = grad  # already of rank <= `rank`: the exact step, nothing to sketch
+    elif not isinstance(grad, tuple) and rank >= C:
+        # a dense C×C gradient has rank <= C: G = G·Iᴴ is exact
+        a = grad
+        b = xp.broadcast_to(xp.eye(C, dtype=grad.dtype, device=device_of(grad)), grad.shape)
     else:
         from .sketch import lowrank
 
-        a, b = lowrank(grad, rank, **sketch)
+        a, b = lowrank(grad, min(rank, C), **sketch)  # a rank above C means "all of it"
     a = xp.astype(a, U.dtype)
     b = xp.astype(b, U.dtype)
     return retract(U, a * (-lr), b, method, xp=xp)
@@ -822,7 +835,8 @@ def update(W, grad, layout, /, *, lr, rank=1, method="polar", sampler="randomize
         Learning rate: the Euclidean step is ``−lr·G_f``.
     rank : int, default: 1
         Rank k of the step at each frequency. Factors with at most `rank`
-        columns are used exactly, without a sketch.
+        columns, and dense gradients with ``rank >= C``, are used exactly,
+        without a sketch.
     method : {"polar", "exp", "cayley"}, default: "polar"
         Retraction, see :func:`unitary_lowrank.retract`.
     sampler : str, default: "randomized"
