@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _numba
+from . import _blocked, _numba
 from ._agnostic import _updates
 from ._array_api import get_namespace, is_lazy_array, is_numpy_namespace, real_dtype
 from ._validation import check_finite, validate_step
@@ -42,30 +42,35 @@ def _check_core_input(U: Any, xp: ModuleType, *small: Any) -> None:
     raise ValueError("the step A @ B^H is too large: its core overflowed (scale the step down)")
 
 
-ENGINES = ("auto", "numba", "array_api")
+ENGINES = ("auto", "numba", "blas", "array_api")
 
 
 def _select_kernels(engine: str, xp: ModuleType, square: bool):
-    """Numba kernel module for this call, or None for the array-agnostic path.
+    """Two-pass NumPy implementation for this call, or None for the array-agnostic body.
 
-    ``"auto"`` takes the kernels for square NumPy inputs when numba is installed;
-    an explicit ``"numba"`` never falls back silently.
+    ``"numba"``: the Numba kernels; ``"blas"``: cache-blocked NumPy/BLAS;
+    ``"auto"``: for square NumPy inputs, the faster of the two on the benchmark
+    (``benchmarks/README.md``). An explicit engine never falls back silently.
     """
     if engine not in ENGINES:
-        raise ValueError(f"engine must be 'auto', 'numba' or 'array_api', got {engine!r}")
+        raise ValueError(
+            f"engine must be 'auto', 'numba', 'blas' or 'array_api', got {engine!r}"
+        )
     if engine == "array_api":
         return None
     if not is_numpy_namespace(xp):
-        if engine == "numba":
-            raise ValueError(f"engine='numba' needs NumPy arrays, got {xp.__name__} arrays")
+        if engine != "auto":
+            raise ValueError(f"engine={engine!r} needs NumPy arrays, got {xp.__name__} arrays")
         return None
-    kernels = _numba.load()
-    if kernels is None and engine == "numba":
-        raise ImportError(
-            "engine='numba' needs numba (pip install 'unitary_lowrank[numba]'), or it is "
-            "disabled by UNITARY_LOWRANK_DISABLE_NUMBA=1"
-        )
-    return kernels if square else None
+    if engine == "numba":
+        kernels = _numba.load()
+        if kernels is None:
+            raise ImportError(
+                "engine='numba' needs numba (pip install 'unitary_lowrank[numba]'), or it is "
+                "disabled by UNITARY_LOWRANK_DISABLE_NUMBA=1"
+            )
+        return kernels if square else None
+    return _blocked if square else None
 
 
 def _run(U, A, B, method, *, square, check_finite_U, out, engine, xp, func):
@@ -144,11 +149,13 @@ def project(U, A, B, /, *, check_finite=False, out=None, engine="auto", xp=None)
         Array of the result's shape and dtype to write the result into, e.g.
         ``out=U`` for an in-place update. It is written only after the whole
         result has been computed and found finite.
-    engine : {"auto", "numba", "array_api"}, default: "auto"
-        Implementation. ``"numba"``: fused CPU kernels for square NumPy inputs
-        (two passes over `U`, no n×n temporary); ``"array_api"``: the portable
-        path used for every other library; ``"auto"``: numba when it is
-        installed and the inputs are square NumPy arrays.
+    engine : {"auto", "blas", "numba", "array_api"}, default: "auto"
+        Implementation for square NumPy inputs, which need only two passes over
+        `U` and no n×n temporary: ``"blas"`` walks `U` in cache-sized blocks of
+        rows with BLAS products, ``"numba"`` uses fused Numba kernels (the
+        ``numba`` extra); ``"array_api"`` is the portable path that every other
+        library and rectangular `U` take; ``"auto"`` picks ``"blas"`` for square
+        NumPy inputs, which measured fastest (``benchmarks/README.md``).
     xp : array namespace, optional
         Namespace of the inputs; inferred by default.
 
@@ -223,11 +230,13 @@ def transport(U, A, B, /, *, check_finite=False, out=None, engine="auto", xp=Non
     out : array, optional
         Where to write the result (e.g. ``out=U``), only once it is complete
         and finite.
-    engine : {"auto", "numba", "array_api"}, default: "auto"
-        Implementation. ``"numba"``: fused CPU kernels for square NumPy inputs
-        (two passes over `U`, no n×n temporary); ``"array_api"``: the portable
-        path used for every other library; ``"auto"``: numba when it is
-        installed and the inputs are square NumPy arrays.
+    engine : {"auto", "blas", "numba", "array_api"}, default: "auto"
+        Implementation for square NumPy inputs, which need only two passes over
+        `U` and no n×n temporary: ``"blas"`` walks `U` in cache-sized blocks of
+        rows with BLAS products, ``"numba"`` uses fused Numba kernels (the
+        ``numba`` extra); ``"array_api"`` is the portable path that every other
+        library and rectangular `U` take; ``"auto"`` picks ``"blas"`` for square
+        NumPy inputs, which measured fastest (``benchmarks/README.md``).
     xp : array namespace, optional
         Namespace of the inputs; inferred by default.
 
@@ -296,11 +305,13 @@ def retract(U, A, B, /, method="polar", *, check_finite=False, out=None, engine=
         Scan `U` for NaN and infinity before any work (a full pass over `U`).
     out : array, optional
         Where to write the result, once complete and finite.
-    engine : {"auto", "numba", "array_api"}, default: "auto"
-        Implementation. ``"numba"``: fused CPU kernels for square NumPy inputs
-        (two passes over `U`, no n×n temporary); ``"array_api"``: the portable
-        path used for every other library; ``"auto"``: numba when it is
-        installed and the inputs are square NumPy arrays.
+    engine : {"auto", "blas", "numba", "array_api"}, default: "auto"
+        Implementation for square NumPy inputs, which need only two passes over
+        `U` and no n×n temporary: ``"blas"`` walks `U` in cache-sized blocks of
+        rows with BLAS products, ``"numba"`` uses fused Numba kernels (the
+        ``numba`` extra); ``"array_api"`` is the portable path that every other
+        library and rectangular `U` take; ``"auto"`` picks ``"blas"`` for square
+        NumPy inputs, which measured fastest (``benchmarks/README.md``).
     xp : array namespace, optional
         Namespace of the inputs; inferred by default.
 

@@ -5,13 +5,13 @@ The array-agnostic body (``_agnostic/_updates.py``) reads U three times
 
 1. :func:`adjoint_products` reads U once and returns both ``Uᴴ A`` and ``U B``;
 2. ``U Q = [U B, A] R⁻¹`` (as ``U Uᴴ = I``) needs no pass over U when the
-   column-equilibrated R is well conditioned (otherwise one BLAS product ``U @ Q``);
+   column-equilibrated R is well conditioned (``_blocked.left_basis``);
 3. :func:`apply` writes ``U + L K`` row by row in one pass (in place when the
    output is U itself), with no n×n temporary.
 
 Kernels take C-contiguous 3-D arrays (batch, rows, cols) and scalars only and
 write into buffers allocated by the Python entry points; fastmath stays off
-(unitarity is a rounding-sensitive property).
+except for reassociation in the dot products (see below).
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .._blocked import left_basis, right_factor
+
 __all__ = ["adjoint_products", "apply", "left_basis"]
 
-#: Largest condition number of the equilibrated R for which ``UQ = [UB, A] R⁻¹``
-#: is used; beyond it one more product ``U @ Q`` is cheaper than the lost digits.
-COND_LIMIT = 8.0
-
-
-@nb.njit(cache=True, nogil=True)
+# fastmath={"reassoc"} only: it lets LLVM vectorise the dot products of U B (a
+# different summation order, as in any BLAS); no contraction, no finite-math
+# assumptions, so NaN and infinity still propagate. Measured at n = 4096: the
+# row dot products run 1.6x (float64) to 4x (float32, complex64) faster with it.
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc"})
 def _adjoint_rows_kernel(U, A, Bt, acc, UB, start, stop):  # pragma: no cover - compiled
     """Rows start..stop of the flattened (batch, row) index: acc[b] += U[b,i]ᴴ ⊗ A[b,i]; UB[b,i] = U[b,i] B[b]."""
     n, p = U.shape[1], U.shape[2]
@@ -120,26 +121,6 @@ def adjoint_products(U, A, B, batch):
     return UhA.reshape(*batch, p, k), UB.reshape(*batch, n, k)
 
 
-def left_basis(U, A, UB, Q, beta, alpha, batch):
-    """``U Q`` (n×r), from ``[U B, A] R⁻¹`` when that is accurate, else ``U @ Q``.
-
-    With ``[B, Uᴴ A] = Q R`` and ``U Uᴴ = I``, ``U Q = [U B, A] R⁻¹``. The
-    solve loses ``cond(R)`` digits, so it is used only when R, with its columns
-    scaled to unit norm (which does not change the solve's accuracy), is
-    square and has condition number at most :data:`COND_LIMIT`.
-    """
-    R = np.concatenate([beta, alpha], axis=-1)
-    r, kk = R.shape[-2:]
-    if r == kk:
-        norms = np.linalg.norm(R, axis=-2, keepdims=True)
-        if np.all(norms > 0):
-            s = np.linalg.svd(R / norms, compute_uv=False)
-            if np.all(s[..., -1] * COND_LIMIT >= s[..., 0]):
-                Rinv = np.linalg.inv(R).astype(U.dtype)
-                return np.concatenate([UB, np.broadcast_to(A, UB.shape)], axis=-1) @ Rinv
-    return U @ Q.astype(U.dtype)
-
-
 def _apply_rows(U3, L3, K3, out3):
     nthreads = _threads(U3)
     if nthreads == 1:
@@ -150,8 +131,7 @@ def _apply_rows(U3, L3, K3, out3):
 
 def apply(U, L, D, Q, batch, out=None):
     """``U + L (D Qᴴ)`` in one pass over U, into `out` (which may be U itself)."""
-    Qw = Q.astype(U.dtype)
-    K = D.astype(U.dtype) @ np.conj(np.swapaxes(Qw, -1, -2))
+    K = right_factor(D, Q, U.dtype)
     shape = (*batch, *U.shape[-2:])
     U3 = _as3d(U, batch)
     L3, K3 = _as3d(L, batch), _as3d(K, batch)

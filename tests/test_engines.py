@@ -1,4 +1,5 @@
-"""The Numba kernels agree with the array-agnostic body to a few eps; engine switch errors."""
+"""The two-pass NumPy engines (Numba kernels, cache-blocked BLAS) agree with the
+array-agnostic body to a few eps; engine switch errors."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import unitary_lowrank as ul
 from unitary_lowrank import _numba
 from unitary_lowrank.testing import assert_close, assert_unitary, compare_tol, lowrank_factors
 
-pytestmark = pytest.mark.skipif(_numba.load() is None, reason="numba is not installed")
-
 METHODS = ("polar", "exp", "cayley")
+ENGINES = [
+    "blas",
+    pytest.param("numba", marks=pytest.mark.skipif(_numba.load() is None,
+                                                    reason="numba is not installed")),
+]
 
 
 def _case(n, k, dtype, batch=(), seed=0, kind="generic"):
@@ -26,12 +30,13 @@ def _case(n, k, dtype, batch=(), seed=0, kind="generic"):
     return U, A, B
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize(("n", "k", "batch"), [(1, 1, ()), (3, 4, ()), (40, 2, ()), (300, 1, ()),
                                                (260, 3, ()), (16, 1, (7,)), (64, 2, (20,))])
-def test_numba_matches_array_api(method, n, k, batch, dtype):
+def test_engine_matches_array_api(engine, method, n, k, batch, dtype):
     U, A, B = _case(n, k, dtype, batch)
-    X = ul.retract(U, A, B, method=method, engine="numba")
+    X = ul.retract(U, A, B, method=method, engine=engine)
     Y = ul.retract(U, A, B, method=method, engine="array_api")
     assert X.dtype == Y.dtype and X.shape == Y.shape
     # parity: both are backward stable, so they differ by a few eps per entry
@@ -39,56 +44,66 @@ def test_numba_matches_array_api(method, n, k, batch, dtype):
     assert_unitary(X)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("kind", ["normal", "generic"])
-def test_numba_fallback_and_fast_left_basis(kind, dtype):
+def test_fallback_and_fast_left_basis(engine, kind, dtype):
     U, A, B = _case(50, 2, dtype, kind=kind)
-    X = ul.transport(U, A, B, engine="numba")
+    X = ul.transport(U, A, B, engine=engine)
     assert_close(X, ul.transport(U, A, B, engine="array_api"), compare_tol(1, dtype, 20))
     assert_unitary(X)
 
 
-def test_numba_in_place_and_broadcast(dtype):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_in_place_and_broadcast(engine, dtype):
     U, A, B = _case(300, 2, dtype, seed=3)
     expected = ul.project(U, A, B, engine="array_api")
     W = U.copy()
-    assert ul.project(W, A, B, engine="numba", out=W) is W
+    assert ul.project(W, A, B, engine=engine, out=W) is W
     assert_close(W, expected, compare_tol(1, dtype, 20))
     # one U, a batch of steps
     A2 = np.stack([A, 2 * A])
-    X = ul.transport(U, A2, B, engine="numba")
+    X = ul.transport(U, A2, B, engine=engine)
     assert_close(X, ul.transport(U, A2, B, engine="array_api"), compare_tol(1, dtype, 20))
 
 
-def test_numba_layouts(dtype):
-    """Fortran order and negative strides are read correctly (copied to C order)."""
+@pytest.mark.parametrize("engine", ENGINES)
+def test_layouts(engine, dtype):
+    """Fortran order, negative strides and views are read correctly."""
     U, A, B = _case(30, 2, dtype, seed=4)
     expected = ul.transport(U, A, B, engine="array_api")
-    assert_close(ul.transport(np.asfortranarray(U), A[::-1][::-1], B, engine="numba"), expected,
+    assert_close(ul.transport(np.asfortranarray(U), A[::-1][::-1], B, engine=engine), expected,
+                 compare_tol(1, dtype, 20))
+    flipped = ul.transport(U[::-1], A[::-1], B, engine=engine)
+    assert_close(flipped, ul.transport(U[::-1].copy(), A[::-1].copy(), B, engine="array_api"),
                  compare_tol(1, dtype, 20))
     Uf = np.asfortranarray(U)
-    assert ul.transport(Uf, A, B, engine="numba", out=Uf) is Uf
+    assert ul.transport(Uf, A, B, engine=engine, out=Uf) is Uf
     assert_close(Uf, expected, compare_tol(1, dtype, 20))
 
 
-def test_numba_chained_drift():
-    """300 chained numba steps in float64 stay at rounding level (the fast left basis is used)."""
+@pytest.mark.parametrize("engine", ENGINES)
+def test_chained_drift(engine):
+    """300 chained steps in float64 stay at rounding level (the fast left basis is used)."""
     rng = np.random.default_rng(1)
     U = ul.random_unitary(120, dtype="float64", rng=rng)
     for _ in range(300):
         A, B = lowrank_factors(120, 120, 1, "float64", rng, norm=0.05)
-        ul.transport(U, A, B, engine="numba", out=U)
+        ul.transport(U, A, B, engine=engine, out=U)
     assert float(ul.unitarity_error(U)) < 1e-12
 
 
 def test_engine_errors():
     U, A, B = _case(5, 1, "float64")
-    with pytest.raises(ValueError, match="engine must be 'auto', 'numba' or 'array_api', got 'c'"):
+    with pytest.raises(ValueError, match="engine must be 'auto', 'numba', 'blas' or 'array_api', "
+                                         "got 'c'"):
         ul.project(U, A, B, engine="c")
     torch = pytest.importorskip("torch")
-    with pytest.raises(ValueError, match="engine='numba' needs NumPy arrays"):
-        ul.project(torch.asarray(U), torch.asarray(A), torch.asarray(B), engine="numba")
+    for engine in ("numba", "blas"):
+        with pytest.raises(ValueError, match=f"engine='{engine}' needs NumPy arrays"):
+            ul.project(torch.asarray(U), torch.asarray(A), torch.asarray(B), engine=engine)
 
 
+@pytest.mark.skipif(_numba.load() is None, reason="numba is not installed")
 def test_numba_disabled_by_environment():
     code = (
         "import numpy as np, unitary_lowrank as ul\n"
