@@ -6,7 +6,8 @@ warm-up:
 - ``project``/``transport``/``retract(cayley)`` with the default engine, and
   ``transport(..., out=U)`` (in place), each over ``U.copy()``: the memory
   floor, since a rank-k update must read and write U at least once;
-- the numba path over the pure-array path (``engine="numba"`` / ``"array_api"``);
+- the two-pass NumPy engines over the pure-array path (``engine="blas"`` and
+  ``"numba"`` over ``"array_api"``), and numba over blas;
 - ``scipy.linalg.polar(U + ABᴴ)``, ``U @ scipy.linalg.expm(Ω)`` and the dense
   Cayley solve ``U @ solve(I − Ω/2, I + Ω/2)``, each divided by the low-rank
   update that computes the same matrix;
@@ -89,13 +90,10 @@ def run(quick: bool, *, sizes=None, ranks=None, dtypes=None, dense_max_n: int = 
                 }
                 times = {m: measure(f, repeats=reps, min_time=mt) for m, f in fast.items()}
                 t_inplace = measure(lambda: ul.transport(W, A, B, out=W), repeats=reps, min_time=mt)
-                t_array = {m: measure(lambda m=m: ul.retract(U, A, B, method=m,
-                                                             engine="array_api"), repeats=reps,
-                                   min_time=mt)
-                           for m in ("polar", "exp")}
-                t_numba = ({m: measure(lambda m=m: ul.retract(U, A, B, method=m, engine="numba"),
-                                       repeats=reps, min_time=mt) for m in ("polar", "exp")}
-                           if numba_ok else {})
+                engines = ("array_api", "blas", "numba") if numba_ok else ("array_api", "blas")
+                t_eng = {e: {m: measure(lambda m=m, e=e: ul.retract(U, A, B, method=m, engine=e),
+                                        repeats=reps, min_time=mt) for m in ("polar", "exp")}
+                         for e in engines}
                 t_peer = measure(lambda: wen_yin_cayley(U, A, B), repeats=reps, min_time=mt)
                 dense = _dense(U, A, B) if n <= dense_max_n else {}
                 big = n >= 2048
@@ -107,8 +105,12 @@ def run(quick: bool, *, sizes=None, ranks=None, dtypes=None, dense_max_n: int = 
                     ratios = {"over_copy": times[m] / t_copy}
                     if m in t_dense:
                         ratios["dense_over_lowrank"] = t_dense[m] / times[m]
-                    if m in t_numba:
-                        ratios["numba_over_array"] = t_numba[m] / t_array[m]
+                    if m in t_eng["blas"]:
+                        ratios["blas_over_array"] = t_eng["blas"][m] / t_eng["array_api"][m]
+                        if "numba" in t_eng:
+                            ratios["numba_over_array"] = (t_eng["numba"][m]
+                                                          / t_eng["array_api"][m])
+                            ratios["numba_over_blas"] = t_eng["numba"][m] / t_eng["blas"][m]
                     if m == "exp":
                         ratios["inplace_over_copy"] = t_inplace / t_copy
                     if m == "cayley":
@@ -125,8 +127,8 @@ def run(quick: bool, *, sizes=None, ranks=None, dtypes=None, dense_max_n: int = 
                         "case": f"{m} n={n} k={k} {dtype}",
                         "params": {"method": m, "n": n, "k": k, "dtype": dtype,
                                    "copy_s": t_copy, "inplace_s": t_inplace,
-                                   "dense_s": t_dense.get(m), "array_api_s": t_array.get(m),
-                                   "numba_s": t_numba.get(m), **acc},
+                                   "dense_s": t_dense.get(m),
+                                   **{f"{e}_s": t.get(m) for e, t in t_eng.items()}, **acc},
                         "time_s": times[m],
                         "ratios": ratios,
                     })

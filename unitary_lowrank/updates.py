@@ -45,12 +45,19 @@ def _check_core_input(U: Any, xp: ModuleType, *small: Any) -> None:
 ENGINES = ("auto", "numba", "blas", "array_api")
 
 
-def _select_kernels(engine: str, xp: ModuleType, square: bool):
+#: "auto" takes the two-pass engines from this many entries per matrix on (n = 512):
+#: below, the fixed cost of their small NumPy calls outweighs the pass they save.
+AUTO_MIN_ENTRIES = 1 << 18
+
+
+def _select_kernels(engine: str, xp: ModuleType, shape: tuple[int, ...], k: int):
     """Two-pass NumPy implementation for this call, or None for the array-agnostic body.
 
     ``"numba"``: the Numba kernels; ``"blas"``: cache-blocked NumPy/BLAS;
-    ``"auto"``: for square NumPy inputs, the faster of the two on the benchmark
-    (``benchmarks/README.md``). An explicit engine never falls back silently.
+    ``"auto"``: for square NumPy matrices of at least :data:`AUTO_MIN_ENTRIES`
+    entries, numba for k <= 2 (when installed) and blas otherwise, the fastest
+    on the benchmark (``benchmarks/README.md``); else the agnostic body. An
+    explicit engine never falls back silently.
     """
     if engine not in ENGINES:
         raise ValueError(
@@ -62,6 +69,12 @@ def _select_kernels(engine: str, xp: ModuleType, square: bool):
         if engine != "auto":
             raise ValueError(f"engine={engine!r} needs NumPy arrays, got {xp.__name__} arrays")
         return None
+    square = shape[-1] == shape[-2]
+    if engine == "auto":
+        if not square or shape[-1] * shape[-2] < AUTO_MIN_ENTRIES:
+            return None
+        kernels = _numba.load() if k <= 2 else None
+        return kernels if kernels is not None else _blocked
     if engine == "numba":
         kernels = _numba.load()
         if kernels is None:
@@ -93,7 +106,7 @@ def _run(U, A, B, method, *, square, check_finite_U, out, engine, xp, func):
         out[...] = result
         return out
     is_square = U.shape[-2] == U.shape[-1]
-    kernels = _select_kernels(engine, xp, is_square)
+    kernels = _select_kernels(engine, xp, tuple(U.shape), A.shape[-1])
     with _no_fp_warnings(xp):
         if kernels is not None:
             UhA, UB = kernels.adjoint_products(U, A, B, batch)  # one pass over U
@@ -154,8 +167,10 @@ def project(U, A, B, /, *, check_finite=False, out=None, engine="auto", xp=None)
         `U` and no n×n temporary: ``"blas"`` walks `U` in cache-sized blocks of
         rows with BLAS products, ``"numba"`` uses fused Numba kernels (the
         ``numba`` extra); ``"array_api"`` is the portable path that every other
-        library and rectangular `U` take; ``"auto"`` picks ``"blas"`` for square
-        NumPy inputs, which measured fastest (``benchmarks/README.md``).
+        library and rectangular `U` take; ``"auto"``: for square NumPy
+        matrices from n = 512 on, ``"numba"`` for k <= 2 when installed and
+        ``"blas"`` otherwise (the fastest on the benchmark), else
+        ``"array_api"``.
     xp : array namespace, optional
         Namespace of the inputs; inferred by default.
 
@@ -235,8 +250,10 @@ def transport(U, A, B, /, *, check_finite=False, out=None, engine="auto", xp=Non
         `U` and no n×n temporary: ``"blas"`` walks `U` in cache-sized blocks of
         rows with BLAS products, ``"numba"`` uses fused Numba kernels (the
         ``numba`` extra); ``"array_api"`` is the portable path that every other
-        library and rectangular `U` take; ``"auto"`` picks ``"blas"`` for square
-        NumPy inputs, which measured fastest (``benchmarks/README.md``).
+        library and rectangular `U` take; ``"auto"``: for square NumPy
+        matrices from n = 512 on, ``"numba"`` for k <= 2 when installed and
+        ``"blas"`` otherwise (the fastest on the benchmark), else
+        ``"array_api"``.
     xp : array namespace, optional
         Namespace of the inputs; inferred by default.
 
@@ -310,8 +327,10 @@ def retract(U, A, B, /, method="polar", *, check_finite=False, out=None, engine=
         `U` and no n×n temporary: ``"blas"`` walks `U` in cache-sized blocks of
         rows with BLAS products, ``"numba"`` uses fused Numba kernels (the
         ``numba`` extra); ``"array_api"`` is the portable path that every other
-        library and rectangular `U` take; ``"auto"`` picks ``"blas"`` for square
-        NumPy inputs, which measured fastest (``benchmarks/README.md``).
+        library and rectangular `U` take; ``"auto"``: for square NumPy
+        matrices from n = 512 on, ``"numba"`` for k <= 2 when installed and
+        ``"blas"`` otherwise (the fastest on the benchmark), else
+        ``"array_api"``.
     xp : array namespace, optional
         Namespace of the inputs; inferred by default.
 
