@@ -128,7 +128,7 @@ def test_probe_accuracy_statistics_1000_drifted_matrices():
     ratios = []
     ratios_one_probe = []
     for i in range(1000):
-        n = int(np.exp(rng.uniform(np.log(2), np.log(96))))
+        n = int(np.exp(rng.uniform(np.log(2), np.log(160))))
         p = n if rng.uniform() < 0.75 else int(rng.integers(1, n + 1))
         dtype = str(rng.choice(["float32", "float64", "complex64", "complex128"]))
         # errors from 10 eps of the dtype (float32 drift lives at 1e-6..1e-5) to 0.3,
