@@ -81,6 +81,35 @@ def test_non_finite_stiefel_u():
         ul.project(bad, np.ones((6, 1)), np.ones((3, 1)))
 
 
+@pytest.mark.parametrize("f", FUNCS)
+@pytest.mark.parametrize("scale", [0.0, 2.0, 1e-150, 1e150])
+def test_non_unitary_u_is_refused(f, scale):
+    """A U that is not unitary (zeros, a scaled unitary) would give a non-unitary result."""
+    with pytest.raises(ValueError, match=r"U is not unitary .* exceeds sqrt\(eps\)"):
+        f(scale * U, 0.1 * A, B)
+    X = f(2.0 * U, 0.1 * A, B, check_unitary=False)  # the caller's responsibility then
+    assert np.all(np.isfinite(X))
+
+
+def test_non_unitary_stiefel_u_is_refused():
+    W = 3.0 * ul.random_unitary(6, 2, dtype="complex64", rng=0)
+    with pytest.raises(ValueError, match="U is not unitary"):
+        ul.project(W, np.ones((6, 1), np.complex64), np.ones((2, 1), np.complex64))
+
+
+def test_drifted_u_is_accepted():
+    """Drift at the level a long float32 run reaches (1e-5) is not an error."""
+    W = (U + 1e-5 * np.random.default_rng(0).standard_normal(U.shape)).astype(np.float32)
+    ul.transport(W, 0.1 * A.astype(np.float32), B.astype(np.float32))
+
+
+def test_read_only_out():
+    W = U.copy()
+    W.flags.writeable = False
+    with pytest.raises(ValueError, match="out is read-only"):
+        ul.project(W, A, B, out=W)
+
+
 def test_bad_out():
     with pytest.raises(ValueError, match=r"out must have shape \(4, 4\) and dtype float64, got "
                                          r"\(4, 3\)"):
@@ -107,6 +136,8 @@ def test_mixed_precision_promotes():
         ({"n": 3, "dtype": "float64", "rng": "seed"}, TypeError, "rng must be None, an int seed"),
         ({"n": 3.5, "dtype": "float64"}, TypeError, "n must be an integer, got 3.5"),
         ({"n": 3, "dtype": "float64", "batch_shape": (-1,)}, ValueError, "batch_shape"),
+        ({"n": 3, "dtype": "float64", "batch_shape": 3}, TypeError, "batch_shape must be a tuple"),
+        ({"n": 3, "dtype": "float64", "rng": -1}, ValueError, "rng must be a non-negative int"),
     ],
 )
 def test_random_unitary_bad_input(kwargs, exc, pattern):
@@ -122,3 +153,11 @@ def test_dense_bad_input(f):
         f(np.ones(3))
     with pytest.raises(TypeError, match="must have dtype"):
         f(np.ones((3, 3), dtype=int))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_polar_non_finite(value):
+    M = np.eye(3)
+    M[0, 1] = value
+    with pytest.raises(ValueError, match="M contains NaN or infinity"):
+        ul.polar(M)

@@ -6,7 +6,7 @@ import operator
 
 from ._agnostic import _drift
 from ._array_api import core_dtype, device_of, get_namespace, is_complex, real_dtype
-from ._validation import check_matrix
+from ._validation import check_finite, check_matrix
 from .haar import as_generator
 
 __all__ = ["polar", "unitarity_error"]
@@ -39,7 +39,7 @@ def polar(M, /, *, xp=None):
     TypeError
         If `M` is not a floating array.
     ValueError
-        If `M` has fewer than two dimensions.
+        If `M` has fewer than two dimensions or holds NaN or infinity.
 
     See Also
     --------
@@ -56,6 +56,7 @@ def polar(M, /, *, xp=None):
     """
     xp = get_namespace(("M", M), xp=xp)
     check_matrix(M, "M", xp)
+    check_finite(M, "M", xp)  # O(n²) next to the O(n³) SVD, which would fail obscurely
     W, _, Vh = xp.linalg.svd(M, full_matrices=False)
     return W @ Vh
 

@@ -15,6 +15,8 @@ __all__ = ["as_generator", "random_unitary", "resolve_dtype"]
 
 def as_generator(rng: Any) -> np.random.Generator:
     """``numpy.random.Generator`` from None, an int seed or a Generator."""
+    if isinstance(rng, int | np.integer) and not isinstance(rng, bool) and rng < 0:
+        raise ValueError(f"rng must be a non-negative int seed, got {rng}")
     if rng is None or isinstance(rng, int | np.integer | np.random.SeedSequence):
         return np.random.default_rng(rng)
     if isinstance(rng, np.random.Generator):
@@ -125,6 +127,8 @@ def random_unitary(n, p=None, *, dtype, batch_shape=(), rng=None, xp=None, devic
     p = n if p is None else _as_int(p, "p")
     if n < 0 or p < 0 or p > n:
         raise ValueError(f"need 0 <= p <= n, got n={n}, p={p}")
+    if not isinstance(batch_shape, tuple | list):
+        raise TypeError(f"batch_shape must be a tuple of ints, got {batch_shape!r}")
     batch_shape = tuple(_as_int(b, "batch_shape entry") for b in batch_shape)
     if any(b < 0 for b in batch_shape):
         raise ValueError(f"batch_shape must hold non-negative sizes, got {batch_shape}")

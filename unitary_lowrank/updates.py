@@ -86,19 +86,45 @@ def _select_kernels(engine: str, xp: ModuleType, shape: tuple[int, ...], k: int)
     return _blocked if square else None
 
 
-def _run(U, A, B, method, *, square, check_finite_U, out, engine, xp, func):
+def _check_unitary_along_step(UQ: Any, xp: ModuleType, u_dtype: Any) -> None:
+    """`ValueError` when U is far from unitary on the step's subspace (O(nk²), not O(n³)).
+
+    The updates assume ``UᴴU = I`` (the polar one amplifies an error along the step);
+    ``‖(UQ)ᴴ(UQ) − I‖₂`` measures it where the step acts. The bound √eps lets the
+    slow drift of long runs through (float32: 1e-5 after 10⁵ steps) and stops a U
+    that is not unitary at all (zeros, a scaled unitary, a random matrix). eps is
+    that of U's own dtype, so float32 weights with a float64 step pass.
+    """
+    if is_lazy_array(UQ):
+        return
+    err = _updates.gram_error(UQ, xp)
+    tol = float(xp.finfo(real_dtype(xp, u_dtype)).eps) ** 0.5
+    worst = float(xp.max(err)) if err.ndim else float(err)
+    if not worst <= tol:
+        raise ValueError(
+            f"U is not unitary (orthonormal columns) along the step: ‖(UQ)ᴴ(UQ) − I‖₂ = "
+            f"{worst:.2e} exceeds sqrt(eps) = {tol:.1e}; repair it first with "
+            "reunitarize(U), or pass check_unitary=False"
+        )
+
+
+def _run(U, A, B, method, *, square, check_finite_U, check_unitary, out, engine, xp, func):
     xp = get_namespace(("U", U), ("A", A), ("B", B), xp=xp)
     if method not in _updates.METHODS:
         raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
+    U0 = U
     U, A, B, batch = validate_step(
         U, A, B, xp, square=square, check_finite_U=check_finite_U, func=func
     )
+    u_dtype = U0.dtype
     shape = (*batch, *U.shape[-2:])
     if out is not None and (tuple(out.shape) != shape or out.dtype != U.dtype):
         raise ValueError(
             f"out must have shape {shape} and dtype {U.dtype}, got {tuple(out.shape)} "
             f"and {out.dtype}"
         )
+    if out is not None and not getattr(getattr(out, "flags", None), "writeable", True):
+        raise ValueError("out is read-only")
     if A.shape[-1] == 0 or 0 in shape:  # empty step or empty batch: nothing moves
         result = xp.asarray(xp.broadcast_to(U, shape), copy=True)
         if out is None:
@@ -127,15 +153,21 @@ def _run(U, A, B, method, *, square, check_finite_U, out, engine, xp, func):
         _check_core_input(U, xp, D)
         if kernels is not None:
             L = kernels.left_basis(U, A, UB, Q, beta, alpha, batch)
+        else:
+            L = _updates.left_basis(U, Q, xp)
+        if check_unitary:
+            _check_unitary_along_step(L, xp, u_dtype)
+        if kernels is not None:
             return kernels.apply(U, L, D, Q, batch, out)
-        result = _updates.apply_core(U, Q, D, xp, Z)
+        result = _updates.apply_core(U, L, Q, D, xp, Z)
     if out is None:
         return result
     out[...] = result
     return out
 
 
-def project(U, A, B, /, *, check_finite=False, out=None, engine="auto", xp=None):
+def project(U, A, B, /, *, check_finite=False, check_unitary=True, out=None, engine="auto",
+            xp=None):
     r"""Nearest matrix with orthonormal columns to ``U + A @ Bᴴ`` (projUNN-D).
 
     Returns the unitary (orthogonal for real input) polar factor of
@@ -158,6 +190,10 @@ def project(U, A, B, /, *, check_finite=False, out=None, engine="auto", xp=None)
         Scan `U` for NaN and infinity before any work (a full pass over `U`).
         `A` and `B` are always checked, and so is the small core, through which
         a non-finite `U` usually shows anyway; the switch makes it certain.
+    check_unitary : bool, default: True
+        Check that `U` is unitary where the step acts, ``‖(UQ)ᴴ(UQ) − I‖₂ <=
+        sqrt(eps)`` (O(nk²), with Q the step's orthonormal basis), and raise a
+        `ValueError` otherwise, instead of returning a non-unitary result.
     out : array, optional
         Array of the result's shape and dtype to write the result into, e.g.
         ``out=U`` for an in-place update. It is written only after the whole
@@ -221,12 +257,14 @@ def project(U, A, B, /, *, check_finite=False, out=None, engine="auto", xp=None)
     True
     """
     return _run(
-        U, A, B, "polar", square=False, check_finite_U=check_finite, out=out, engine=engine,
+        U, A, B, "polar", square=False, check_finite_U=check_finite,
+        check_unitary=check_unitary, out=out, engine=engine,
         xp=xp, func="project",
     )
 
 
-def transport(U, A, B, /, *, check_finite=False, out=None, engine="auto", xp=None):
+def transport(U, A, B, /, *, check_finite=False, check_unitary=True, out=None, engine="auto",
+              xp=None):
     r"""Geodesic step ``U @ expm(skew(Uᴴ A Bᴴ))`` of a unitary U (projUNN-T).
 
     Moves `U` along the geodesic of the unitary group in the direction of the
@@ -242,6 +280,9 @@ def transport(U, A, B, /, *, check_finite=False, out=None, engine="auto", xp=Non
     check_finite : bool, default: False
         Scan `U` for NaN and infinity before any work (a full pass over `U`);
         without it a non-finite `U` is still usually caught in the small core.
+    check_unitary : bool, default: True
+        Raise a `ValueError` when `U` is not unitary where the step acts
+        (``‖(UQ)ᴴ(UQ) − I‖₂ > sqrt(eps)``, an O(n k²) check).
     out : array, optional
         Where to write the result (e.g. ``out=U``), only once it is complete
         and finite.
@@ -297,13 +338,14 @@ def transport(U, A, B, /, *, check_finite=False, out=None, engine="auto", xp=Non
     True
     """
     return _run(
-        U, A, B, "exp", square=True, check_finite_U=check_finite, out=out, engine=engine,
+        U, A, B, "exp", square=True, check_finite_U=check_finite,
+        check_unitary=check_unitary, out=out, engine=engine,
         xp=xp, func="transport",
     )
 
 
-def retract(U, A, B, /, method="polar", *, check_finite=False, out=None, engine="auto",
-            xp=None):
+def retract(U, A, B, /, method="polar", *, check_finite=False, check_unitary=True, out=None,
+            engine="auto", xp=None):
     r"""Retract the step ``A @ Bᴴ`` onto the unitary group with the chosen method.
 
     Parameters
@@ -320,6 +362,9 @@ def retract(U, A, B, /, method="polar", *, check_finite=False, out=None, engine=
         ``U (I − Ω/2)⁻¹ (I + Ω/2)``, where ``Ω = skew(Uᴴ A Bᴴ)``.
     check_finite : bool, default: False
         Scan `U` for NaN and infinity before any work (a full pass over `U`).
+    check_unitary : bool, default: True
+        Raise a `ValueError` when `U` is not unitary where the step acts
+        (``‖(UQ)ᴴ(UQ) − I‖₂ > sqrt(eps)``, an O(n k²) check).
     out : array, optional
         Where to write the result, once complete and finite.
     engine : {"auto", "blas", "numba", "array_api"}, default: "auto"
@@ -375,6 +420,7 @@ def retract(U, A, B, /, method="polar", *, check_finite=False, out=None, engine=
     if method not in _updates.METHODS:
         raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
     return _run(
-        U, A, B, method, square=method != "polar", check_finite_U=check_finite, out=out,
+        U, A, B, method, square=method != "polar", check_finite_U=check_finite,
+        check_unitary=check_unitary, out=out,
         engine=engine, xp=xp, func=f"retract(method={method!r})",
     )

@@ -27,6 +27,8 @@ __all__ = [
     "METHODS",
     "apply_core",
     "core_minus_identity",
+    "gram_error",
+    "left_basis",
     "square_subspace",
     "step_subspace",
     "stiefel_core",
@@ -76,10 +78,10 @@ def _unit_circle_minus_one(lam: Any, method: str, xp: ModuleType) -> Any:
 
 
 def _at_least_one(x: Any, xp: ModuleType) -> Any:
-    """``max(1, max |x|)`` per matrix, shaped to broadcast against the matrices."""
+    """``max(1, max |x|)`` per matrix (real), shaped to broadcast against the matrices."""
     m = xp.max(xp.abs(x), axis=(-2, -1), keepdims=True)
     one = xp.ones_like(m)
-    return xp.astype(xp.where(m > one, m, one), x.dtype)
+    return xp.where(m > one, m, one)
 
 
 def core_minus_identity(alpha: Any, beta: Any, method: str, xp: ModuleType) -> Any:
@@ -94,14 +96,30 @@ def core_minus_identity(alpha: Any, beta: Any, method: str, xp: ModuleType) -> A
         W, _, Vh = xp.linalg.svd(C, full_matrices=False)
         return W @ Vh - eye
     # Y = (αβᴴ − βαᴴ)/2 is skew-Hermitian, so H = iY is Hermitian: Y = V diag(−iλ) Vᴴ.
-    X = alpha @ herm(beta, xp)
+    # eigh runs on H / (sa·sb), whose entries are at most r, and λ is scaled back:
+    # a representable step cannot overflow inside the eigensolver.
+    sa = _at_least_one(alpha, xp)
+    sb = _at_least_one(beta, xp)
+    X = (alpha / sa) @ herm(beta / sb, xp)
     H = xp.astype(X - herm(X, xp), xp.complex128) * 0.5j
     H = 0.5 * (H + herm(H, xp))  # exactly Hermitian before eigh
     lam, V = xp.linalg.eigh(H)
-    d = _unit_circle_minus_one(lam, method, xp)
+    scale = (sa * sb)[..., 0]  # (..., 1), real like λ
+    d = _unit_circle_minus_one(lam * scale, method, xp)
     D = (V * xp.expand_dims(d, axis=-2)) @ herm(V, xp)
-    # For real steps Y is real and so is F; the imaginary part is rounding.
-    return D if is_complex(xp, alpha.dtype) else xp.real(D)
+    if is_complex(xp, alpha.dtype):
+        return D
+    # For a real step Y is real and so is F; the imaginary part of D is rounding.
+    # Its real part is orthogonal only as far as the eigenvalue pairs ±λ match, which
+    # for huge steps (|λ|·eps ≳ 1e-9) is not enough: take the nearest orthogonal
+    # matrix of the real part (an r×r SVD), which changes nothing for ordinary steps.
+    F = eye + xp.real(D)
+    # An overflowing step leaves NaN in F; the SVD must not see it (LAPACK would
+    # fail), but the NaN must reach the caller's finiteness check: carry it over.
+    finite = xp.isfinite(F)
+    poison = xp.sum(xp.where(finite, xp.zeros_like(F), F), axis=(-2, -1), keepdims=True) * 0.0
+    W, _, Vh = xp.linalg.svd(xp.where(finite, F, eye), full_matrices=False)
+    return W @ Vh - eye + poison
 
 
 def square_subspace(U: Any, A: Any, B: Any, batch: tuple[int, ...], xp: ModuleType):
@@ -109,14 +127,24 @@ def square_subspace(U: Any, A: Any, B: Any, batch: tuple[int, ...], xp: ModuleTy
     return step_subspace(herm(U, xp) @ A, B, batch, xp)
 
 
-def apply_core(U: Any, Q: Any, D: Any, xp: ModuleType, Z: Any = None) -> Any:
+def left_basis(U: Any, Q: Any, xp: ModuleType) -> Any:
+    """``U Q`` in the working dtype of U."""
+    return U @ xp.astype(Q, U.dtype)
+
+
+def gram_error(L: Any, xp: ModuleType) -> Any:
+    """``‖LᴴL − I‖₂`` per matrix, in double precision (L: n×r, so O(nr²))."""
+    X = xp.astype(L, core_dtype(xp, L.dtype))
+    G = herm(X, xp) @ X - _eye(X.shape[-1], X, xp)
+    ev = xp.linalg.eigvalsh(0.5 * (G + herm(G, xp)))
+    return xp.max(xp.abs(ev), axis=-1)
+
+
+def apply_core(U: Any, UQ: Any, Q: Any, D: Any, xp: ModuleType, Z: Any = None) -> Any:
     """``U + [UQ, Z] D Qᴴ`` in the working dtype of U (Z: extra left basis, Stiefel case)."""
     dt = U.dtype
-    Qw = xp.astype(Q, dt)
-    left = U @ Qw
-    if Z is not None:
-        left = xp.concat([left, xp.astype(Z, dt)], axis=-1)
-    return U + left @ (xp.astype(D, dt) @ herm(Qw, xp))
+    left = UQ if Z is None else xp.concat([UQ, xp.astype(Z, dt)], axis=-1)
+    return U + left @ (xp.astype(D, dt) @ herm(xp.astype(Q, dt), xp))
 
 
 def stiefel_subspace(U: Any, A: Any, B: Any, batch: tuple[int, ...], xp: ModuleType):
