@@ -390,3 +390,16 @@ def test_guard_keeps_a_float32_training_run_below_tolerance(update):
     # rounding drift (about eps per step, random-walk: sqrt(every) eps)
     assert worst <= 2 * tol + 4 * np.sqrt(every) * eps_of("float32"), worst
     assert worst_plain > worst  # without the guard the drift goes further
+
+
+def test_drift_functions_accept_a_torch_weight_that_requires_grad():
+    torch = pytest.importorskip("torch")
+    U = torch.asarray(drifted(8, 8, "float64", 1e-3, np.random.default_rng(12)))
+    U.requires_grad_()
+    # no "converting a tensor that requires grad to a scalar" warning (errors here)
+    err = ul.unitarity_error(U, method="probe", rng=0)
+    X = ul.reunitarize(U)
+    assert_unitary(X.detach(), factor=2)
+    X = ul.DriftGuard(every=1, rng=0)(U)
+    assert_unitary(X.detach(), factor=2)
+    assert float(err.detach()) > 0

@@ -44,13 +44,19 @@ def _ns_steps(bound: float, target: float) -> int:
     return steps
 
 
+def _scalar(x: Any) -> float:
+    """A 0-d array as a Python float (torch: detached first, so that a weight that
+    requires grad does not warn about the conversion)."""
+    return float(x.detach() if hasattr(x, "detach") else x)
+
+
 def _spectral_bound(E: Any, xp) -> float:
     """Largest ``‖E‖₂`` over the batch, read on the host: the Frobenius norm when it
     already proves ``‖E‖₂ < 1``, the exact eigenvalues otherwise."""
-    fro = float(xp.max(xp.linalg.vector_norm(E, axis=(-2, -1))))
+    fro = _scalar(xp.max(xp.linalg.vector_norm(E, axis=(-2, -1))))
     if fro < 1.0 or math.isnan(fro):
         return fro
-    return float(xp.max(xp.abs(xp.linalg.eigvalsh(E))))
+    return _scalar(xp.max(xp.abs(xp.linalg.eigvalsh(E))))
 
 
 def reunitarize(U, /, *, method="auto", iterations=None, out=None, xp=None):
@@ -174,7 +180,7 @@ def _repair(U: Any, method: str, iterations: int | None, xp) -> Any:
     lazy = is_lazy_array(U)
     # Orthonormal columns have entries of modulus <= 1; entries above 2 mean
     # ‖UᴴU − I‖₂ >= 3, and checking first keeps the Gram matrix from overflowing.
-    far = False if lazy else not float(xp.max(xp.abs(X))) <= 2.0
+    far = False if lazy else not _scalar(xp.max(xp.abs(X))) <= 2.0
     if far and method == "auto":
         return _drift.polar_double(U, xp)
     E = None if far else _drift.gram_deviation(X, xp)
@@ -182,7 +188,7 @@ def _repair(U: Any, method: str, iterations: int | None, xp) -> Any:
         steps = 2 if iterations is None else iterations
     else:
         if method == "auto":
-            fro = float(xp.max(xp.linalg.vector_norm(E, axis=(-2, -1))))
+            fro = _scalar(xp.max(xp.linalg.vector_norm(E, axis=(-2, -1))))
             if not fro < _AUTO_LIMIT:
                 return _drift.polar_double(U, xp)
             bound = fro
@@ -359,7 +365,7 @@ class DriftGuard:
         _check_out(U, out)
         est = unitarity_error(U, method="probe", probes=self.probes, depth=self.depth,
                               rng=self._gen, xp=xp)
-        worst = float(xp.max(est)) if math.prod(est.shape) else 0.0
+        worst = _scalar(xp.max(est)) if math.prod(est.shape) else 0.0
         self.checks += 1
         self.last_estimate = worst
         self.max_estimate = max(self.max_estimate, worst)
