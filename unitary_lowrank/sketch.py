@@ -73,7 +73,23 @@ class _Operator(NamedTuple):
     r: int | None  # inner size of a factored G, None when dense
     dtype: Any
     device: Any
+    scale: Any  # (..., 1, 1) powers of two: G stands for scale · G (see _normalise)
 
+
+def _power_of_two_scale(x: Any, xp: ModuleType) -> Any:
+    """``2^round(log2 max|x|)`` per matrix (1 for a zero matrix), shape (..., 1, 1).
+
+    Dividing by a power of two is exact, and afterwards every entry is at most 2 in
+    size, so squared norms neither overflow (entries ~1e155 and up) nor underflow
+    (~1e-155 and down) in the samplers and error estimates.
+    """
+    if 0 in tuple(x.shape):  # nothing to scale (empty batch, or r = 0 factors)
+        return xp.ones((*x.shape[:-2], 1, 1), dtype=real_dtype(xp, x.dtype),
+                       device=device_of(x))
+    m = xp.max(xp.abs(x), axis=(-2, -1), keepdims=True)
+    one = xp.ones_like(m)
+    m = xp.where(m > 0, m, one)
+    return 2.0 ** xp.round(xp.log2(m))
 
 def _operator(G: Any, xp: ModuleType | None, name: str = "G") -> _Operator:
     """Validate G (array or pair (X, Y)) and cast a pair to its common dtype."""
@@ -105,14 +121,18 @@ def _operator(G: Any, xp: ModuleType | None, name: str = "G") -> _Operator:
         check_finite(Y, ny, xp)
         dtype = xp.result_type(X.dtype, Y.dtype)
         X, Y = (v if v.dtype == dtype else xp.astype(v, dtype) for v in (X, Y))
+        sx, sy = _power_of_two_scale(X, xp), _power_of_two_scale(Y, xp)
         return _Operator(
-            (X, Y), xp, batch, X.shape[-2], Y.shape[-2], X.shape[-1], dtype, device_of(X)
+            (X / sx, Y / sy), xp, batch, X.shape[-2], Y.shape[-2], X.shape[-1], dtype,
+            device_of(X), sx * sy,
         )
     xp = get_namespace((name, G), xp=xp)
     check_matrix(G, name, xp, "(..., m, n)")
     check_finite(G, name, xp)
+    sg = _power_of_two_scale(G, xp)
     return _Operator(
-        G, xp, tuple(G.shape[:-2]), G.shape[-2], G.shape[-1], None, G.dtype, device_of(G)
+        G / sg, xp, tuple(G.shape[:-2]), G.shape[-2], G.shape[-1], None, G.dtype, device_of(G),
+        sg,
     )
 
 
@@ -420,12 +440,14 @@ def _fixed(op, k, sampler, oversample, n_iter, shared, gen, return_info):
         Omega = _gaussian(op, gen, op.m, k, shared)
         A, B = _sketch.lsi_factors(op.G, Omega, xp)
         if not return_info:
-            return A, B
+            return A * op.scale, B
         s, res = _sketch.lsi_spectrum(op.G, A, B, xp)
-        return LowRank(A, B, k, _error_at(op, _sketch.relative_errors(s, res, xp), 1))
+        return LowRank(A * op.scale, B, k,
+                       _error_at(op, _sketch.relative_errors(s, res, xp), 1))
     left, s, right, res = _factors_at(op, k, sampler, oversample, n_iter, shared, gen,
                                       return_info)
     A, B = _sketch.truncate(left, s, right, k, xp)
+    A = A * op.scale
     if not return_info:
         return A, B
     return LowRank(A, B, k, _error_at(op, _sketch.relative_errors(s, res, xp), k))
@@ -454,6 +476,7 @@ def _adaptive(op, tol, kmin, kmax, sampler, oversample, n_iter, shared, gen, ret
             break
         target = min(2 * max(target, top), kmax)
     A, B = _sketch.truncate(left, s, right, k, xp)
+    A = A * op.scale
     if not return_info:
         return A, B
     return LowRank(A, B, k, _error_at(op, errs, k))

@@ -129,7 +129,7 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
             f"G must be an (..., n, p) gradient matching U's last two axes {(n, p)}, got "
             f"{(op.m, op.n)} (from {_describe(G)})"
         )
-    res = lowrank(op.G, rank, tol=tol, max_rank=max_rank, sampler=sampler,
+    res = lowrank(G, rank, tol=tol, max_rank=max_rank, sampler=sampler,
                   oversample=oversample, n_iter=n_iter, shared=shared, rng=rng,
                   return_info=return_info, xp=xp)
     A, B = res[:2]
