@@ -9,6 +9,7 @@ and devices become skips, never failures.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from types import ModuleType
@@ -110,7 +111,9 @@ def _make_backend(name: str) -> Backend:
     raise ValueError(name)
 
 
-CPU_BACKENDS = ["numpy", "strict", "strict-device1", "torch", "jax"]
+# JAX is not a test dependency: its backend is collected only where it is installed.
+CPU_BACKENDS = ["numpy", "strict", "strict-device1", "torch"] + (
+    ["jax"] if importlib.util.find_spec("jax") is not None else [])
 GPU_BACKENDS = ["cupy", "torch-cuda"]
 
 

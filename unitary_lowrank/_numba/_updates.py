@@ -89,7 +89,7 @@ def _apply_parallel_kernel(U, L, K, out, nthreads):  # pragma: no cover - compil
 
 # Threads only pay off for large inputs: waking them costs more than the work for
 # small ones (and much more on a 2-core machine shared with other processes).
-_PARALLEL_MIN = 1 << 16  # entries of U
+_PARALLEL_MIN = 1 << 20  # entries of U (n = 1024)
 
 
 def _threads(U3: np.ndarray) -> int:
