@@ -55,6 +55,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
 def _int_list(text: str) -> list[int]:
     return [_positive_int(part) for part in text.split(",") if part.strip()]
 
@@ -96,15 +106,15 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
                         f"--decay-below times the baseline (1: never); default: {d.lr_decay:g}")
     p.add_argument("--decay-below", type=_positive_float,
                    help=f"see --lr-decay; default: {d.decay_below:g}")
-    p.add_argument("--stop-below", type=_positive_float,
-                   help="stop once the test loss is below this times the baseline (and all "
-                        "recalled test symbols are right); default: "
-                        + ("never" if d.stop_below is None else f"{d.stop_below:g}"))
-    p.add_argument("--nonlinearity", choices=["relu", "modrelu"], default="relu",
-                   help="default: %(default)s")
-    p.add_argument("--init", choices=["henaff", "haar"], default="henaff",
+    p.add_argument("--stop-below", type=_non_negative_float,
+                   help="stop once the test loss is below this times the baseline (and, on "
+                        "copy, every recalled test symbol is right); 0: never; default: "
+                        + ("0" if d.stop_below is None else f"{d.stop_below:g}"))
+    p.add_argument("--nonlinearity", choices=["relu", "modrelu"],
+                   help=f"default: {d.nonlinearity}")
+    p.add_argument("--init", choices=["henaff", "haar"],
                    help="initial U: Henaff (2x2 rotations, angles U(-pi, pi)) or Haar; "
-                        "default: %(default)s")
+                        f"default: {d.init}")
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                    help="default: %(default)s")

@@ -87,7 +87,7 @@ class Config:
         then polish the solution). ``lr_decay = 1`` turns the schedule off.
     stop_below : float or None
         Stop early once the test loss is below ``stop_below × baseline`` (and,
-        on copy, every recalled test symbol is right). None: run all steps.
+        on copy, every recalled test symbol is right). None or 0: run all steps.
     nonlinearity, init, seed, dtype, backend
         Network and numerical settings.
     eval_every, test_batch : int
@@ -142,9 +142,9 @@ class Config:
         if self.lr_decay > 1:
             raise ConfigError(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
         if self.stop_below is not None and not (
-            math.isfinite(self.stop_below) and self.stop_below > 0
+            math.isfinite(self.stop_below) and self.stop_below >= 0
         ):
-            raise ConfigError(f"--stop-below must be a positive number, got {self.stop_below}")
+            raise ConfigError(f"--stop-below must be a number >= 0, got {self.stop_below}")
         if self.threads is not None and (
             not isinstance(self.threads, int | np.integer) or self.threads < 1
         ):
@@ -166,12 +166,18 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         )
 
 
-#: Defaults of each task: solved within a few minutes on two CPU cores.
+#: Defaults of each task, chosen to finish within a few minutes on two shared CPU cores
+#: (docs/tasks.md gives the measurements behind them).
 _DEFAULTS = {
-    "copy": dict(seq_len=100, hidden=128, batch=128, steps=3000, lr=2e-3,
-                 unitary_lr_divider=8.0, eval_every=250, test_batch=512),
-    "adding": dict(seq_len=100, hidden=64, batch=50, steps=3000, lr=2e-3,
-                   unitary_lr_divider=8.0, eval_every=250, test_batch=1000),
+    # modReLU rather than ReLU: with ReLU neither transport nor a frozen U got below
+    # ~50 % of the baseline in 2 500 steps here, with modReLU seeds 0-2 are solved in
+    # 500-1 500 steps. Early stop at 1 % of the baseline with every test symbol right.
+    "copy": dict(seq_len=100, hidden=128, batch=128, steps=2000, lr=2e-3,
+                 unitary_lr_divider=8.0, nonlinearity="modrelu", lr_decay=0.2,
+                 decay_below=0.05, stop_below=0.01, eval_every=250, test_batch=512),
+    "adding": dict(seq_len=100, hidden=64, batch=50, steps=16000, lr=2e-3,
+                   unitary_lr_divider=8.0, nonlinearity="relu", lr_decay=0.3,
+                   decay_below=0.5, stop_below=0.03, eval_every=500, test_batch=1000),
 }
 #: The paper's sizes (meant for a GPU): copy T = 1000 (or 2000), adding T = 200 (or 750).
 PRESETS = {
@@ -541,7 +547,7 @@ def _train(cfg, xp, device, stream, quiet, update_U):
                 say(f"step {step:>6}  solved (below {100 * cfg.decay_below:g}% of the "
                     f"baseline): learning rates × {cfg.lr_decay:g}")
             if (
-                cfg.stop_below is not None
+                cfg.stop_below  # None or 0: never
                 and frac < cfg.stop_below
                 and (h["accuracy"] is None or h["accuracy"] == 1.0)
             ):
