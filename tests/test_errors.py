@@ -134,7 +134,7 @@ def test_mixed_precision_promotes():
                                                 "complex128"),
         ({"n": 3, "dtype": np.float16}, TypeError, "dtype must be"),
         ({"n": 3, "dtype": "float64", "rng": "seed"}, TypeError, "rng must be None, an int seed"),
-        ({"n": 3.5, "dtype": "float64"}, TypeError, "n must be an integer, got 3.5"),
+        ({"n": 3.5, "dtype": "float64"}, TypeError, "n must be an integer, got float 3.5"),
         ({"n": 3, "dtype": "float64", "batch_shape": (-1,)}, ValueError, "batch_shape"),
         ({"n": 3, "dtype": "float64", "batch_shape": 3}, TypeError, "batch_shape must be a tuple"),
         ({"n": 3, "dtype": "float64", "rng": -1}, ValueError, "rng must be a non-negative int"),

@@ -38,7 +38,6 @@ from unitary_lowrank.testing import (
     assert_close,
     assert_unitary,
     compare_tol,
-    eps_of,
     lowrank_factors,
     to_numpy,
     unitarity_bound,

@@ -551,7 +551,7 @@ def test_bad_input():
         ul.lowrank(G, 2, max_rank=3)
     with pytest.raises(ValueError, match="max_rank must satisfy 3 <= max_rank"):
         ul.lowrank(G, 3, tol=0.1, max_rank=2)
-    with pytest.raises(ValueError, match="oversample must satisfy 0 <= oversample"):
+    with pytest.raises(ValueError, match="oversample must be at least 0"):
         ul.lowrank(G, 1, oversample=-1)
     with pytest.raises(ValueError, match="size must satisfy 1 <= size <= 5"):
         ul.range_finder(G, 6)

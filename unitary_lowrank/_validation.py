@@ -6,6 +6,7 @@ fix the call without reading our source.
 
 from __future__ import annotations
 
+import operator
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -19,12 +20,31 @@ from ._array_api import (
 
 __all__ = [
     "Step",
+    "as_int",
     "check_dtype",
     "check_finite",
     "check_matrix",
     "check_same_device",
     "validate_step",
 ]
+
+
+def as_int(value: Any, name: str, low: int | None = None, high: int | None = None,
+           what: str = "") -> int:
+    """An integer (not a bool) in ``[low, high]``, else a `TypeError`/`ValueError` naming `name`."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an integer, got {type(value).__name__} {value!r}"
+        ) from None
+    if high is not None and (v > high or (low is not None and v < low)):
+        raise ValueError(f"{name} must satisfy {low} <= {name} <= {high}{what}, got {v}")
+    if low is not None and v < low:
+        raise ValueError(f"{name} must be at least {low}, got {v}")
+    return v
 
 
 def check_dtype(x: Any, name: str, xp: ModuleType) -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import operator
 
 from ._agnostic import _drift
 from ._array_api import core_dtype, device_of, get_namespace, is_complex, real_dtype
-from ._validation import check_finite, check_matrix
+from ._validation import as_int, check_finite, check_matrix
 from .haar import as_generator
 
 __all__ = ["polar", "unitarity_error"]
@@ -143,8 +142,8 @@ def unitarity_error(U, /, *, method="exact", probes=4, depth=4, rng=None, xp=Non
         raise ValueError(f"method must be 'exact' or 'probe', got {method!r}")
     if method == "exact":
         return _cast_error(_drift.exact_error(U, xp), U, xp)
-    probes = _positive_int(probes, "probes")
-    depth = _positive_int(depth, "depth")
+    probes = as_int(probes, "probes", 1)
+    depth = as_int(depth, "depth", 1)
     gen = as_generator(rng)
     batch, p = tuple(U.shape[:-2]), U.shape[-1]
     rdt = real_dtype(xp, U.dtype)
@@ -167,14 +166,3 @@ def _cast_error(err, U, xp):
     big = err > float(xp.finfo(rdt).max)
     err = xp.where(big, xp.full_like(err, float("inf")), err)
     return xp.astype(err, rdt)
-
-
-def _positive_int(value, name):
-    """``operator.index(value)``, checked ``>= 1`` (TypeError/ValueError naming `name`)."""
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return value

@@ -11,12 +11,11 @@ step stays O(n²k).
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any
 
 from ._agnostic import _drift
 from ._array_api import core_dtype, get_namespace, is_lazy_array, real_dtype
-from ._validation import check_finite, check_matrix
+from ._validation import as_int, check_finite, check_matrix
 from .dense import unitarity_error
 from .haar import as_generator
 
@@ -150,14 +149,7 @@ def reunitarize(U, /, *, method="auto", iterations=None, out=None, xp=None):
     if iterations is not None:
         if method == "polar":
             raise ValueError("iterations applies to Newton-Schulz only, not to method='polar'")
-        try:
-            iterations = operator.index(iterations)
-        except TypeError:
-            raise TypeError(
-                f"iterations must be an integer, got {type(iterations).__name__}"
-            ) from None
-        if iterations < 1:
-            raise ValueError(f"iterations must be at least 1, got {iterations}")
+        iterations = as_int(iterations, "iterations", 1)
     if out is not None and (tuple(out.shape) != tuple(U.shape) or out.dtype != U.dtype):
         raise ValueError(
             f"out must have shape {tuple(U.shape)} and dtype {U.dtype}, got "
@@ -280,14 +272,14 @@ class DriftGuard:
     """
 
     def __init__(self, every=100, tol=None, *, probes=4, depth=4, method="auto", rng=None):
-        self.every = _positive(every, "every")
+        self.every = as_int(every, "every", 1)
         if tol is not None:
             tol = float(tol)
             if not tol > 0.0:  # also refuses NaN
                 raise ValueError(f"tol must be a positive number, got {tol}")
         self.tol = tol
-        self.probes = _positive(probes, "probes")
-        self.depth = _positive(depth, "depth")
+        self.probes = as_int(probes, "probes", 1)
+        self.depth = as_int(depth, "depth", 1)
         if method not in METHODS:
             raise ValueError(
                 f"method must be 'auto', 'newton-schulz' or 'polar', got {method!r}"
@@ -384,16 +376,6 @@ class DriftGuard:
             "last_estimate": self.last_estimate,
             "max_estimate": self.max_estimate,
         }
-
-
-def _positive(value: Any, name: str) -> int:
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return value
 
 
 def _check_out(U: Any, out: Any) -> None:

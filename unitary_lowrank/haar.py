@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import operator
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from ._array_api import DTYPE_NAMES, dtype_name
+from ._validation import as_int
 
 __all__ = ["as_generator", "random_unitary", "resolve_dtype"]
 
@@ -45,13 +45,6 @@ def resolve_dtype(dtype: Any, xp: ModuleType | None) -> tuple[str, ModuleType]:
             f"of {xp.__name__}), got {dtype!r}"
         )
     return name, xp
-
-
-def _as_int(value: Any, name: str) -> int:
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
 
 
 def _haar_numpy(shape: tuple[int, ...], complex_: bool, rng: np.random.Generator) -> np.ndarray:
@@ -123,13 +116,13 @@ def random_unitary(n, p=None, *, dtype, batch_shape=(), rng=None, xp=None, devic
     >>> bool(np.all(ul.unitarity_error(U) < 1e-6))
     True
     """
-    n = _as_int(n, "n")
-    p = n if p is None else _as_int(p, "p")
+    n = as_int(n, "n")
+    p = n if p is None else as_int(p, "p")
     if n < 0 or p < 0 or p > n:
         raise ValueError(f"need 0 <= p <= n, got n={n}, p={p}")
     if not isinstance(batch_shape, tuple | list):
         raise TypeError(f"batch_shape must be a tuple of ints, got {batch_shape!r}")
-    batch_shape = tuple(_as_int(b, "batch_shape entry") for b in batch_shape)
+    batch_shape = tuple(as_int(b, "batch_shape entry") for b in batch_shape)
     if any(b < 0 for b in batch_shape):
         raise ValueError(f"batch_shape must hold non-negative sizes, got {batch_shape}")
     name, xp = resolve_dtype(dtype, xp)

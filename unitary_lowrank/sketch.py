@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -27,7 +26,7 @@ from ._array_api import (
     get_namespace,
     real_dtype,
 )
-from ._validation import check_finite, check_matrix, check_same_device
+from ._validation import as_int, check_finite, check_matrix, check_same_device
 from .haar import as_generator
 
 __all__ = ["SAMPLERS", "LowRank", "lowrank", "range_finder"]
@@ -134,20 +133,6 @@ def _operator(G: Any, xp: ModuleType | None, name: str = "G") -> _Operator:
         G / sg, xp, tuple(G.shape[:-2]), G.shape[-2], G.shape[-1], None, G.dtype, device_of(G),
         sg,
     )
-
-
-def _count(value: Any, name: str, low: int, high: int | None = None, what: str = "") -> int:
-    """An integer in ``[low, high]``, else a `TypeError`/`ValueError` naming `name`."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
-    if v < low or (high is not None and v > high):
-        bound = f"{low} <= {name}" + (f" <= {high}{what}" if high is not None else "")
-        raise ValueError(f"{name} must satisfy {bound}, got {v}")
-    return v
 
 
 def _check_sampler(sampler: Any) -> None:
@@ -257,8 +242,8 @@ def range_finder(G, size, *, n_iter=2, shared=False, rng=None, xp=None):
     True
     """
     op = _operator(G, xp)
-    size = _count(size, "size", 1, min(op.m, op.n), f" = min(m, n) for G of size {op.m}×{op.n}")
-    n_iter = _count(n_iter, "n_iter", 0)
+    size = as_int(size, "size", 1, min(op.m, op.n), f" = min(m, n) for G of size {op.m}×{op.n}")
+    n_iter = as_int(n_iter, "n_iter", 0)
     gen = as_generator(rng)
     if 0 in op.batch:
         return op.xp.zeros((*op.batch, op.m, size), dtype=op.dtype, device=op.device)
@@ -408,8 +393,8 @@ def lowrank(G, rank=None, *, tol=None, max_rank=None, sampler="randomized", over
     _check_sampler(sampler)
     limit = min(op.m, op.n)
     what = f" = min(m, n) for G of size {op.m}×{op.n}"
-    oversample = _count(oversample, "oversample", 0)
-    n_iter = _count(n_iter, "n_iter", 0)
+    oversample = as_int(oversample, "oversample", 0)
+    n_iter = as_int(n_iter, "n_iter", 0)
     shared = bool(shared)
     gen = as_generator(rng)
     if tol is None:
@@ -417,14 +402,14 @@ def lowrank(G, rank=None, *, tol=None, max_rank=None, sampler="randomized", over
             raise ValueError("lowrank needs a rank (an integer >= 1) or a tol=, got neither")
         if max_rank is not None:
             raise ValueError("max_rank only applies with tol=; pass rank alone for a fixed rank")
-        k = _count(rank, "rank", 1, limit, what)
+        k = as_int(rank, "rank", 1, limit, what)
         return _fixed(op, k, sampler, oversample, n_iter, shared, gen, return_info)
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < math.inf:
         raise ValueError(f"tol must be a positive finite number, got {tol!r}")
     if sampler == "lsi":
         raise ValueError("tol= needs sampler='randomized' or 'column' (LSI has no error ordering)")
-    kmin = 1 if rank is None else _count(rank, "rank", 1, limit, what)
-    kmax = limit if max_rank is None else _count(max_rank, "max_rank", kmin, limit, what)
+    kmin = 1 if rank is None else as_int(rank, "rank", 1, limit, what)
+    kmax = limit if max_rank is None else as_int(max_rank, "max_rank", kmin, limit, what)
     return _adaptive(op, float(tol), kmin, kmax, sampler, oversample, n_iter, shared, gen,
                      return_info)
 
