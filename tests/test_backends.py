@@ -122,3 +122,17 @@ def test_torch_conjugate_views():
     Ut = torch.asarray(U.conj()).conj()  # a conj view of the conjugate
     X = ul.transport(Ut, torch.asarray(A), torch.asarray(B))
     assert_close(X, ul.transport(U, A, B), compare_tol(9, "complex128", 10))
+
+
+@pytest.mark.parametrize("method", ["polar", "exp", "cayley"])
+def test_jax_jit(method):
+    """Under jax.jit the value checks are skipped and the agnostic bodies trace."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
+    (U, A, B), _ = _inputs(_Host(), "complex128")
+    f = jax.jit(lambda U, A, B: ul.retract(U, A, B, method=method))
+    X = f(jnp.asarray(U), jnp.asarray(A), jnp.asarray(B))
+    assert_close(X, ul.retract(U, A, B, method=method), compare_tol(9, "complex128", 10))
+    step = jax.jit(lambda U, X, Y: ul.step(U, (X, Y), 0.1, rank=2, method=method, rng=0))
+    assert_unitary(step(jnp.asarray(U), jnp.asarray(A), jnp.asarray(B)))
