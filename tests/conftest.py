@@ -111,9 +111,10 @@ def _make_backend(name: str) -> Backend:
     raise ValueError(name)
 
 
-# JAX is not a test dependency: its backend is collected only where it is installed.
-CPU_BACKENDS = ["numpy", "strict", "strict-device1", "torch"] + (
-    ["jax"] if importlib.util.find_spec("jax") is not None else [])
+CPU_BACKENDS = ["numpy", "strict", "strict-device1", "torch"]
+# JAX is not a test dependency: the core's backend tests (tests/test_backends.py) also run
+# on it where it is installed; the rest of the suite is checked on the backends above.
+JAX = ["jax"] if importlib.util.find_spec("jax") is not None else []
 GPU_BACKENDS = ["cupy", "torch-cuda"]
 
 
@@ -125,6 +126,12 @@ def _param(name: str):
 @pytest.fixture(params=[_param(b) for b in CPU_BACKENDS + GPU_BACKENDS])
 def backend(request) -> Backend:
     """Every array library (and device) that is installed here."""
+    return _make_backend(request.param)
+
+
+@pytest.fixture(params=[_param(b) for b in CPU_BACKENDS + JAX + GPU_BACKENDS])
+def core_backend(request) -> Backend:
+    """Every installed array library, JAX included when it is installed."""
     return _make_backend(request.param)
 
 

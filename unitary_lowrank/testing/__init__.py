@@ -136,7 +136,7 @@ def to_numpy(x: Any) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        A host copy.
+        A writable host copy.
 
     Examples
     --------
@@ -154,8 +154,7 @@ def to_numpy(x: Any) -> np.ndarray:
         import array_api_strict as xps
 
         x = x.to_device(xps.Device("CPU_DEVICE"))
-        return np.asarray(x)
-    return np.asarray(x)
+    return np.array(x, copy=True)  # writable, never a view of the caller's (or JAX's) data
 
 
 def assert_same_kind(result: Any, like: Any, dtype: Any = None) -> None:
