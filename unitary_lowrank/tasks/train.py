@@ -706,13 +706,18 @@ def plot_histories(summaries: list[dict[str, Any]], path: str, *, title: str | N
     fig = Figure(figsize=(6.4, 4.0), dpi=120)
     ax = fig.add_subplot()
     first = summaries[0]
+    # Label each curve with its method and whatever else differs between the runs.
+    varying = [k for k in ("nonlinearity", "sampler", "init", "hidden", "seq_len", "lr",
+                           "unitary_lr_divider", "dtype", "seed")
+               if len({str(t.get(k)) for t in summaries if t.get(k) is not None}) > 1]
     for s in summaries:
         pts = [(h["step"], h["loss"]) for h in s["history"] if h["loss"] is not None]
         label = s["method"]
         if s["method"] in LOWRANK_METHODS:
             label += f" (rank {s['rank']})"
-        if len(summaries) > 1 and len({t["method"] for t in summaries}) < len(summaries):
-            label += f", seed {s['seed']}"
+        for k in varying:
+            if s.get(k) is not None:
+                label += f", {k.replace('_', ' ')} {s[k]}"
         if pts:
             steps, losses = zip(*pts, strict=True)
             ax.plot(steps, losses, marker=".", label=label)
