@@ -170,8 +170,9 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 #: (docs/tasks.md gives the measurements behind them).
 _DEFAULTS = {
     # modReLU rather than ReLU: with ReLU neither transport nor a frozen U got below
-    # ~50 % of the baseline in 2 500 steps here, with modReLU seeds 0-2 are solved in
-    # 500-1 500 steps. Early stop at 1 % of the baseline with every test symbol right.
+    # ~50 % of the baseline in 2 000 steps here, with modReLU seeds 0-2 are below 2 % of
+    # it after 500-750 steps. Early stop at 1 % of the baseline with every test symbol
+    # right. See docs/tasks.md.
     "copy": dict(seq_len=100, hidden=128, batch=128, steps=2000, lr=2e-3,
                  unitary_lr_divider=8.0, nonlinearity="modrelu", lr_decay=0.2,
                  decay_below=0.05, stop_below=0.01, eval_every=250, test_batch=512),
