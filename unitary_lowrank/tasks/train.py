@@ -173,17 +173,18 @@ _DEFAULTS = {
     # ~50 % of the baseline in 2 000 steps here, with modReLU seeds 0-2 are below 2 % of
     # it after 500-750 steps. Early stop at 1 % of the baseline with every test symbol
     # right. See docs/tasks.md.
-    "copy": dict(seq_len=100, hidden=128, batch=128, steps=2000, lr=2e-3,
-                 unitary_lr_divider=8.0, nonlinearity="modrelu", lr_decay=0.2,
-                 decay_below=0.05, stop_below=0.01, eval_every=250, test_batch=512),
-    "adding": dict(seq_len=100, hidden=64, batch=50, steps=16000, lr=2e-3,
-                   unitary_lr_divider=8.0, nonlinearity="relu", lr_decay=0.3,
-                   decay_below=0.5, stop_below=0.03, eval_every=500, test_batch=1000),
+    "copy": {"seq_len": 100, "hidden": 128, "batch": 128, "steps": 2000, "lr": 2e-3,
+             "unitary_lr_divider": 8.0, "nonlinearity": "modrelu", "lr_decay": 0.2,
+             "decay_below": 0.05, "stop_below": 0.01, "eval_every": 250, "test_batch": 512},
+    "adding": {"seq_len": 100, "hidden": 64, "batch": 50, "steps": 16000, "lr": 2e-3,
+               "unitary_lr_divider": 8.0, "nonlinearity": "relu", "lr_decay": 0.3,
+               "decay_below": 0.5, "stop_below": 0.03, "eval_every": 500, "test_batch": 1000},
 }
 #: The paper's sizes (meant for a GPU): copy T = 1000 (or 2000), adding T = 200 (or 750).
 PRESETS = {
-    "copy": dict(seq_len=1000, hidden=190, batch=128, lr=7e-4, unitary_lr_divider=32.0),
-    "adding": dict(seq_len=200, hidden=170, batch=50),
+    "copy": {"seq_len": 1000, "hidden": 190, "batch": 128, "lr": 7e-4,
+             "unitary_lr_divider": 32.0},
+    "adding": {"seq_len": 200, "hidden": 170, "batch": 50},
 }
 
 
@@ -631,15 +632,21 @@ def format_summary(s: dict[str, Any]) -> str:
         how = s["method"]
     size = "delay T" if s["task"] == "copy" else "length T"
     lines = [
-        f"{s['task']} task, {size} = {s['seq_len']}, hidden {s['hidden']}, batch {s['batch']}, "
-        f"{s['nonlinearity']}, {s['init']} init, seed {s['seed']}",
+        (
+            f"{s['task']} task, {size} = {s['seq_len']}, hidden {s['hidden']}, "
+            f"batch {s['batch']}, {s['nonlinearity']}, {s['init']} init, seed {s['seed']}"
+        ),
         f"  U updated by    {how}, lr {s['lr']:g} / {s['unitary_lr_divider']:g}",
         f"  backend         {s['backend']}, {s['dtype']}",
-        f"  steps           {s['iterations']} of {s['steps']}"
-        + (" (stopped early)" if s["stopped_early"] else "")
-        + (" (DIVERGED)" if s["diverged"] else ""),
-        f"  wall time       {s['wall_seconds']:.1f} s ({1e3 * s['seconds_per_step']:.1f} ms a "
-        f"step; U update alone {1e3 * s['seconds_per_update']:.3f} ms)",
+        (
+            f"  steps           {s['iterations']} of {s['steps']}"
+            + (" (stopped early)" if s["stopped_early"] else "")
+            + (" (DIVERGED)" if s["diverged"] else "")
+        ),
+        (
+            f"  wall time       {s['wall_seconds']:.1f} s ({1e3 * s['seconds_per_step']:.1f} "
+            f"ms a step; U update alone {1e3 * s['seconds_per_update']:.3f} ms)"
+        ),
     ]
     loss, frac = s["final_loss"], s["loss_fraction"]
     if loss is None:
