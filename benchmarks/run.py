@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import sys
 import time
@@ -100,9 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtypes", nargs="+", help="updates section: dtypes")
     ap.add_argument("--dense-max-n", type=int, default=4096,
                     help="largest n for the dense O(n³) baselines (default 4096)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="BLAS and numba threads (default 1: on a shared 2-core machine a "
+                         "second BLAS thread made 128x15360 products 27x slower, and U.copy(), "
+                         "the memory floor, is single-threaded)")
     ap.add_argument("--json", metavar="PATH", help="write rows and machine info as JSON")
     ap.add_argument("--plot", metavar="PATH", help="write the log-log scaling plot (PNG)")
     args = ap.parse_args(argv)
+    if "numpy" in sys.modules:
+        print("warning: NumPy was imported before the thread settings", file=sys.stderr)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
 
     rows: list[dict] = []
     start = time.perf_counter()
@@ -124,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
         info = {"python": platform.python_version(), "machine": platform.machine(),
                 "processor": platform.processor(), "numpy": np.__version__,
+                "cpus": os.cpu_count(), "threads": args.threads,
                 "time": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": args.quick}
         Path(args.json).write_text(json.dumps({"machine": info, "rows": rows}, indent=1,
                                               default=float))

@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+
+# One BLAS thread for the test suite (set before NumPy is imported): the tests
+# check results, not speed, and on a shared 2-core machine a second OpenBLAS
+# thread made small products up to 27x slower. An explicit setting wins.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any

@@ -24,9 +24,10 @@ from ._array_api import (
     device_of,
     dtype_name,
     get_namespace,
+    is_lazy_array,
     real_dtype,
 )
-from ._validation import as_int, check_finite, check_matrix, check_same_device
+from ._validation import as_int, check_matrix, check_same_device
 from .haar import as_generator
 
 __all__ = ["SAMPLERS", "LowRank", "lowrank", "range_finder"]
@@ -72,23 +73,36 @@ class _Operator(NamedTuple):
     r: int | None  # inner size of a factored G, None when dense
     dtype: Any
     device: Any
-    scale: Any  # (..., 1, 1) powers of two: G stands for scale · G (see _normalise)
+    scale: Any  # (..., 1, 1) powers of two: the input is scale · G (_finite_and_scaled)
 
 
-def _power_of_two_scale(x: Any, xp: ModuleType) -> Any:
-    """``2^round(log2 max|x|)`` per matrix (1 for a zero matrix), shape (..., 1, 1).
+#: Entries beyond 2^±400 (about 1e±120) could overflow or underflow squared norms.
+_SAFE_EXPONENT = 400.0
 
-    Dividing by a power of two is exact, and afterwards every entry is at most 2 in
-    size, so squared norms neither overflow (entries ~1e155 and up) nor underflow
-    (~1e-155 and down) in the samplers and error estimates.
+
+def _finite_and_scaled(x: Any, name: str, xp: ModuleType) -> tuple[Any, Any]:
+    """Check `x` for NaN/inf and bring it into the safe range: ``(x / s, s)``.
+
+    One pass computes ``max |x|`` per matrix, which is finite exactly when `x` is.
+    Matrices whose largest entry lies outside ``[2^-400, 2^400]`` are divided by the
+    power of two nearest to it (exact), so that the squared norms of the samplers
+    and error estimates can neither overflow (entries ~1e155 and up) nor underflow
+    (~1e-155 and down); ordinary gradients are left alone, without a copy.
     """
-    if 0 in tuple(x.shape):  # nothing to scale (empty batch, or r = 0 factors)
-        return xp.ones((*x.shape[:-2], 1, 1), dtype=real_dtype(xp, x.dtype),
-                       device=device_of(x))
+    shape = (*x.shape[:-2], 1, 1)
+    if 0 in tuple(x.shape):  # nothing to check or scale (empty batch, or r = 0)
+        return x, xp.ones(shape, dtype=real_dtype(xp, x.dtype), device=device_of(x))
     m = xp.max(xp.abs(x), axis=(-2, -1), keepdims=True)
+    lazy = is_lazy_array(x)
+    if not lazy and not bool(xp.all(xp.isfinite(m))):
+        raise ValueError(f"{name} contains NaN or infinity")
     one = xp.ones_like(m)
-    m = xp.where(m > 0, m, one)
-    return 2.0 ** xp.round(xp.log2(m))
+    e = xp.log2(xp.where(m > 0, m, one))
+    s = xp.where(xp.abs(e) > _SAFE_EXPONENT, 2.0 ** xp.round(e), one)
+    if lazy or bool(xp.any(s != 1)):
+        x = x / s
+    return x, s
+
 
 def _operator(G: Any, xp: ModuleType | None, name: str = "G") -> _Operator:
     """Validate G (array or pair (X, Y)) and cast a pair to its common dtype."""
@@ -116,22 +130,19 @@ def _operator(G: Any, xp: ModuleType | None, name: str = "G") -> _Operator:
                 f"Y {tuple(Y.shape)}, do not broadcast"
             ) from None
         check_same_device([(nx, X), (ny, Y)])
-        check_finite(X, nx, xp)
-        check_finite(Y, ny, xp)
         dtype = xp.result_type(X.dtype, Y.dtype)
         X, Y = (v if v.dtype == dtype else xp.astype(v, dtype) for v in (X, Y))
-        sx, sy = _power_of_two_scale(X, xp), _power_of_two_scale(Y, xp)
+        X, sx = _finite_and_scaled(X, nx, xp)
+        Y, sy = _finite_and_scaled(Y, ny, xp)
         return _Operator(
-            (X / sx, Y / sy), xp, batch, X.shape[-2], Y.shape[-2], X.shape[-1], dtype,
-            device_of(X), sx * sy,
+            (X, Y), xp, batch, X.shape[-2], Y.shape[-2], X.shape[-1], dtype, device_of(X),
+            sx * sy,
         )
     xp = get_namespace((name, G), xp=xp)
     check_matrix(G, name, xp, "(..., m, n)")
-    check_finite(G, name, xp)
-    sg = _power_of_two_scale(G, xp)
+    G, sg = _finite_and_scaled(G, name, xp)
     return _Operator(
-        G / sg, xp, tuple(G.shape[:-2]), G.shape[-2], G.shape[-1], None, G.dtype, device_of(G),
-        sg,
+        G, xp, tuple(G.shape[:-2]), G.shape[-2], G.shape[-1], None, G.dtype, device_of(G), sg,
     )
 
 
@@ -388,8 +399,14 @@ def lowrank(G, rank=None, *, tol=None, max_rank=None, sampler="randomized", over
     >>> info.rank, bool(info.error < 1e-6)
     (3, True)
     """
-    op = _operator(G, xp)
-    xp = op.xp
+    return lowrank_operator(_operator(G, xp), rank, tol=tol, max_rank=max_rank,
+                            sampler=sampler, oversample=oversample, n_iter=n_iter,
+                            shared=shared, rng=rng, return_info=return_info)
+
+
+def lowrank_operator(op, rank, *, tol, max_rank, sampler, oversample, n_iter, shared, rng,
+                     return_info):
+    """:func:`lowrank` of an already validated operator (used by ``training.step``)."""
     _check_sampler(sampler)
     limit = min(op.m, op.n)
     what = f" = min(m, n) for G of size {op.m}×{op.n}"

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._array_api import get_namespace
 from ._validation import check_matrix
-from .sketch import _operator, lowrank
+from .sketch import _operator, lowrank_operator
 from .updates import retract
 
 __all__ = ["step"]
@@ -129,9 +129,9 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
             f"G must be an (..., n, p) gradient matching U's last two axes {(n, p)}, got "
             f"{(op.m, op.n)} (from {_describe(G)})"
         )
-    res = lowrank(G, rank, tol=tol, max_rank=max_rank, sampler=sampler,
-                  oversample=oversample, n_iter=n_iter, shared=shared, rng=rng,
-                  return_info=return_info, xp=xp)
+    res = lowrank_operator(op, rank, tol=tol, max_rank=max_rank, sampler=sampler,
+                           oversample=oversample, n_iter=n_iter, shared=shared, rng=rng,
+                           return_info=return_info)
     A, B = res[:2]
     if B.shape[-2] < A.shape[-2]:
         B = B * (-float(lr))
