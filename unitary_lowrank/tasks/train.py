@@ -176,9 +176,12 @@ _DEFAULTS = {
     "copy": {"seq_len": 100, "hidden": 128, "batch": 128, "steps": 2000, "lr": 2e-3,
              "unitary_lr_divider": 8.0, "nonlinearity": "modrelu", "lr_decay": 0.2,
              "decay_below": 0.05, "stop_below": 0.01, "eval_every": 250, "test_batch": 512},
-    "adding": {"seq_len": 100, "hidden": 64, "batch": 50, "steps": 16000, "lr": 2e-3,
-               "unitary_lr_divider": 8.0, "nonlinearity": "relu", "lr_decay": 0.3,
-               "decay_below": 0.5, "stop_below": 0.03, "eval_every": 500, "test_batch": 1000},
+    # Adding learns slowly with an orthogonal U: divider 2 (not 8) and a decay at 20 % of
+    # the baseline brought seeds 0 and 2 near MSE 0.01 in 16 000 steps, seed 1 to 0.02.
+    # Early stop at 5 % of the baseline (MSE 0.0083).
+    "adding": {"seq_len": 100, "hidden": 64, "batch": 50, "steps": 20000, "lr": 2e-3,
+               "unitary_lr_divider": 2.0, "nonlinearity": "relu", "lr_decay": 0.3,
+               "decay_below": 0.2, "stop_below": 0.05, "eval_every": 500, "test_batch": 1000},
 }
 #: The paper's sizes (meant for a GPU): copy T = 1000 (or 2000), adding T = 200 (or 750).
 PRESETS = {
