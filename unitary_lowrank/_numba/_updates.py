@@ -36,6 +36,17 @@ def _adjoint_rows_kernel(U, A, Bt, acc, UB, start, stop):  # pragma: no cover - 
         b = idx // n
         i = idx - b * n
         row = U[b, i]
+        if k == 1:  # the common rank-1 step: dot product and update fused in one sweep
+            bt = Bt[b, 0]
+            a = A[b, i, 0]
+            acc0 = acc[b, 0]
+            s = row[0] * bt[0]
+            acc0[0] += np.conj(row[0]) * a
+            for c in range(1, p):
+                s += row[c] * bt[c]
+                acc0[c] += np.conj(row[c]) * a
+            UB[b, i, 0] = s
+            continue
         for j in range(k):
             s = row[0] * Bt[b, j, 0]
             for c in range(1, p):
@@ -69,6 +80,12 @@ def _apply_rows_kernel(U, L, K, out, start, stop):  # pragma: no cover - compile
         orow = out[b, i]
         l0 = L[b, i, 0]
         k0 = K[b, 0]
+        if r == 2:  # rank-1 steps: the whole row in one sweep
+            l1 = L[b, i, 1]
+            k1 = K[b, 1]
+            for c in range(p):
+                orow[c] = urow[c] + (l0 * k0[c] + l1 * k1[c])
+            continue
         for c in range(p):
             orow[c] = urow[c] + l0 * k0[c]
         for j in range(1, r):
