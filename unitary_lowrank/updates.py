@@ -7,6 +7,7 @@ The public wrappers own validation and dispatch; the arithmetic lives in
 from __future__ import annotations
 
 import contextlib
+import math
 from types import ModuleType
 from typing import Any
 
@@ -45,8 +46,9 @@ def _check_core_input(U: Any, xp: ModuleType, *small: Any) -> None:
 ENGINES = ("auto", "numba", "blas", "array_api")
 
 
-#: "auto" takes the two-pass engines from this many entries per matrix on (n = 512):
-#: below, the fixed cost of their small NumPy calls outweighs the pass they save.
+#: "auto" takes the two-pass engines from this many entries on (one 512×512 matrix, or
+#: e.g. 64 matrices of 64×64 for the kernels): below, the fixed cost of their small
+#: NumPy calls outweighs the pass over U they save.
 AUTO_MIN_ENTRIES = 1 << 18
 
 
@@ -54,10 +56,11 @@ def _select_kernels(engine: str, xp: ModuleType, shape: tuple[int, ...], k: int)
     """Two-pass NumPy implementation for this call, or None for the array-agnostic body.
 
     ``"numba"``: the Numba kernels; ``"blas"``: cache-blocked NumPy/BLAS;
-    ``"auto"``: for square NumPy matrices of at least :data:`AUTO_MIN_ENTRIES`
-    entries, numba for k <= 2 (when installed) and blas otherwise, the fastest
-    on the benchmark (``benchmarks/README.md``); else the agnostic body. An
-    explicit engine never falls back silently.
+    ``"auto"``, for square NumPy inputs of at least :data:`AUTO_MIN_ENTRIES`
+    entries: the Numba kernels for k <= 2 (when installed; they also loop over a
+    batch of small matrices in compiled code), else blocked BLAS for matrices of
+    that size each, else the agnostic body; the fastest on the benchmark
+    (``benchmarks/README.md``). An explicit engine never falls back silently.
     """
     if engine not in ENGINES:
         raise ValueError(
@@ -71,10 +74,14 @@ def _select_kernels(engine: str, xp: ModuleType, shape: tuple[int, ...], k: int)
         return None
     square = shape[-1] == shape[-2]
     if engine == "auto":
-        if not square or shape[-1] * shape[-2] < AUTO_MIN_ENTRIES:
+        per_matrix = shape[-1] * shape[-2]
+        total = math.prod(shape)
+        if not square or total < AUTO_MIN_ENTRIES:
             return None
         kernels = _numba.load() if k <= 2 else None
-        return kernels if kernels is not None else _blocked
+        if kernels is not None:
+            return kernels
+        return _blocked if per_matrix >= AUTO_MIN_ENTRIES else None
     if engine == "numba":
         kernels = _numba.load()
         if kernels is None:
@@ -204,10 +211,11 @@ def project(U, A, B, /, *, check_finite=False, check_unitary=True, out=None, eng
         `U` and no n×n temporary: ``"blas"`` walks `U` in cache-sized blocks of
         rows with BLAS products, ``"numba"`` uses fused Numba kernels (the
         ``numba`` extra); ``"array_api"`` is the portable path that every other
-        library and rectangular `U` take; ``"auto"``: for square NumPy
-        matrices from n = 512 on, ``"numba"`` for k <= 2 when installed and
-        ``"blas"`` otherwise (the fastest on the benchmark), else
-        ``"array_api"``.
+        library and rectangular `U` take; ``"auto"``, for square NumPy inputs
+        of at least 2¹⁸ entries (one 512×512 matrix or a batch of smaller
+        ones): ``"numba"`` for k <= 2 when installed, else ``"blas"`` for
+        matrices from 512×512 on, else ``"array_api"`` (the fastest on the
+        benchmark).
     xp : array namespace, optional
         Namespace of the inputs; inferred by default.
 
@@ -292,10 +300,11 @@ def transport(U, A, B, /, *, check_finite=False, check_unitary=True, out=None, e
         `U` and no n×n temporary: ``"blas"`` walks `U` in cache-sized blocks of
         rows with BLAS products, ``"numba"`` uses fused Numba kernels (the
         ``numba`` extra); ``"array_api"`` is the portable path that every other
-        library and rectangular `U` take; ``"auto"``: for square NumPy
-        matrices from n = 512 on, ``"numba"`` for k <= 2 when installed and
-        ``"blas"`` otherwise (the fastest on the benchmark), else
-        ``"array_api"``.
+        library and rectangular `U` take; ``"auto"``, for square NumPy inputs
+        of at least 2¹⁸ entries (one 512×512 matrix or a batch of smaller
+        ones): ``"numba"`` for k <= 2 when installed, else ``"blas"`` for
+        matrices from 512×512 on, else ``"array_api"`` (the fastest on the
+        benchmark).
     xp : array namespace, optional
         Namespace of the inputs; inferred by default.
 
@@ -373,10 +382,11 @@ def retract(U, A, B, /, method="polar", *, check_finite=False, check_unitary=Tru
         `U` and no n×n temporary: ``"blas"`` walks `U` in cache-sized blocks of
         rows with BLAS products, ``"numba"`` uses fused Numba kernels (the
         ``numba`` extra); ``"array_api"`` is the portable path that every other
-        library and rectangular `U` take; ``"auto"``: for square NumPy
-        matrices from n = 512 on, ``"numba"`` for k <= 2 when installed and
-        ``"blas"`` otherwise (the fastest on the benchmark), else
-        ``"array_api"``.
+        library and rectangular `U` take; ``"auto"``, for square NumPy inputs
+        of at least 2¹⁸ entries (one 512×512 matrix or a batch of smaller
+        ones): ``"numba"`` for k <= 2 when installed, else ``"blas"`` for
+        matrices from 512×512 on, else ``"array_api"`` (the fastest on the
+        benchmark).
     xp : array namespace, optional
         Namespace of the inputs; inferred by default.
 
