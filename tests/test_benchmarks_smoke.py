@@ -30,3 +30,7 @@ def test_benchmark_suite_quick(tmp_path):
     assert all(r["params"]["unitarity_error"] < 1e-4 for r in upd)
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert "== updates ==" in out.stdout
+    summary = subprocess.run([sys.executable, "-m", "benchmarks.summary", str(tmp_path / "r.json")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert summary.returncode == 0, summary.stderr
+    assert "not measured" in summary.stdout  # the quick sizes do not include the targets
