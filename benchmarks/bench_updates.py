@@ -24,6 +24,8 @@ Rows also carry the accuracy (largest difference from the dense result, and
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 import unitary_lowrank as ul
@@ -92,7 +94,12 @@ def run(quick: bool, *, sizes=None, ranks=None, dtypes=None, dense_max_n: int = 
                     "cayley": lambda: ul.retract(U, A, B, method="cayley"),
                 }
                 times = {m: measure(f, repeats=reps, min_time=mt) for m, f in fast.items()}
-                t_inplace = measure(lambda: ul.transport(W, A, B, out=W), repeats=reps, min_time=mt)
+                # in place, W keeps changing: cycle through fresh steps, as in training (the
+                # same step over and over would align Wᴴ A with B, a degenerate case)
+                pool = itertools.cycle([lowrank_factors(n, n, k, dtype, rng, norm=0.05)
+                                        for _ in range(8)])
+                t_inplace = measure(lambda: ul.transport(W, *next(pool), out=W), repeats=reps,
+                                    min_time=mt)
                 engines = ("array_api", "blas", "numba") if numba_ok else ("array_api", "blas")
                 t_eng = {e: {m: measure(lambda m=m, e=e: ul.retract(U, A, B, method=m, engine=e),
                                         repeats=reps, min_time=mt) for m in ("polar", "exp")}

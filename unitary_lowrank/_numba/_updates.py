@@ -104,6 +104,44 @@ def _apply_parallel_kernel(U, L, K, out, nthreads):  # pragma: no cover - compil
         _apply_rows_kernel(U, L, K, out, t * chunk, min(total, (t + 1) * chunk))
 
 
+@nb.njit(cache=True, nogil=True)
+def _apply_inplace_rows_kernel(L, K, out, start, stop):  # pragma: no cover - compiled
+    """out[b, i] += L[b, i] @ K[b] for flattened rows start..stop.
+
+    The in-place twin of :func:`_apply_rows_kernel`: with U and out the same
+    memory, that kernel's vectorised loop would fail LLVM's run-time overlap
+    check and run scalar; one array read and written is vectorised.
+    """
+    n, p = out.shape[1], out.shape[2]
+    r = L.shape[2]
+    for idx in range(start, stop):
+        b = idx // n
+        i = idx - b * n
+        orow = out[b, i]
+        if r == 2:
+            l0 = L[b, i, 0]
+            l1 = L[b, i, 1]
+            k0 = K[b, 0]
+            k1 = K[b, 1]
+            for c in range(p):
+                orow[c] += l0 * k0[c] + l1 * k1[c]
+            continue
+        for j in range(r):
+            lj = L[b, i, j]
+            kj = K[b, j]
+            for c in range(p):
+                orow[c] += lj * kj[c]
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _apply_inplace_parallel_kernel(L, K, out, nthreads):  # pragma: no cover - compiled
+    """Threaded :func:`_apply_inplace_rows_kernel`."""
+    total = out.shape[0] * out.shape[1]
+    chunk = (total + nthreads - 1) // nthreads
+    for t in nb.prange(nthreads):
+        _apply_inplace_rows_kernel(L, K, out, t * chunk, min(total, (t + 1) * chunk))
+
+
 # Threads only pay off for large inputs: waking them costs more than the work for
 # small ones (and much more on a 2-core machine shared with other processes).
 _PARALLEL_MIN = 1 << 20  # entries of U (n = 1024)
@@ -140,8 +178,14 @@ def adjoint_products(U, A, B, batch):
 
 def _apply_rows(U3, L3, K3, out3):
     nthreads = _threads(U3)
-    if nthreads == 1:
-        _apply_rows_kernel(U3, L3, K3, out3, 0, U3.shape[0] * U3.shape[1])
+    rows = U3.shape[0] * U3.shape[1]
+    if np.shares_memory(U3, out3):  # in place (out is U): the single-array twin
+        if nthreads == 1:
+            _apply_inplace_rows_kernel(L3, K3, out3, 0, rows)
+        else:
+            _apply_inplace_parallel_kernel(L3, K3, out3, nthreads)
+    elif nthreads == 1:
+        _apply_rows_kernel(U3, L3, K3, out3, 0, rows)
     else:
         _apply_parallel_kernel(U3, L3, K3, out3, nthreads)
 
