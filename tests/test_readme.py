@@ -19,3 +19,12 @@ def test_readme_quick_example_runs():
     ul = namespace["ul"]
     assert float(ul.unitarity_error(namespace["U"])) < 1e-5
     assert float(ul.unitarity_error(namespace["Xt"]).max()) < 1e-5
+
+
+def test_readme_testing_example_runs():
+    pytest.importorskip("hypothesis")
+    text = README.read_text(encoding="utf-8")
+    code = re.search(r"## Testing your own code\n\n```python\n(.*?)```", text, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - our own README
+    namespace["test_my_layer_stays_unitary"]()
