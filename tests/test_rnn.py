@@ -315,16 +315,3 @@ def test_rmsprop_updates_only_given_parameters():
 def test_rmsprop_rejects_bad_settings(kw, match):
     with pytest.raises(ValueError, match=match):
         RMSprop(xp=npx, **kw)
-
-
-def test_init_params_linear_layers_are_uniform_on_one_over_sqrt_fan_in():
-    """W_in, V and c as a PyTorch linear layer: U(±1/√fan_in); b per nonlinearity."""
-    n_in, n, n_out = 10, 128, 9
-    p = rnn.init_params(n_in, n, n_out, dtype="float64", rng=0)
-    for name, fan_in in (("W_in", n_in), ("V", n), ("c", n)):
-        w = p[name]
-        assert np.abs(w).max() <= 1 / np.sqrt(fan_in)
-        assert np.abs(w).max() > 0.5 / np.sqrt(fan_in)  # spread over the interval
-    assert not p["b"].any()
-    b = rnn.init_params(n_in, n, n_out, nonlinearity="modrelu", dtype="float64", rng=0)["b"]
-    assert 0 < np.abs(b).max() <= 0.01

@@ -92,20 +92,10 @@ def init_params(
 ) -> dict[str, Any]:
     """Initial parameters of the network.
 
-    `U` is orthogonal (Henaff or Haar). ``W_in``, ``V`` and ``c`` follow the
-    default of a linear layer in PyTorch, uniform on ``±1/√fan_in``: ``W_in``
-    from U(−1/√n_in, 1/√n_in), ``V`` and ``c`` from U(−1/√hidden,
-    1/√hidden). ``b`` is zero for ReLU and drawn from U(−0.01, 0.01) for
-    modReLU. All are drawn in float64 on the host, then cast and moved to
-    `device`.
-
-    The scale of ``W_in`` matters with ReLU: the blank (copy) or value
-    (adding) input is added at every step, and with a He-normal ``W_in``
-    (standard deviation √(2/n_in)) the hidden states of the copy network
-    (T = 100, hidden 128, 120 steps) had a mean norm of 47 at the last step at
-    initialisation, 5.4 with the uniform ``±1/√n_in``. On adding, this initialisation reached MSE < 0.01
-    with the unitary divider 8 of the issue, where He-normal needed divider 2
-    and more steps (docs/tasks.md).
+    `U` is orthogonal (Henaff or Haar); ``W_in`` is He-normal, ``V`` is
+    Glorot-normal, ``c`` is zero and ``b`` is zero for ReLU and drawn from
+    U(−0.01, 0.01) for modReLU. All are drawn in float64 on the host, then cast
+    and moved to `device`.
 
     Parameters
     ----------
@@ -156,15 +146,15 @@ def init_params(
     else:
         U = random_unitary(hidden, dtype="float64", rng=gen)
     host = {
-        "W_in": gen.uniform(-1.0, 1.0, size=(hidden, n_in)) / math.sqrt(n_in),
+        "W_in": gen.standard_normal((hidden, n_in)) * math.sqrt(2.0 / n_in),
         "U": U,
         "b": (
             np.zeros(hidden)
             if nonlinearity == "relu"
             else gen.uniform(-0.01, 0.01, size=hidden)
         ),
-        "V": gen.uniform(-1.0, 1.0, size=(n_out, hidden)) / math.sqrt(hidden),
-        "c": gen.uniform(-1.0, 1.0, size=n_out) / math.sqrt(hidden),
+        "V": gen.standard_normal((n_out, hidden)) * math.sqrt(2.0 / (hidden + n_out)),
+        "c": np.zeros(n_out),
     }
     target = getattr(xp, dtype)
     return {
