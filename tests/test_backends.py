@@ -105,6 +105,22 @@ def test_mixed_libraries_raise_type_error(core_backend):
         ul.project(Ux, A, Bx)
 
 
+def test_value_checks_on_every_backend(core_backend):
+    """NaN in a step, NaN in a gradient and a non-unitary U are refused on every backend.
+
+    Concrete JAX arrays included: only tracers (under ``jax.jit``) skip the checks.
+    """
+    (U, A, B), (Ux, Ax, Bx) = _inputs(core_backend, "float64")
+    A_nan = A.copy()
+    A_nan[1, 0] = np.nan
+    with pytest.raises(ValueError, match="A contains NaN"):
+        ul.transport(Ux, core_backend.asarray(A_nan), Bx)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        ul.lowrank(core_backend.asarray(A_nan), 1, rng=0)
+    with pytest.raises(ValueError, match="not unitary"):
+        ul.project(core_backend.asarray(2.0 * U), Ax, Bx)
+
+
 def test_mixed_devices_raise_value_error():
     xps = pytest.importorskip("array_api_strict")
     (U, A, B), _ = _inputs(_Host(), "float64")

@@ -30,6 +30,7 @@ def run(argv, capsys):
 
 @pytest.mark.parametrize("task", ["copy", "adding"])
 def test_train_writes_json_and_plot(task, tmp_path, capsys):
+    pytest.importorskip("matplotlib")  # the plot extra (a test dependency)
     js, png = tmp_path / "run.json", tmp_path / "run.png"
     code, out, err = run([task, *TINY, "--json", str(js), "--plot", str(png)], capsys)
     assert code == 0, err
@@ -126,6 +127,7 @@ def test_progress_bar_on_a_terminal():
 
 
 def test_plot_subcommand(tmp_path, capsys):
+    pytest.importorskip("matplotlib")  # the plot extra (a test dependency)
     paths = []
     for method in ("transport", "frozen"):
         p = tmp_path / f"{method}.json"

@@ -11,7 +11,8 @@ from types import ModuleType
 from typing import Any
 
 import array_api_compat
-from array_api_compat import array_namespace, is_lazy_array
+from array_api_compat import array_namespace
+from array_api_compat import is_lazy_array as _compat_is_lazy_array
 
 __all__ = [
     "DTYPE_NAMES",
@@ -32,6 +33,22 @@ DTYPE_NAMES = ("float32", "float64", "complex64", "complex128")
 
 device_of = array_api_compat.device
 is_numpy_namespace = array_api_compat.is_numpy_namespace
+
+
+def is_lazy_array(x: Any) -> bool:
+    """Whether reading the values of `x` is impossible or would force a computation.
+
+    As ``array_api_compat.is_lazy_array`` (Dask, ndonnx, unknown lazy types), except
+    that a concrete JAX array is not lazy: only JAX tracers (inside ``jax.jit``,
+    ``jax.grad``, ``vmap``) are. array-api-compat answers True for every JAX array,
+    which would skip the NaN, finiteness and unitarity checks on ordinary JAX input.
+    """
+    if array_api_compat.is_jax_array(x):
+        import jax  # already imported: x is a JAX array
+
+        tracer = getattr(jax.core, "Tracer", None)
+        return True if tracer is None else isinstance(x, tracer)
+    return _compat_is_lazy_array(x)
 
 
 def _library_name(x: Any) -> str:

@@ -92,7 +92,14 @@ def _finite_and_scaled(x: Any, name: str, xp: ModuleType) -> tuple[Any, Any]:
     shape = (*x.shape[:-2], 1, 1)
     if 0 in tuple(x.shape):  # nothing to check or scale (empty batch, or r = 0)
         return x, xp.ones(shape, dtype=real_dtype(xp, x.dtype), device=device_of(x))
-    m = xp.max(xp.abs(x), axis=(-2, -1), keepdims=True)
+    axes = (-2, -1)
+    if xp.isdtype(x.dtype, "real floating"):
+        # max |x| without the |x| temporary (two reductions instead of a full
+        # extra pass and an m×r buffer); max and min propagate NaN like abs does
+        m = xp.maximum(xp.max(x, axis=axes, keepdims=True),
+                       -xp.min(x, axis=axes, keepdims=True))
+    else:
+        m = xp.max(xp.abs(x), axis=axes, keepdims=True)
     lazy = is_lazy_array(x)
     if not lazy and not bool(xp.all(xp.isfinite(m))):
         raise ValueError(f"{name} contains NaN or infinity")
