@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m benchmarks.summary RESULTS.json", file=sys.stderr)
         return 2
-    data = json.loads(open(argv[0], encoding="utf-8").read())
+    with open(argv[0], encoding="utf-8") as f:
+        data = json.load(f)
     print(f"machine: {data['machine']}")
     for what, value, bound, met in targets(data["rows"]):
         shown = "not measured" if value is None else f"{value:.3g}"

@@ -13,7 +13,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_readme_quick_example_runs():
     pytest.importorskip("torch")
     text = README.read_text(encoding="utf-8")
-    code = re.search(r"## Quick example\n\n```python\n(.*?)```", text, re.S).group(1)
+    code = re.search(r"## Quick example\n\n```python\n(.*?)```", text, re.DOTALL).group(1)
     namespace: dict = {}
     exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - our own README
     ul = namespace["ul"]
@@ -24,7 +24,7 @@ def test_readme_quick_example_runs():
 def test_readme_testing_example_runs():
     pytest.importorskip("hypothesis")
     text = README.read_text(encoding="utf-8")
-    code = re.search(r"## Testing your own code\n\n```python\n(.*?)```", text, re.S).group(1)
+    code = re.search(r"## Testing your own code\n\n```python\n(.*?)```", text, re.DOTALL).group(1)
     namespace: dict = {}
     exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - our own README
     namespace["test_my_layer_stays_unitary"]()

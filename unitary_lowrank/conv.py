@@ -153,7 +153,7 @@ class FourierLayout:
 
     @property
     def _half_width(self) -> int:
-        H, W = self.shape
+        W = self.shape[1]
         return W // 2 + 1 if self.real else W
 
     @cached_property

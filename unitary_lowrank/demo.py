@@ -134,9 +134,9 @@ def bench(
             A, B = lowrank_factors(n, n, k, dt, rng, norm=step_norm)
             dense = _dense_references(U, A, B)
             fast = {
-                "polar": lambda: project(U, A, B),
-                "exp": lambda: transport(U, A, B),
-                "cayley": lambda: retract(U, A, B, method="cayley"),
+                "polar": lambda U=U, A=A, B=B: project(U, A, B),
+                "exp": lambda U=U, A=A, B=B: transport(U, A, B),
+                "cayley": lambda U=U, A=A, B=B: retract(U, A, B, method="cayley"),
             }
             for method in ("polar", "exp", "cayley"):
                 t_fast = _median_time(fast[method], repeats)

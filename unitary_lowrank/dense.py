@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from ._agnostic import _drift
 from ._array_api import core_dtype, device_of, get_namespace, is_complex, real_dtype
 from ._validation import as_int, check_finite, check_matrix

@@ -121,7 +121,7 @@ def kernel_to_blocks(K: Any, shape: tuple[int, int], real: bool, n_real: int, or
 
 def blocks_to_kernel(Wh: Any, shape: tuple[int, int], real: bool, xp: ModuleType) -> Any:
     """Spatial kernel (C_out, C_in, H, W) from the blocks of every transformed frequency."""
-    H, Wd = shape
+    H, _ = shape
     Fh, Co, Ci = Wh.shape
     Kh = xp.reshape(xp.permute_dims(Wh, (1, 2, 0)), (Co, Ci, H, Fh // H))
     if real:
