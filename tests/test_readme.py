@@ -10,12 +10,19 @@ import pytest
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_quick_example_runs():
-    pytest.importorskip("torch")
+def _run_readme_block(heading: str) -> dict:
+    """Execute the first ```python block under the README section `heading`; its namespace."""
     text = README.read_text(encoding="utf-8")
-    code = re.search(r"## Quick example\n\n```python\n(.*?)```", text, re.DOTALL).group(1)
+    pattern = rf"## {re.escape(heading)}\n\n```python\n(.*?)```"
+    code = re.search(pattern, text, re.DOTALL).group(1)
     namespace: dict = {}
     exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - our own README
+    return namespace
+
+
+def test_readme_quick_example_runs():
+    pytest.importorskip("torch")
+    namespace = _run_readme_block("Quick example")
     ul = namespace["ul"]
     assert float(ul.unitarity_error(namespace["U"])) < 1e-5
     assert float(ul.unitarity_error(namespace["Xt"]).max()) < 1e-5
@@ -23,8 +30,5 @@ def test_readme_quick_example_runs():
 
 def test_readme_testing_example_runs():
     pytest.importorskip("hypothesis")
-    text = README.read_text(encoding="utf-8")
-    code = re.search(r"## Testing your own code\n\n```python\n(.*?)```", text, re.DOTALL).group(1)
-    namespace: dict = {}
-    exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - our own README
+    namespace = _run_readme_block("Testing your own code")
     namespace["test_my_layer_stays_unitary"]()

@@ -9,6 +9,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, TextIO
 
 import numpy as np
@@ -134,9 +135,9 @@ def bench(
             A, B = lowrank_factors(n, n, k, dt, rng, norm=step_norm)
             dense = _dense_references(U, A, B)
             fast = {
-                "polar": lambda U=U, A=A, B=B: project(U, A, B),
-                "exp": lambda U=U, A=A, B=B: transport(U, A, B),
-                "cayley": lambda U=U, A=A, B=B: retract(U, A, B, method="cayley"),
+                "polar": partial(project, U, A, B),
+                "exp": partial(transport, U, A, B),
+                "cayley": partial(retract, U, A, B, method="cayley"),
             }
             for method in ("polar", "exp", "cayley"):
                 t_fast = _median_time(fast[method], repeats)

@@ -94,8 +94,8 @@ def _finite_and_scaled(x: Any, name: str, xp: ModuleType) -> tuple[Any, Any]:
         return x, xp.ones(shape, dtype=real_dtype(xp, x.dtype), device=device_of(x))
     axes = (-2, -1)
     if xp.isdtype(x.dtype, "real floating"):
-        # max |x| without the |x| temporary (two reductions instead of a full
-        # extra pass and an m×r buffer); max and min propagate NaN like abs does
+        # max |x| as max(max x, −min x): two reading passes and no m×r |x|
+        # temporary to write; max and min propagate NaN as abs does
         m = xp.maximum(xp.max(x, axis=axes, keepdims=True),
                        -xp.min(x, axis=axes, keepdims=True))
     else:
