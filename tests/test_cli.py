@@ -7,12 +7,13 @@ import json
 import subprocess
 import sys
 
+import array_api_compat.numpy as npx
 import numpy as np
 import pytest
 
 from unitary_lowrank.__main__ import main
 from unitary_lowrank.tasks import train as T
-from unitary_lowrank.testing import unitarity_bound
+from unitary_lowrank.testing import eps_of, unitarity_bound
 
 TINY = ["--seq-len", "4", "--hidden", "6", "--batch", "4", "--steps", "4", "--eval-every", "2",
         "--test-batch", "8"]
@@ -88,6 +89,57 @@ def test_frozen_U_does_not_move_but_transport_does():
     # Same seed, same data: the runs differ only in U's update.
     assert frozen["history"][0]["loss"] == moved["history"][0]["loss"]
     assert frozen["final_loss"] != moved["final_loss"]
+
+
+@pytest.mark.parametrize("method", ["transport", "project", "cayley", "dense-polar"])
+def test_rmsprop_direction_of_the_unitary_step(method):
+    """``--unitary-direction rmsprop``: U moves along ``G / (√v + ε)`` (the paper's code).
+
+    Checked over three steps against the dense formulas with scipy, at full rank so
+    the sketch is exact: projUNN-T ``U expm(skew(Uᵀ Δ))``, projUNN-D and dense-polar
+    ``polar(U + Δ)``, Cayley ``(I − W/2)⁻¹ (I + W/2) U`` with ``W = skew(Δ Uᵀ)``.
+    """
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    n, m = 6, 9
+    cfg = T.default_config("copy", method=method, hidden=n, rank=n, dtype="float64",
+                           unitary_direction="rmsprop", lr=0.05, unitary_lr_divider=2.0)
+    cfg.validate()
+    update = T._UnitaryUpdate(cfg, npx, rng=np.random.default_rng(1))
+    rng = np.random.default_rng(0)
+    U = scipy_linalg.qr(rng.standard_normal((n, n)))[0]
+    v = np.zeros((n, n))
+    for _ in range(3):
+        X, Y = rng.standard_normal((n, m)), rng.standard_normal((n, m))
+        G = X @ Y.T
+        v = 0.99 * v + 0.01 * G * G
+        step = -(0.05 / 2.0) * G / (np.sqrt(v) + 1e-8)  # entries of size lr_U · 10 at first
+        if method == "transport":
+            M = U.T @ step
+            want = U @ scipy_linalg.expm((M - M.T) / 2)
+        elif method == "cayley":
+            W = (step @ U.T - U @ step.T) / 2
+            want = np.linalg.solve(np.eye(n) - W / 2, (np.eye(n) + W / 2) @ U)
+        else:
+            want = scipy_linalg.polar(U + step)[0]
+        U_in = U.copy()
+        got = update(U, (X, Y))
+        assert np.array_equal(U, U_in)  # the caller's U is not modified
+        assert np.abs(got - want).max() <= 100 * n * eps_of("float64")
+        U = want
+
+
+def test_rmsprop_direction_is_reported(tmp_path, capsys):
+    js = tmp_path / "s.json"
+    code, out, err = run(["copy", *TINY, "--unitary-direction", "rmsprop", "--quiet",
+                          "--json", str(js)], capsys)
+    assert code == 0, err
+    assert "along RMSprop's direction" in out
+    assert json.loads(js.read_text())["unitary_direction"] == "rmsprop"
+    code, out, err = run(["copy", *TINY, "--unitary-direction", "rmsprop", "--method",
+                          "frozen", "--quiet", "--json", str(js)], capsys)
+    assert code == 0, err
+    assert "RMSprop" not in out  # a frozen U takes no step
+    assert json.loads(js.read_text())["unitary_direction"] is None
 
 
 def test_training_is_reproducible_with_a_seed():
@@ -169,6 +221,7 @@ BAD = [
     (["copy", "--lr", "nan"], "--lr"),
     (["copy", "--method", "sgd"], "--method"),
     (["copy", "--sampler", "svd"], "--sampler"),
+    (["copy", "--unitary-direction", "adam"], "--unitary-direction"),
     (["copy", "--rank", "9", "--hidden", "8"], "--rank"),
     (["copy", "--rank", "0"], "--rank"),
     (["copy", "--dtype", "complex64"], "--dtype"),

@@ -101,6 +101,10 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--unitary-lr-divider", type=_positive_float,
                    help="the step on U is -(lr / divider) * gradient; "
                         f"default: {d.unitary_lr_divider:g}")
+    p.add_argument("--unitary-direction", choices=T.DIRECTIONS,
+                   help="direction of the step on U: the gradient itself, or RMSprop's "
+                        "gradient / (sqrt(running mean of gradient^2) + eps), as in the "
+                        f"projUNN paper's code; default: {d.unitary_direction}")
     p.add_argument("--lr-decay", type=_positive_float,
                    help="multiply both learning rates by this once the test loss is below "
                         f"--decay-below times the baseline (1: never); default: {d.lr_decay:g}")

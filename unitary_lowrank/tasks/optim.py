@@ -63,12 +63,32 @@ class RMSprop:
         dict
             `params` with the updated entries replaced.
         """
-        xp = self.xp
         new = dict(params)
         for name, g in grads.items():
-            sq = xp.real(g * xp.conj(g)) if xp.isdtype(g.dtype, "complex floating") else g * g
-            v = self.square_avg.get(name)
-            v = (1.0 - self.alpha) * sq if v is None else self.alpha * v + (1.0 - self.alpha) * sq
-            self.square_avg[name] = v
-            new[name] = params[name] - self.lr * g / (xp.sqrt(v) + self.eps)
+            new[name] = params[name] - self.lr * self.direction(name, g)
         return new
+
+    def direction(self, name: str, g: Any) -> Any:
+        """Update the running mean of ``|g|²`` of `name` and return ``g / (√v + ε)``.
+
+        The step :meth:`step` takes is ``−lr`` times this; the orthogonal
+        methods of the training loop hand it to their own update instead.
+
+        Parameters
+        ----------
+        name : str
+            Which parameter `g` is the gradient of (its running mean is kept).
+        g : array
+            The gradient.
+
+        Returns
+        -------
+        array
+            ``g / (√v + ε)``, of the shape of `g`.
+        """
+        xp = self.xp
+        sq = xp.real(g * xp.conj(g)) if xp.isdtype(g.dtype, "complex floating") else g * g
+        v = self.square_avg.get(name)
+        v = (1.0 - self.alpha) * sq if v is None else self.alpha * v + (1.0 - self.alpha) * sq
+        self.square_avg[name] = v
+        return g / (xp.sqrt(v) + self.eps)

@@ -53,6 +53,9 @@ __all__ = [
 TASKS = ("copy", "adding")
 METHODS = ("transport", "project", "cayley", "dense-polar", "unconstrained", "frozen")
 SAMPLERS = ("lsi", "randomized", "column")
+#: What the step on U follows: the gradient itself, or RMSprop's direction (as the
+#: projUNN paper's code does: its RMSprop hands ``−lr·g/(√v + ε)`` to the projection).
+DIRECTIONS = ("gradient", "rmsprop")
 BACKENDS = ("numpy", "cupy", "torch")
 DTYPES = ("float32", "float64")
 #: Retraction of the low-rank methods in :func:`unitary_lowrank.training.step`.
@@ -80,7 +83,13 @@ class Config:
         Delay T (copy) or sequence length (adding), hidden size, batch size,
         maximum number of training steps.
     lr, unitary_lr_divider : float
-        RMSprop learning rate; the step on `U` is ``−(lr / divider) G``.
+        RMSprop learning rate; the step on `U` is ``−(lr / divider) D``.
+    unitary_direction : {"gradient", "rmsprop"}
+        The direction `D` of the step on `U`: the gradient ``G`` itself, or
+        RMSprop's ``G / (√v + ε)`` with `v` the running mean of ``G²`` (the
+        projUNN paper's code). Either way the step is sketched to rank `rank`
+        and mapped back onto the orthogonal group by the method; ``rmsprop``
+        forms the n×n gradient (O(n²·batch·T) more work per step).
     lr_decay, decay_below : float
         Multiply both learning rates by `lr_decay` once the test loss falls
         below ``decay_below × baseline`` (the task is solved; smaller steps
@@ -107,6 +116,7 @@ class Config:
     steps: int = 3000
     lr: float = 2e-3
     unitary_lr_divider: float = 8.0
+    unitary_direction: str = "gradient"
     lr_decay: float = 0.2
     decay_below: float = 0.05
     stop_below: float | None = None
@@ -125,6 +135,7 @@ class Config:
             raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         _choice("method", self.method, METHODS)
         _choice("sampler", self.sampler, SAMPLERS)
+        _choice("unitary_direction", self.unitary_direction, DIRECTIONS)
         _choice("nonlinearity", self.nonlinearity, rnn.NONLINEARITIES)
         _choice("init", self.init, rnn.INITS)
         _choice("dtype", self.dtype, DTYPES)
@@ -339,6 +350,12 @@ class _UnitaryUpdate:
         self.seconds = 0.0
         self.count = 0
         self.rms = RMSprop(cfg.lr, xp=xp) if cfg.method == "unconstrained" else None
+        # RMSprop's running mean of G² for the direction of the orthogonal methods.
+        self.precondition = (
+            RMSprop(1.0, xp=xp)
+            if cfg.unitary_direction == "rmsprop" and cfg.method not in ("frozen", "unconstrained")
+            else None
+        )
         self._step = None
         if cfg.method in LOWRANK_METHODS:
             from ..training import step
@@ -367,7 +384,19 @@ class _UnitaryUpdate:
             return U
         xp = self.xp
         t0 = time.perf_counter()
-        if method in LOWRANK_METHODS:
+        if self.precondition is not None:
+            G = rnn.dense_gradient(factors, xp=xp)
+            D = self.precondition.direction("U", G)
+            if method in LOWRANK_METHODS:
+                U = self._step(
+                    U, D, self.lr_U, rank=self.cfg.rank, method=LOWRANK_METHODS[method],
+                    sampler=self.cfg.sampler, rng=self.rng,
+                )
+            else:  # dense-polar
+                from ..dense import polar
+
+                U = polar(U - self.lr_U * D)
+        elif method in LOWRANK_METHODS:
             n, m = factors[0].shape
             G = factors if self._use_factors(n, m) else rnn.dense_gradient(factors, xp=xp)
             U = self._step(
@@ -579,6 +608,9 @@ def _train(cfg, xp, device, stream, quiet, update_U):
         "steps": cfg.steps,
         "lr": cfg.lr,
         "unitary_lr_divider": cfg.unitary_lr_divider,
+        "unitary_direction": (
+            None if cfg.method in ("frozen", "unconstrained") else cfg.unitary_direction
+        ),
         "lr_decay": cfg.lr_decay,
         "decay_below": cfg.decay_below,
         "stop_below": cfg.stop_below,
@@ -642,7 +674,8 @@ def format_summary(s: dict[str, Any]) -> str:
             f"{s['task']} task, {size} = {s['seq_len']}, hidden {s['hidden']}, "
             f"batch {s['batch']}, {s['nonlinearity']}, {s['init']} init, seed {s['seed']}"
         ),
-        f"  U updated by    {how}, lr {s['lr']:g} / {s['unitary_lr_divider']:g}",
+        f"  U updated by    {how}, lr {s['lr']:g} / {s['unitary_lr_divider']:g}"
+        + (" along RMSprop's direction" if s.get("unitary_direction") == "rmsprop" else ""),
         f"  backend         {s['backend']}, {s['dtype']}",
         (
             f"  steps           {s['iterations']} of {s['steps']}"
