@@ -39,7 +39,8 @@ def test_train_writes_json_and_plot(task, tmp_path, capsys):
     assert "step      0  test loss" in err  # the test evaluations go to stderr
     s = json.loads(js.read_text())
     assert JSON_KEYS <= set(s)
-    assert s["task"] == task and s["method"] == "transport" and s["rank"] == 1
+    assert s["task"] == task and s["method"] == "transport"
+    assert s["rank"] == (4 if task == "copy" else 1)  # the tasks' defaults
     assert s["seq_len"] == 4 and s["hidden"] == 6 and s["iterations"] == 4
     assert [h["step"] for h in s["history"]] == [0, 2, 4]
     assert all({"step", "loss", "unitarity_error"} <= set(h) for h in s["history"])
@@ -165,6 +166,26 @@ def test_stop_below_stops_early(capsys):
     assert "stopping early" in err and "(stopped early)" in out
 
 
+def test_stop_recall_gates_the_early_stop_on_copy(capsys):
+    # Any loss is below 1000 × the baseline; recall decides. After 4 steps it is far
+    # below 100 %, so --stop-recall 1 never stops and --stop-recall 0 stops at once.
+    argv = ["copy", *TINY, "--steps", "6", "--stop-below", "1000"]
+    code, out, err = run([*argv, "--stop-recall", "1"], capsys)
+    assert code == 0, err
+    assert "stopping early" not in err and "steps           6 of 6\n" in out
+    code, out, err = run([*argv, "--stop-recall", "0"], capsys)
+    assert code == 0, err
+    assert "(stopped early)" in out and "steps           2 of 6" in out
+
+
+def test_default_rank_is_capped_by_a_small_hidden_size():
+    assert T.default_config("copy").rank == 4
+    assert T.default_config("copy", hidden=2).rank == 2
+    assert T.default_config("copy", hidden=2, rank=3).rank == 3  # explicit: validate() says no
+    with pytest.raises(T.ConfigError, match="--rank"):
+        T.default_config("copy", hidden=2, rank=3).validate()
+
+
 def test_progress_bar_on_a_terminal():
     class Tty(io.StringIO):
         def isatty(self):
@@ -222,6 +243,8 @@ BAD = [
     (["copy", "--method", "sgd"], "--method"),
     (["copy", "--sampler", "svd"], "--sampler"),
     (["copy", "--unitary-direction", "adam"], "--unitary-direction"),
+    (["copy", "--stop-recall", "1.5"], "--stop-recall"),
+    (["adding", "--stop-recall", "0.9"], "--stop-recall"),
     (["copy", "--rank", "9", "--hidden", "8"], "--rank"),
     (["copy", "--rank", "0"], "--rank"),
     (["copy", "--dtype", "complex64"], "--dtype"),

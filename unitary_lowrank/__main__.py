@@ -65,6 +65,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value
+
+
 def _int_list(text: str) -> list[int]:
     return [_positive_int(part) for part in text.split(",") if part.strip()]
 
@@ -85,8 +92,8 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
                    help="update of U: transport (projUNN-T), project (projUNN-D), cayley, "
                         "dense-polar (dense SVD each step), unconstrained (RMSprop on U), "
                         "frozen (never trained); default: %(default)s")
-    p.add_argument("--rank", type=_positive_int, default=1,
-                   help="rank of the sketched gradient of U; default: %(default)s")
+    p.add_argument("--rank", type=_positive_int,
+                   help=f"rank of the sketched step on U; default: {d.rank}")
     p.add_argument("--sampler", choices=T.SAMPLERS, default="lsi",
                    help="sketch of the gradient; default: %(default)s")
     p.add_argument("--seq-len", type=_positive_int,
@@ -114,6 +121,10 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
                    help="stop once the test loss is below this times the baseline (and, on "
                         "copy, every recalled test symbol is right); 0: never; default: "
                         + ("0" if d.stop_below is None else f"{d.stop_below:g}"))
+    if task == "copy":
+        p.add_argument("--stop-recall", type=_fraction,
+                       help="with --stop-below: the fraction of recalled test symbols that "
+                            f"must be right to stop (1: all); default: {d.stop_recall:g}")
     p.add_argument("--nonlinearity", choices=["relu", "modrelu"],
                    help=f"default: {d.nonlinearity}")
     p.add_argument("--init", choices=["henaff", "haar"],

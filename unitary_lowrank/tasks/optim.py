@@ -63,9 +63,11 @@ class RMSprop:
         dict
             `params` with the updated entries replaced.
         """
+        xp = self.xp
         new = dict(params)
         for name, g in grads.items():
-            new[name] = params[name] - self.lr * self.direction(name, g)
+            v = self._average(name, g)
+            new[name] = params[name] - self.lr * g / (xp.sqrt(v) + self.eps)
         return new
 
     def direction(self, name: str, g: Any) -> Any:
@@ -86,9 +88,14 @@ class RMSprop:
         array
             ``g / (√v + ε)``, of the shape of `g`.
         """
+        v = self._average(name, g)
+        return g / (self.xp.sqrt(v) + self.eps)
+
+    def _average(self, name: str, g: Any) -> Any:
+        """``v ← ρ v + (1 − ρ) |g|²`` for `name` (``(1 − ρ) |g|²`` at first); returns v."""
         xp = self.xp
         sq = xp.real(g * xp.conj(g)) if xp.isdtype(g.dtype, "complex floating") else g * g
         v = self.square_avg.get(name)
         v = (1.0 - self.alpha) * sq if v is None else self.alpha * v + (1.0 - self.alpha) * sq
         self.square_avg[name] = v
-        return g / (xp.sqrt(v) + self.eps)
+        return v
