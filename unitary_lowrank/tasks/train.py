@@ -6,16 +6,18 @@ updates the ordinary parameters with RMSprop and the recurrent matrix `U` with
 the chosen method:
 
 =================  ==========================================================
-``transport``      ``training.step(U, (X, Y), lr_U, method="exp")``: projUNN-T
+``transport``      ``training.step(U, D, lr_U, method="exp")``: projUNN-T
 ``project``        the same with ``method="polar"``: projUNN-D
 ``cayley``         the same with ``method="cayley"``
-``dense-polar``    ``polar(U − lr_U · G)`` with the dense gradient G (an SVD)
+``dense-polar``    ``polar(U − lr_U · D)`` with a dense SVD
 ``unconstrained``  RMSprop on U like any other weight (``lr``, not ``lr_U``)
 ``frozen``         U keeps its initial value
 =================  ==========================================================
 
-with ``lr_U = lr / unitary_lr_divider`` and ``G = X Yᵀ`` the gradient with
-respect to `U`, kept as its factors for the low-rank methods.
+with ``lr_U = lr / unitary_lr_divider`` and the direction ``D`` either the
+gradient ``G = X Yᵀ`` with respect to `U` (kept as its factors ``(X, Y)`` for
+the low-rank methods where that is cheaper) or RMSprop's ``G / (√v + ε)``
+(``unitary_direction="rmsprop"``, as in the projUNN paper's code).
 """
 
 from __future__ import annotations
@@ -766,8 +768,8 @@ def plot_histories(summaries: list[dict[str, Any]], path: str, *, title: str | N
     ax = fig.add_subplot()
     first = summaries[0]
     # Label each curve with its method and whatever else differs between the runs.
-    varying = [k for k in ("nonlinearity", "sampler", "init", "hidden", "seq_len", "lr",
-                           "unitary_lr_divider", "dtype", "seed")
+    varying = [k for k in ("unitary_direction", "nonlinearity", "sampler", "init", "hidden",
+                           "seq_len", "lr", "unitary_lr_divider", "dtype", "seed")
                if len({str(t.get(k)) for t in summaries if t.get(k) is not None}) > 1]
     for s in summaries:
         pts = [(h["step"], h["loss"]) for h in s["history"] if h["loss"] is not None]
@@ -775,7 +777,9 @@ def plot_histories(summaries: list[dict[str, Any]], path: str, *, title: str | N
         if s["method"] in LOWRANK_METHODS:
             label += f" (rank {s['rank']})"
         for k in varying:
-            if s.get(k) is not None:
+            if k == "unitary_direction" and s.get(k) is not None:
+                label += f", {s[k]} direction"
+            elif s.get(k) is not None:
                 label += f", {k.replace('_', ' ')} {s[k]}"
         if pts:
             steps, losses = zip(*pts, strict=True)
