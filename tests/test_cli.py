@@ -153,8 +153,9 @@ def test_training_is_reproducible_with_a_seed():
 
 def test_preset_paper_sets_sizes_and_options_override():
     cfg = T.default_config("copy", "paper")
-    assert (cfg.seq_len, cfg.hidden, cfg.batch, cfg.lr, cfg.unitary_lr_divider) == (
-        1000, 190, 128, 7e-4, 32.0)
+    assert (cfg.seq_len, cfg.hidden, cfg.batch, cfg.lr, cfg.unitary_lr_divider, cfg.rank) == (
+        1000, 190, 128, 7e-4, 32.0, 1)
+    assert T.default_config("copy", "paper", rank=4).rank == 4
     assert T.default_config("copy", "paper", seq_len=2000).seq_len == 2000
     cfg = T.default_config("adding", "paper")
     assert (cfg.seq_len, cfg.hidden, cfg.batch) == (200, 170, 50)

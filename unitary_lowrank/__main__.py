@@ -86,7 +86,7 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
     d = T.default_config(task)
     p.add_argument("--preset", choices=["paper"],
                    help="the paper's sizes (copy: T=1000, hidden 190, batch 128, lr 7e-4, "
-                        "divider 32; adding: T=200, hidden 170, batch 50); meant for a GPU. "
+                        "divider 32, rank 1; adding: T=200, hidden 170, batch 50); meant for a GPU. "
                         "Explicit options override it")
     p.add_argument("--method", choices=T.METHODS, default="transport",
                    help="update of U: transport (projUNN-T), project (projUNN-D), cayley, "

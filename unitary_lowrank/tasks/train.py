@@ -208,9 +208,11 @@ _DEFAULTS = {
 }
 
 #: The paper's sizes (meant for a GPU): copy T = 1000 (or 2000), adding T = 200 (or 750).
+#: Copy also takes the paper's rank 1 (its code steps U along RMSprop's direction, as
+#: the copy defaults do).
 PRESETS = {
     "copy": {"seq_len": 1000, "hidden": 190, "batch": 128, "lr": 7e-4,
-             "unitary_lr_divider": 32.0},
+             "unitary_lr_divider": 32.0, "rank": 1},
     "adding": {"seq_len": 200, "hidden": 170, "batch": 50},
 }
 
