@@ -143,6 +143,35 @@ def test_rmsprop_direction_is_reported(tmp_path, capsys):
     assert json.loads(js.read_text())["unitary_direction"] is None
 
 
+def _other_backend(name):
+    if name == "torch":
+        pytest.importorskip("torch")
+        return
+    cupy = pytest.importorskip("cupy")
+    try:
+        cupy.zeros(1).sum().get()  # importing alone does not prove there is a GPU
+    except Exception as exc:  # noqa: BLE001 - any CUDA failure means "no GPU here"
+        pytest.skip(f"no usable CUDA device for CuPy: {exc}")
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("cupy", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("direction", T.DIRECTIONS)
+def test_training_on_another_backend_matches_numpy(backend, direction):
+    """The whole loop (forward, BPTT, RMSprop, the step on U) in torch or CuPy, float64."""
+    _other_backend(backend)
+    kw = {"seq_len": 5, "hidden": 8, "batch": 8, "steps": 6, "eval_every": 2,
+          "test_batch": 8, "dtype": "float64", "unitary_direction": direction}
+    ref = T.train(T.default_config("copy", **kw), quiet=True)
+    got = T.train(T.default_config("copy", backend=backend, **kw), quiet=True)
+    assert got["backend"] == backend and len(got["history"]) == len(ref["history"]) == 4
+    # Six steps of a well-conditioned problem: the backends differ by rounding only.
+    tol = 1e3 * eps_of("float64")
+    for a, b in zip(ref["history"], got["history"], strict=True):
+        assert abs(a["loss"] - b["loss"]) <= tol * a["loss"]
+        assert abs(a["accuracy"] - b["accuracy"]) <= 1e-12
+    assert got["unitarity_error"] <= unitarity_bound(8, "float64")
+
+
 def test_training_is_reproducible_with_a_seed():
     kw = {"seq_len": 5, "hidden": 8, "batch": 8, "steps": 4, "eval_every": 2, "test_batch": 8,
           "seed": 3}

@@ -95,7 +95,7 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--rank", type=_positive_int,
                    help=f"rank of the sketched step on U; default: {d.rank}")
     p.add_argument("--sampler", choices=T.SAMPLERS, default="lsi",
-                   help="sketch of the gradient; default: %(default)s")
+                   help="sketch of the step on U; default: %(default)s")
     p.add_argument("--seq-len", type=_positive_int,
                    help=("delay T between the symbols and the marker" if task == "copy"
                          else "sequence length T") + f"; default: {d.seq_len}")
@@ -106,7 +106,8 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--lr", type=_positive_float,
                    help=f"RMSprop learning rate; default: {d.lr:g}")
     p.add_argument("--unitary-lr-divider", type=_positive_float,
-                   help="the step on U is -(lr / divider) * gradient; "
+                   help="the step on U is -(lr / divider) times its direction (see "
+                        "--unitary-direction); "
                         f"default: {d.unitary_lr_divider:g}")
     p.add_argument("--unitary-direction", choices=T.DIRECTIONS,
                    help="direction of the step on U: the gradient itself, or RMSprop's "
@@ -119,7 +120,8 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
                    help=f"see --lr-decay; default: {d.decay_below:g}")
     p.add_argument("--stop-below", type=_non_negative_float,
                    help="stop once the test loss is below this times the baseline (and, on "
-                        "copy, every recalled test symbol is right); 0: never; default: "
+                        "copy, --stop-recall of the recalled test symbols are right); 0: "
+                        "never; default: "
                         + ("0" if d.stop_below is None else f"{d.stop_below:g}"))
     if task == "copy":
         p.add_argument("--stop-recall", type=_fraction,
