@@ -393,15 +393,25 @@ class _UnitaryUpdate:
             return False  # column sampling needs the column norms of G itself
         return work < n * n or m <= n
 
+    def _direction(self, factors: tuple[Any, Any]) -> Any:
+        """The direction D of the step: RMSprop's, or G itself (as factors where cheaper)."""
+        xp = self.xp
+        if self.precondition is not None:
+            return self.precondition.direction("U", rnn.dense_gradient(factors, xp=xp))
+        if self.cfg.method in LOWRANK_METHODS and self._use_factors(*factors[0].shape):
+            return factors
+        return rnn.dense_gradient(factors, xp=xp)
+
     def __call__(self, U: Any, factors: tuple[Any, Any]) -> Any:
         method = self.cfg.method
         if method == "frozen":
             return U
         xp = self.xp
         t0 = time.perf_counter()
-        if self.precondition is not None:
-            G = rnn.dense_gradient(factors, xp=xp)
-            D = self.precondition.direction("U", G)
+        if method == "unconstrained":
+            U = self.rms.step({"U": U}, {"U": rnn.dense_gradient(factors, xp=xp)})["U"]
+        else:
+            D = self._direction(factors)
             if method in LOWRANK_METHODS:
                 U = self._step(
                     U, D, self.lr_U, rank=self.cfg.rank, method=LOWRANK_METHODS[method],
@@ -411,19 +421,6 @@ class _UnitaryUpdate:
                 from ..dense import polar
 
                 U = polar(U - self.lr_U * D)
-        elif method in LOWRANK_METHODS:
-            n, m = factors[0].shape
-            G = factors if self._use_factors(n, m) else rnn.dense_gradient(factors, xp=xp)
-            U = self._step(
-                U, G, self.lr_U, rank=self.cfg.rank, method=LOWRANK_METHODS[method],
-                sampler=self.cfg.sampler, rng=self.rng,
-            )
-        elif method == "dense-polar":
-            from ..dense import polar
-
-            U = polar(U - self.lr_U * rnn.dense_gradient(factors, xp=xp))
-        else:  # unconstrained
-            U = self.rms.step({"U": U}, {"U": rnn.dense_gradient(factors, xp=xp)})["U"]
         _synchronize(xp)
         self.seconds += time.perf_counter() - t0
         self.count += 1
