@@ -11,6 +11,7 @@ All functions take arrays from any Array-API library (NumPy, CuPy, PyTorch,
 JAX, array-api-strict) and return arrays of the same library, device and dtype.
 """
 
+from ._pool import ResultPoolInfo, result_pool_info, set_result_pool
 from .dense import polar, unitarity_error
 from .drift import DriftGuard, reunitarize
 from .haar import random_unitary
@@ -23,13 +24,16 @@ __version__ = "0.1.0"
 __all__ = [
     "DriftGuard",
     "LowRank",
+    "ResultPoolInfo",
     "lowrank",
     "polar",
     "project",
     "random_unitary",
     "range_finder",
+    "result_pool_info",
     "retract",
     "reunitarize",
+    "set_result_pool",
     "step",
     "transport",
     "unitarity_error",

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _pool
+
 __all__ = ["COND_LIMIT", "adjoint_products", "apply", "left_basis"]
 
 #: Largest condition number of the column-equilibrated R for which
@@ -89,7 +91,7 @@ def apply(U, L, D, Q, batch, out=None):
     shape = (*batch, *U.shape[-2:])
     inplace = out is not None and out.flags.c_contiguous and (
         out is U or not np.shares_memory(out, U))
-    target = out if inplace else np.empty(shape, dtype=U.dtype)
+    target = out if inplace else _pool.empty(shape, U.dtype)  # recycled when large
     T3 = target.reshape(U3.shape)
     nbatch, n, p = U3.shape
     bs = _block_rows(U3)

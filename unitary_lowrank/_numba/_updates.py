@@ -19,6 +19,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .. import _pool
 from .._blocked import left_basis, right_factor
 
 __all__ = ["adjoint_products", "apply", "left_basis"]
@@ -201,7 +202,7 @@ def apply(U, L, D, Q, batch, out=None):
     ):
         _apply_rows(U3, L3, K3, out.reshape(U3.shape))
         return out
-    result = np.empty(U3.shape, dtype=U.dtype)
+    result = _pool.empty(U3.shape, U.dtype)  # recycled memory when large (_pool.py)
     _apply_rows(U3, L3, K3, result)
     result = result.reshape(shape)
     if out is not None:
