@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["measure", "synchronize"]
+import unitary_lowrank as ul
+
+__all__ = ["measure", "synchronize", "without_result_pool"]
+
+
+@contextlib.contextmanager
+def without_result_pool() -> Iterator[None]:
+    """Every result on fresh memory inside the block (``ul.set_result_pool(0)``), as before it."""
+    old = ul.set_result_pool(0)
+    try:
+        yield
+    finally:
+        ul.set_result_pool(old)
 
 
 def synchronize(x: Any = None) -> None:

@@ -3,7 +3,8 @@
 A unitary convolution with C = 64 channels on a 32×32 grid has F = 1024
 frequency blocks of size 64×64. A rank-1 step of all of them is one batched
 :func:`unitary_lowrank.project` (projUNN-D) or :func:`unitary_lowrank.transport`
-(projUNN-T) call on the (1024, 64, 64) stack, compared with the dense baseline:
+(projUNN-T) call on the (1024, 64, 64) stack (also ``project`` with the result
+pool off: its 32 MiB result on fresh memory), compared with the dense baseline:
 a batched SVD polar factor of the same stepped blocks (``np.linalg.svd`` on the
 (1024, 64, 64) stack). The last rows time the whole layer step
 :func:`unitary_lowrank.conv.update` from batch-8 gradient factors (batched
@@ -16,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 import unitary_lowrank as ul
-from benchmarks._timing import measure
+from benchmarks._timing import measure, without_result_pool
 from unitary_lowrank import conv
 
 __all__ = ["run"]
@@ -62,6 +63,9 @@ def run(quick: bool) -> list[dict]:
         "conv.convolve of the batch (for scale)": lambda: conv.convolve(W, x, layout),
     }
     times = {name: measure(fn, repeats=repeats, warmup=warmup) for name, fn in variants.items()}
+    with without_result_pool():  # every result on fresh memory (the default reuses dropped ones)
+        times["project, result pool off"] = measure(variants["project (projUNN-D), one batched call"],
+                                                    repeats=repeats, warmup=warmup)
     dense = times["dense SVD polar (np.linalg.svd on the stack)"]
 
     # accuracy of the compared variants, so a fast wrong answer cannot hide

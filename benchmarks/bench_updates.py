@@ -6,6 +6,10 @@ warm-up:
 - ``project``/``transport``/``retract(cayley)`` with the default engine, and
   ``transport(..., out=U)`` (in place), each over ``U.copy()``: the memory
   floor, since a rank-k update must read and write U at least once;
+- for results of at least ``_pool.MIN_BYTES`` (32 MiB), ``project`` and
+  ``transport`` with the result pool turned off (every result on fresh memory,
+  as ``U.copy()``'s) over the default, where a dropped result's memory is
+  reused (``unitary_lowrank/_pool.py``);
 - the two-pass NumPy engines over the pure-array path (``engine="blas"`` and
   ``"numba"`` over ``"array_api"``), and numba over blas;
 - ``scipy.linalg.polar(U + ABᴴ)``, ``U @ scipy.linalg.expm(Ω)`` and the dense
@@ -29,7 +33,8 @@ import itertools
 import numpy as np
 
 import unitary_lowrank as ul
-from benchmarks._timing import measure
+from benchmarks._timing import measure, without_result_pool
+from unitary_lowrank import _pool
 from unitary_lowrank.testing import lowrank_factors
 
 __all__ = ["run", "wen_yin_cayley"]
@@ -94,6 +99,11 @@ def run(quick: bool, *, sizes=None, ranks=None, dtypes=None, dense_max_n: int = 
                     "cayley": lambda: ul.retract(U, A, B, method="cayley"),
                 }
                 times = {m: measure(f, repeats=reps, min_time=mt) for m, f in fast.items()}
+                t_fresh = {}
+                if quick or U.nbytes >= _pool.MIN_BYTES:  # smaller results are never pooled
+                    with without_result_pool():
+                        t_fresh = {m: measure(fast[m], repeats=reps, min_time=mt)
+                                   for m in ("polar", "exp")}
                 # in place, W keeps changing: cycle through fresh steps, as in training (the
                 # same step over and over would align Wᴴ A with B, a degenerate case)
                 pool = itertools.cycle([lowrank_factors(n, n, k, dtype, rng, norm=0.05)
@@ -116,6 +126,8 @@ def run(quick: bool, *, sizes=None, ranks=None, dtypes=None, dense_max_n: int = 
                 for m in ("polar", "exp", "cayley"):
                     X = fast[m]()
                     ratios = {"over_copy": times[m] / t_copy}
+                    if m in t_fresh:
+                        ratios["pool_off_over_on"] = t_fresh[m] / times[m]
                     if m in t_dense:
                         ratios["dense_over_lowrank"] = t_dense[m] / times[m]
                     if m in t_eng["blas"]:
@@ -140,6 +152,7 @@ def run(quick: bool, *, sizes=None, ranks=None, dtypes=None, dense_max_n: int = 
                         "case": f"{m} n={n} k={k} {dtype}",
                         "params": {"method": m, "n": n, "k": k, "dtype": dtype,
                                    "copy_s": t_copy, "inplace_s": t_inplace,
+                                   "pool_off_s": t_fresh.get(m),
                                    "dense_s": t_dense.get(m),
                                    **{f"{e}_s": t.get(m) for e, t in t_eng.items()}, **acc},
                         "time_s": times[m],

@@ -37,6 +37,9 @@ def targets(rows: list[dict]) -> list[tuple[str, float | None, str, bool | None]
     v = r["ratios"].get("dense_over_lowrank") if r else None
     out.append(("n=2048 k=1 float64: scipy.linalg.polar / project", v, ">= 500",
                 None if v is None else v >= 500))
+    p = r["params"] if r else {}
+    v = p["dense_s"] / p["pool_off_s"] if p.get("dense_s") and p.get("pool_off_s") else None
+    out.append(("  the same, result pool off (fresh memory, for reference)", v, "", None))
     conv = [r for r in rows if r["section"] == "conv" and r["case"].startswith("project")]
     v = conv[0]["ratios"].get("dense_svd_polar / this") if conv else None
     out.append(("conv 1024 x 64x64 k=1 complex64: batched SVD polar / project", v, ">= 20",

@@ -12,6 +12,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import unitary_lowrank as ul
 from unitary_lowrank import _numba, _pool
@@ -247,7 +249,7 @@ def test_bound_of_wrong_type_is_a_type_error(bad):
         ul.set_result_pool(bad)
 
 
-@pytest.mark.parametrize(("value", "expected"), [("0", "0"), ("4096", "4096"), ("", str(1 << 30))])
+@pytest.mark.parametrize(("value", "expected"), [("0", "0"), ("4096", "4096"), ("", str(_pool.DEFAULT_MAX_IDLE_BYTES))])
 def test_environment_variable_sets_the_bound(value, expected):
     env = {**os.environ, "UNITARY_LOWRANK_RESULT_POOL": value}
     code = "import unitary_lowrank as ul; print(ul.result_pool_info().max_idle_bytes)"
@@ -263,3 +265,27 @@ def test_bad_environment_variable_names_itself():
     assert out.returncode != 0
     assert "UNITARY_LOWRANK_RESULT_POOL must be a number of bytes" in out.stderr
     assert "'1GiB'" in out.stderr
+
+
+@settings(max_examples=40)
+@given(ops=st.lists(st.tuples(st.booleans(), st.integers(0, 2), st.integers(0, 7)), max_size=40),
+       limit_blocks=st.integers(0, 3))
+def test_pool_invariants_under_any_sequence_of_results_and_drops(small_pool, ops, limit_blocks):
+    """Live arrays never share memory and keep their contents; idle memory stays bounded."""
+    shapes = [(16, 16), (8, 32), (24, 24)]  # the first two the same size: one block size
+    ul.set_result_pool(limit_blocks * 16 * 16 * 8)
+    live: list[tuple[np.ndarray, float]] = []
+    for fill, which, drop in ops:
+        if fill or not live:
+            x = _pool.empty(shapes[which], np.float64)
+            value = float(len(live) + 1)
+            x[...] = value
+            live.append((x, value))
+        else:
+            del live[drop % len(live)]
+        for i, (x, value) in enumerate(live):
+            assert np.all(x == value)
+            for y, _ in live[i + 1:]:
+                assert not np.shares_memory(x, y)
+        info = ul.result_pool_info()
+        assert info.idle_bytes <= info.max_idle_bytes

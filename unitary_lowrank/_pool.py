@@ -51,8 +51,9 @@ __all__ = [
 #: takes the same time with and without the pool).
 MIN_BYTES = 32 << 20
 
-#: Default bound on the memory of unused results kept for reuse (1 GiB).
-DEFAULT_MAX_IDLE_BYTES = 1 << 30
+#: Default bound on the memory of unused results kept for reuse (512 MiB: the
+#: spare block of a training loop ``U = update(U, ...)`` up to n = 4096 complex128).
+DEFAULT_MAX_IDLE_BYTES = 512 << 20
 
 _ENV = "UNITARY_LOWRANK_RESULT_POOL"
 
@@ -188,7 +189,7 @@ def set_result_pool(max_idle_bytes: int) -> int:
     ----------
     max_idle_bytes : int
         New bound in bytes; ``0`` turns recycling off and frees what is kept.
-        The default is 1 GiB, or the ``UNITARY_LOWRANK_RESULT_POOL`` environment
+        The default is 512 MiB, or the ``UNITARY_LOWRANK_RESULT_POOL`` environment
         variable.
 
     Returns
