@@ -289,3 +289,25 @@ def test_pool_invariants_under_any_sequence_of_results_and_drops(small_pool, ops
                 assert not np.shares_memory(x, y)
         info = ul.result_pool_info()
         assert info.idle_bytes <= info.max_idle_bytes
+
+
+def _child_updates(n):
+    U, A, B = _case(n=n, dtype="float64")
+    X = ul.project(U, A, B, engine="blas")
+    del X
+    Y = ul.project(U, A, B, engine="blas")
+    return float(np.abs(Y - ul.project(U, A, B, engine="array_api")).max()), ul.result_pool_info()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+def test_forked_child_uses_its_own_pool(small_pool):
+    import multiprocessing
+
+    U, A, B = _case(n=20, dtype="float64")
+    alive = ul.project(U, A, B, engine="blas")  # the parent's pool holds a live block
+    dropped = ul.project(U, A, B, engine="blas")
+    del dropped  # and an idle one
+    with multiprocessing.get_context("fork").Pool(1) as workers:
+        err, info = workers.apply(_child_updates, (20,))
+    assert err < 1e-12 and info.reused >= 1
+    assert np.all(np.isfinite(alive))

@@ -168,6 +168,16 @@ class _Pool:
 _POOL = _Pool()
 
 
+def _after_fork_in_child() -> None:
+    # A fork while another thread held the lock would leave it held forever in the
+    # child; the blocks themselves are the child's own copies and stay valid.
+    _POOL._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     """Uninitialised C-contiguous array like ``np.empty``, on recycled memory when large."""
     return _POOL.empty(tuple(shape), dtype)

@@ -224,7 +224,8 @@ def project(U, A, B, /, *, check_finite=False, check_unitary=True, out=None, eng
     array, shape (..., n, p)
         The polar factor, in the namespace, on the device and in the dtype
         (``result_type`` of the inputs) of `U`, `A` and `B`. Leading axes
-        broadcast.
+        broadcast. A NumPy result of 32 MiB or more lies on memory recycled
+        from dropped results (:func:`~unitary_lowrank.set_result_pool`).
 
     Raises
     ------
@@ -312,7 +313,7 @@ def transport(U, A, B, /, *, check_finite=False, check_unitary=True, out=None, e
     -------
     array, shape (..., n, n)
         ``U @ expm(skew(Uᴴ A Bᴴ))`` in the namespace, device and dtype of the
-        inputs.
+        inputs (large NumPy results on recycled memory, as for :func:`project`).
 
     Raises
     ------
@@ -393,7 +394,8 @@ def retract(U, A, B, /, method="polar", *, check_finite=False, check_unitary=Tru
     Returns
     -------
     array, shape (..., n, p)
-        The retracted matrix, in the namespace, device and dtype of the inputs.
+        The retracted matrix, in the namespace, device and dtype of the inputs
+        (large NumPy results on recycled memory, as for :func:`project`).
 
     Raises
     ------
