@@ -300,6 +300,9 @@ def _child_updates(n):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+# Python 3.12+ warns on fork in a process with threads (numba's, BLAS's); the child here
+# only runs single-threaded NumPy code.
+@pytest.mark.filterwarnings("ignore:.*fork\\(\\) may lead to deadlocks:DeprecationWarning")
 def test_forked_child_uses_its_own_pool(small_pool):
     import multiprocessing
 
