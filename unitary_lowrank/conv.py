@@ -7,7 +7,7 @@ A circular convolution with ``C_in`` input and ``C_out`` output channels on an
 
 is block diagonal in the 2-D DFT: ``ŷ_f = W_f x̂_f`` with one
 ``C_out × C_in`` block ``W_f`` per frequency ``f``. It is unitary exactly when
-every block is (``shared/design/algorithms.md`` §4), so projUNN trains it by
+every block is (``docs/theory.md``, convolutions), so projUNN trains it by
 updating all blocks at once as a batch of small unitary matrices.
 
 - :class:`FourierLayout`: which frequencies are stored, for a complex (unitary,

@@ -1,7 +1,7 @@
 r"""Drift control: repair a matrix that has drifted off the unitary group, and a policy.
 
 Rounding makes a weight updated 10⁵–10⁶ times drift away from the unitary group
-like √steps (``shared/design/algorithms.md`` §5; ``docs/reliability.md``). This
+like √steps (``docs/theory.md``, drift; ``docs/reliability.md``). This
 module repairs the drift (:func:`reunitarize`) and decides when to
 (:class:`DriftGuard`: a cheap probe estimate of ``‖UᴴU − I‖₂`` every K steps,
 a repair only when it exceeds a tolerance), so that the amortised cost per

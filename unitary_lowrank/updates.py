@@ -249,7 +249,7 @@ def project(U, A, B, /, *, check_finite=False, check_unitary=True, out=None, eng
     case is ``U + (U Q)(polar(I + αβᴴ) − I) Qᴴ`` with a core of size
     ``r = min(n, 2k)`` computed in double precision even for single-precision
     inputs. The rectangular case adds the part of `A` orthogonal to the range
-    of `U` (``shared/design/algorithms.md`` §1–2). When `M` is singular the
+    of `U` (``docs/theory.md``). When `M` is singular the
     polar factor is not unique; the result is then one of them and still has
     orthonormal columns.
 

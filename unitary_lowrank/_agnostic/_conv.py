@@ -5,8 +5,8 @@ writes, no value-dependent Python branches; the only branches are on static
 properties of the layout: real or complex, number of self-conjugate blocks).
 
 A circular convolution with ``C_in`` input and ``C_out`` output channels on an
-``H × W`` grid is block diagonal in the 2-D DFT (``shared/design/algorithms.md``
-§4)::
+``H × W`` grid is block diagonal in the 2-D DFT (``docs/theory.md``,
+convolutions)::
 
     ŷ_f = W_f x̂_f          one C_out × C_in block W_f per frequency f.
 

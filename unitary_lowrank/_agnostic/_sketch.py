@@ -4,7 +4,7 @@ Written only against the Array-API namespace `xp` (no NumPy import, no in-place
 writes, no value-dependent Python branches). The operator ``G`` is either an
 array (..., m, n) or a pair ``(X, Y)`` standing for ``X @ Yᴴ``; the pair is
 never multiplied out, so every product below costs O((m + n)·r·size) for it
-(``shared/design/algorithms.md`` §3).
+(``docs/theory.md``, sketches).
 
 The random test matrices (Gaussian, or the uniform numbers of column sampling)
 are drawn on the host by the public wrapper and arrive here already on the

@@ -4,7 +4,7 @@ Written only against the Array-API namespace `xp` (no NumPy import): no
 in-place writes, no value-dependent Python branches, so the same code runs
 eagerly on NumPy, CuPy, torch and array-api-strict and traces under ``jax.jit``.
 
-All three square updates share one formula (``shared/design/algorithms.md`` §1)::
+All three square updates share one formula (``docs/theory.md``)::
 
     Â = Uᴴ A,   [B, Â] = Q R  (Householder, so Q is orthonormal even when
                                [B, Â] is rank deficient),   β, α = R[:, :k], R[:, k:]
@@ -35,7 +35,7 @@ __all__ = [
     "stiefel_subspace",
 ]
 
-#: Retraction names accepted by :func:`square_update`.
+#: Retraction names accepted by :func:`core_minus_identity`.
 METHODS = ("polar", "exp", "cayley")
 
 

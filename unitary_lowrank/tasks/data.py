@@ -1,4 +1,4 @@
-"""Batches of the copy-memory and adding problems (``shared/design/algorithms.md`` §6).
+"""Batches of the copy-memory and adding problems (``docs/tasks.md``).
 
 Batches are drawn on the host with a NumPy Generator, so a seed gives the same
 data on every backend; :mod:`unitary_lowrank.tasks.train` moves them to the
