@@ -33,6 +33,7 @@ __all__ = [
     "compare_tol",
     "eps_of",
     "lowrank_factors",
+    "rounded_unitarity_bound",
     "to_numpy",
     "unitarity_bound",
 ]
@@ -93,6 +94,44 @@ def unitarity_bound(n: int, dtype: Any, factor: float = 30.0) -> float:
     True
     """
     return factor * max(int(n), 1) * eps_of(dtype)
+
+
+def rounded_unitarity_bound(n: int, dtype: Any, factor: float = 30.0) -> float:
+    """Bound on ``‖XᴴX − I‖₂`` for a result computed in double precision, then rounded to `dtype`.
+
+    For results such as :func:`~unitary_lowrank.reunitarize` and
+    :func:`~unitary_lowrank.random_unitary`, whose arithmetic is done in
+    double precision and which are "unitary to the rounding of their own
+    dtype". Rounding an n×p matrix Q with orthonormal columns entry by entry
+    (relative error ``u = eps/2`` per entry) moves it by ``Δ`` with
+    ``‖Δ‖₂ <= ‖Δ‖_F <= u·√p``, so ``‖XᴴX − I‖₂ <= eps·√p + eps²·p/4`` (√n is
+    used for √p, p <= n); the double-precision computation itself adds its
+    own ``unitarity_bound(n, float64, factor)``.
+
+    Parameters
+    ----------
+    n : int
+        Number of rows of the matrix.
+    dtype : str or dtype
+        Its dtype (float64/complex128 results are not rounded again, and the
+        bound is then about ``unitarity_bound(n, dtype, factor)``).
+    factor : float, default: 30
+        The constant c of the double-precision part ``c·n·eps₆₄``.
+
+    Returns
+    -------
+    float
+        The bound.
+
+    Examples
+    --------
+    >>> from unitary_lowrank.testing import eps_of, rounded_unitarity_bound
+    >>> rounded_unitarity_bound(16, "float32") < 5 * eps_of("float32")  # ≈ √16·eps
+    True
+    """
+    e = eps_of(dtype)
+    root = max(int(n), 1) ** 0.5
+    return e * root * (1.0 + e * root / 4.0) + unitarity_bound(n, "float64", factor)
 
 
 def compare_tol(n: int, dtype: Any, factor: float = 100.0, *, condition: float = 1.0) -> float:
