@@ -8,7 +8,22 @@ script). Subcommands:
 - ``bench``: time the low-rank updates against the dense references;
 - ``plot``: draw the test-loss curves of runs saved with ``--json``.
 
-Bad arguments end with a one-line error on stderr and exit status 2.
+Exit status, and what a run leaves behind:
+
+- 0: done (``copy``/``adding``: all ``--steps`` run, or stopped by ``--stop-below``);
+- 1: the run diverged (a loss or the step on U stopped being finite, or a loss grew
+  10 000 times above the larger of the baseline and the initial test loss), or the
+  output could not be written, or an unexpected error;
+- 2: a bad command line (the option values, the ``--json``/``--plot``/``--out``
+  paths, which are checked before any training or timing starts, a missing backend
+  or matplotlib, sizes that do not fit in memory);
+- 130: interrupted (Ctrl-C).
+
+Every failure ends with one line on stderr, never a traceback (``python -X dev``
+shows the traceback of an unexpected error). A training run that diverges or is
+interrupted still prints its summary and writes ``--json`` and ``--plot``; the JSON
+summary's ``stop_reason`` says why it stopped: ``"steps"`` (all run), ``"target"``
+(``--stop-below``), ``"diverged"`` or ``"interrupted"``.
 """
 
 from __future__ import annotations
@@ -42,6 +57,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
     return value
 
 
@@ -132,7 +157,9 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--init", choices=["henaff", "haar"],
                    help="initial U: Henaff (2x2 rotations, angles U(-pi, pi)) or Haar; "
                         f"default: {d.init}")
-    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the data, initialisation and sketches (an integer >= 0); "
+                        "default: %(default)s")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                    help="default: %(default)s")
     p.add_argument("--backend", choices=T.BACKENDS, default="numpy",
@@ -179,19 +206,52 @@ def _build_parser() -> _Parser:
     return parser
 
 
-def _check_writable(path: str | None, flag: str) -> None:
+def _check_writable(path: str | None, flag: str, command: str) -> None:
+    """Refuse an output path that cannot be written, leaving nothing behind.
+
+    An existing file is opened for appending (not changed); a new one is created
+    and removed again, which tests the folder's permissions, the file system and
+    the name itself.
+    """
     if path is None:
         return
+    where = f"{PROG} {command}: error: {flag} {path!r}"
+    if os.path.isdir(path):
+        raise _UsageError(f"{where} is a folder; give a file name")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise _UsageError(f"{PROG}: error: {flag} {path}: folder {folder} does not exist")
+        raise _UsageError(f"{where}: folder {folder} does not exist")
+    try:
+        if os.path.lexists(path):
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NONBLOCK", 0))
+            os.close(fd)
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            os.close(fd)
+            os.unlink(path)
+    except OSError as exc:
+        raise _UsageError(f"{where} cannot be written: {exc.strerror or exc}") from None
+
+
+def _check_distinct(command: str, *flag_paths: tuple[str, str | None]) -> None:
+    """Refuse two outputs (or an output and an input) that are the same file."""
+    seen: dict[str, str] = {}
+    for flag, path in flag_paths:
+        if path is None:
+            continue
+        key = os.path.normcase(os.path.realpath(path))
+        if key in seen:
+            raise _UsageError(f"{PROG} {command}: error: {flag} {path!r} is the same file "
+                              f"as {seen[key]}")
+        seen[key] = f"{flag} {path!r}" if flag else repr(path)
 
 
 def _run_training(args: argparse.Namespace) -> int:
     from .tasks import train as T
 
-    _check_writable(args.json, "--json")
-    _check_writable(args.plot, "--plot")
+    _check_writable(args.json, "--json", args.command)
+    _check_writable(args.plot, "--plot", args.command)
+    _check_distinct(args.command, ("--json", args.json), ("--plot", args.plot))
     fields = {f for f in T.Config.__dataclass_fields__ if f != "task"}
     overrides = {k: v for k, v in vars(args).items() if k in fields}
     try:
@@ -202,14 +262,31 @@ def _run_training(args: argparse.Namespace) -> int:
             T.check_plot_available()
     except T.ConfigError as exc:
         raise _UsageError(f"{PROG} {args.command}: error: {exc}") from None
-    summary = T.train(cfg, stream=sys.stderr, quiet=args.quiet)
+    try:
+        summary = T.train(cfg, stream=sys.stderr, quiet=args.quiet)
+    except T.TrainingInterrupted as exc:  # Ctrl-C: report the steps done, then exit 130
+        summary = exc.summary
     print(T.format_summary(summary), flush=True)
-    if args.json is not None:
-        T.write_json(summary, args.json)
-        print(f"  summary written to {args.json}")
-    if args.plot is not None:
-        T.plot_histories([summary], args.plot)
-        print(f"  plot written to {args.plot}")
+    try:
+        if args.json is not None:
+            T.write_json(summary, args.json)
+            print(f"  summary written to {args.json}", flush=True)
+        if args.plot is not None:
+            T.plot_histories([summary], args.plot)
+            print(f"  plot written to {args.plot}", flush=True)
+    except OSError as exc:
+        print(f"{PROG} {args.command}: error: cannot write the output: {exc}",
+              file=sys.stderr)
+        return 1
+    reason = summary["stop_reason"]
+    if reason == "diverged":
+        print(f"{PROG} {args.command}: error: the run diverged after {summary['iterations']} "
+              "steps; try a smaller --lr or a larger --unitary-lr-divider", file=sys.stderr)
+        return 1
+    if reason == "interrupted":
+        print(f"{PROG} {args.command}: interrupted after {summary['iterations']} steps",
+              file=sys.stderr)
+        return 130
     return 0
 
 
@@ -218,7 +295,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     from ._array_api import DTYPE_NAMES
 
-    _check_writable(args.json, "--json")
+    _check_writable(args.json, "--json", "bench")
     ranks = [k for group in (args.rank or [[1, 4]]) for k in group]
     dtypes = [d for group in (args.dtype or [["float64", "float32"]]) for d in group]
     bad = [d for d in dtypes if d not in DTYPE_NAMES]
@@ -230,15 +307,44 @@ def _run_bench(args: argparse.Namespace) -> int:
     if max(ranks) > args.n:
         raise _UsageError(f"{PROG} bench: error: --rank must be at most --n ({args.n}), "
                           f"got {max(ranks)}")
+    try:
+        import scipy.linalg  # noqa: F401 - the dense references
+    except ImportError:
+        raise _UsageError(f"{PROG} bench: error: the benchmark compares with SciPy's dense "
+                          "routines: pip install 'unitary_lowrank[bench]'") from None
     from .demo import bench
 
     rows = bench(n=args.n, ranks=ranks, dtypes=dtypes, repeats=args.repeats, stream=sys.stdout)
     if args.json is not None:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=2)
-            f.write("\n")
+        text = json.dumps(rows, indent=2) + "\n"
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            print(f"{PROG} bench: error: cannot write the rows: {exc}", file=sys.stderr)
+            return 1
         print(f"rows written to {args.json}")
     return 0
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _is_summary(s: Any) -> bool:
+    """Whether `s` has what :func:`plot_histories` reads from a ``--json`` summary."""
+    return (
+        isinstance(s, dict)
+        and s.get("task") in ("copy", "adding")
+        and isinstance(s.get("method"), str)
+        and _is_number(s.get("baseline_loss"))
+        and isinstance(s.get("history"), list)
+        and all(
+            isinstance(h, dict) and _is_number(h.get("step"))
+            and (h.get("loss") is None or _is_number(h.get("loss")))
+            for h in s["history"]
+        )
+    )
 
 
 def _run_plot(args: argparse.Namespace) -> int:
@@ -246,7 +352,8 @@ def _run_plot(args: argparse.Namespace) -> int:
 
     from .tasks import train as T
 
-    _check_writable(args.out, "--out")
+    _check_writable(args.out, "--out", "plot")
+    _check_distinct("plot", *(("", path) for path in args.runs), ("--out", args.out))
     summaries: list[dict[str, Any]] = []
     for path in args.runs:
         try:
@@ -254,7 +361,7 @@ def _run_plot(args: argparse.Namespace) -> int:
                 s = json.load(f)
         except (OSError, ValueError) as exc:
             raise _UsageError(f"{PROG} plot: error: cannot read {path}: {exc}") from None
-        if not isinstance(s, dict) or not {"history", "task", "baseline_loss"} <= set(s):
+        if not _is_summary(s):
             raise _UsageError(f"{PROG} plot: error: {path} is not a summary written by --json")
         summaries.append(s)
     if len({s["task"] for s in summaries}) > 1:
@@ -278,8 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 2 for a bad command line (one line on stderr), 130 when
-        interrupted.
+        0 on success, 1 when a training run diverged (or an output could not
+        be written, or an unexpected error), 2 for a bad command line, 130 when
+        interrupted (Ctrl-C). Every failure ends with one line on stderr.
 
     Examples
     --------
@@ -290,8 +398,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     0
     """
     parser = _build_parser()
+    who = PROG  # the start of an error line: the program, then its command once known
     try:
         args = parser.parse_args(argv)
+        if args.command is not None:
+            who = f"{PROG} {args.command}"
         if args.command is None:
             raise _UsageError(f"{PROG}: error: choose a command: copy, adding, bench or plot "
                               f"(see {PROG} --help)")
@@ -306,8 +417,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help and --version exit through argparse
         return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{who}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (``... | head``): no message
+        try:  # and no second error when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # stdout without a file descriptor
+            pass
+        return 1
+    except MemoryError as exc:
+        print(f"{who}: error: out of memory ({_one_line(exc) or 'no detail'}); "
+              "choose smaller sizes", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if sys.flags.dev_mode:  # python -X dev: the traceback, for debugging
+            raise
+        print(f"{who}: error: {type(exc).__name__}: {_one_line(exc)}",
+              file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

@@ -40,9 +40,11 @@ __all__ = [
     "BACKENDS",
     "METHODS",
     "SAMPLERS",
+    "STOP_REASONS",
     "TASKS",
     "Config",
     "ConfigError",
+    "TrainingInterrupted",
     "check_plot_available",
     "default_config",
     "format_summary",
@@ -62,10 +64,35 @@ BACKENDS = ("numpy", "cupy", "torch")
 DTYPES = ("float32", "float64")
 #: Retraction of the low-rank methods in :func:`unitary_lowrank.training.step`.
 LOWRANK_METHODS = {"transport": "exp", "project": "polar", "cayley": "cayley"}
+#: Why a run stopped (the summary's ``stop_reason``): it ran all its steps, met the
+#: ``stop_below`` test, diverged, or was interrupted (Ctrl-C).
+STOP_REASONS = ("steps", "target", "diverged", "interrupted")
+#: A run has diverged once a loss is not finite or exceeds this many times the larger of
+#: the baseline and the initial test loss (ReLU spikes stay within a few times either).
+DIVERGENCE_FACTOR = 1e4
 
 
 class ConfigError(ValueError):
     """A setting that cannot work (bad size, unknown name, missing backend)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train`: a KeyboardInterrupt carrying the summary so far.
+
+    Attributes
+    ----------
+    summary : dict
+        The summary of the steps completed before the interrupt, with
+        ``stop_reason`` ``"interrupted"`` (see :func:`train`).
+    """
+
+    def __init__(self, summary: dict[str, Any]):
+        super().__init__(f"training interrupted after {summary['iterations']} steps")
+        self.summary = summary
+
+
+class _Diverged(Exception):
+    """The step on U is not finite: the run has diverged."""
 
 
 @dataclasses.dataclass
@@ -146,6 +173,10 @@ class Config:
         _choice("init", self.init, rnn.INITS)
         _choice("dtype", self.dtype, DTYPES)
         _choice("backend", self.backend, BACKENDS)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) or (
+            self.seed < 0
+        ):
+            raise ConfigError(f"--seed must be an integer >= 0, got {self.seed!r}")
         for name in ("seq_len", "hidden", "batch", "steps", "rank", "eval_every", "test_batch"):
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or value < 1:
@@ -412,15 +443,22 @@ class _UnitaryUpdate:
             U = self.rms.step({"U": U}, {"U": rnn.dense_gradient(factors, xp=xp)})["U"]
         else:
             D = self._direction(factors)
-            if method in LOWRANK_METHODS:
-                U = self._step(
-                    U, D, self.lr_U, rank=self.cfg.rank, method=LOWRANK_METHODS[method],
-                    sampler=self.cfg.sampler, rng=self.rng,
-                )
-            else:  # dense-polar
-                from ..dense import polar
+            try:
+                if method in LOWRANK_METHODS:
+                    U = self._step(
+                        U, D, self.lr_U, rank=self.cfg.rank, method=LOWRANK_METHODS[method],
+                        sampler=self.cfg.sampler, rng=self.rng,
+                    )
+                else:  # dense-polar
+                    from ..dense import polar
 
-                U = polar(U - self.lr_U * D)
+                    U = polar(U - self.lr_U * D)
+            except ValueError:
+                # The updates refuse NaN and infinity; with finite input it is a real error.
+                step = rnn.dense_gradient(D, xp=xp) if isinstance(D, tuple) else D
+                if _all_finite(xp, U) and _all_finite(xp, self.lr_U * step):
+                    raise
+                raise _Diverged("the step on U is not finite") from None
         _synchronize(xp)
         self.seconds += time.perf_counter() - t0
         self.count += 1
@@ -457,6 +495,15 @@ class _Progress:
             self.stream.flush()
 
 
+def _all_finite(xp: ModuleType, a: Any) -> bool:
+    return bool(xp.all(xp.isfinite(a)))
+
+
+def _percent(frac: float) -> str:
+    """A fraction as a percentage: two decimals, or three digits once it is huge."""
+    return f"{100 * frac:.2f}%" if abs(frac) < 1e4 else f"{100 * frac:.3g}%"
+
+
 def _finite_or_none(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
@@ -476,15 +523,24 @@ def train(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False) -> 
     Returns
     -------
     dict
-        The summary: settings, ``iterations``, ``wall_seconds``, ``final_loss``
-        (test loss), ``baseline_loss``, ``accuracy`` (copy) or None,
-        ``unitarity_error``, ``seconds_per_update`` and the ``history`` of test
-        evaluations.
+        The summary: settings, ``iterations`` (steps completed), ``wall_seconds``,
+        ``final_loss`` (test loss), ``baseline_loss``, ``accuracy`` (copy) or None,
+        ``unitarity_error``, ``seconds_per_update``, ``stop_reason`` (one of
+        :data:`STOP_REASONS`: ``"steps"``, all steps run; ``"target"``, the
+        `stop_below` test passed; ``"diverged"``, a loss or the step on `U`
+        stopped being finite, or a loss grew :data:`DIVERGENCE_FACTOR` times
+        above the larger of the baseline and the initial test loss) and the
+        ``history`` of test evaluations. A diverged run returns normally.
 
     Raises
     ------
     ConfigError
         If a setting cannot work.
+    TrainingInterrupted
+        On Ctrl-C (KeyboardInterrupt) during the run: a KeyboardInterrupt whose
+        ``summary`` attribute is the summary of the steps completed, with
+        ``stop_reason`` ``"interrupted"`` (the state is evaluated once more
+        unless a second Ctrl-C comes first).
 
     Examples
     --------
@@ -499,7 +555,10 @@ def train(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False) -> 
     stream = sys.stderr if stream is None else stream
     update_U = _UnitaryUpdate(cfg, xp)  # imports what the method needs before threads are set
     with blas_threads(cfg.threads), np.errstate(over="ignore", invalid="ignore"):
-        return _train(cfg, xp, device, stream, quiet, update_U)
+        summary = _train(cfg, xp, device, stream, quiet, update_U)
+    if summary["stop_reason"] == "interrupted":
+        raise TrainingInterrupted(summary)
+    return summary
 
 
 def _unitarity(U: Any) -> float:
@@ -542,72 +601,107 @@ def _train(cfg, xp, device, stream, quiet, update_U):
         acc = "" if h["accuracy"] is None else f"  accuracy {100 * h['accuracy']:.2f}%"
         return (
             f"step {h['step']:>6}  test loss {h['loss']:.4g} "
-            f"({100 * h['loss'] / task.baseline:.2f}% of baseline){acc}  "
+            f"({_percent(h['loss'] / task.baseline)} of baseline){acc}  "
             f"|UᵀU−I| {h['unitarity_error']:.1e}  lr {opt.lr:.2g}  "
             f"{time.perf_counter() - t_start:.0f}s"
         )
 
     history: list[dict[str, Any]] = []
     t_start = time.perf_counter()
-    h = evaluate(0)
-    history.append(h)
-    say(eval_line(h))
     decayed = False
-    diverged = False
-    stopped_early = False
+    stop_reason = "steps"
     running = None
-    uerr = h["unitarity_error"]
-    step = 0
-    for step in range(1, cfg.steps + 1):
-        x, y = task.batch(cfg.batch, gen_train)
-        out, cache = rnn.forward(params, x, nonlinearity=cfg.nonlinearity,
-                                 readout=task.readout, xp=xp)
-        loss, d_out = task.loss(out, y)
-        grads = rnn.backward(params, cache, d_out, nonlinearity=cfg.nonlinearity, xp=xp)
-        factors = grads.pop("U")
-        params = opt.step(params, grads)
-        params["U"] = update_U(params["U"], factors)
-        if step % 25 == 0 or step == cfg.steps:
-            loss_value = float(loss)  # one device sync every 25 steps
-            if not math.isfinite(loss_value):
-                diverged = True
-                say(f"step {step:>6}  the training loss is {loss_value}: stopping (diverged)")
+    uerr = math.nan
+    limit = math.inf
+    done = 0  # steps completed: an interrupted step leaves the parameters as they were
+
+    def too_large(loss: float) -> str | None:
+        """Why `loss` means the run has diverged, or None."""
+        if not math.isfinite(loss):
+            return f"is {loss}"
+        if loss > limit:
+            return (f"is {loss:.4g}, over {DIVERGENCE_FACTOR:g} times the larger of the "
+                    "baseline and the initial test loss")
+        return None
+
+    try:
+        h = evaluate(0)
+        history.append(h)
+        say(eval_line(h))
+        uerr = h["unitarity_error"]
+        if too_large(h["loss"]) is not None:
+            stop_reason = "diverged"
+            say(f"step {0:>6}  the initial test loss {too_large(h['loss'])}: stopping (diverged)")
+        else:
+            limit = DIVERGENCE_FACTOR * max(task.baseline, h["loss"])
+        for step in range(1, (cfg.steps if stop_reason == "steps" else 0) + 1):
+            x, y = task.batch(cfg.batch, gen_train)
+            out, cache = rnn.forward(params, x, nonlinearity=cfg.nonlinearity,
+                                     readout=task.readout, xp=xp)
+            loss, d_out = task.loss(out, y)
+            grads = rnn.backward(params, cache, d_out, nonlinearity=cfg.nonlinearity, xp=xp)
+            factors = grads.pop("U")
+            new = opt.step(params, grads)
+            try:
+                new["U"] = update_U(params["U"], factors)
+            except _Diverged as exc:
+                stop_reason = "diverged"
+                say(f"step {step:>6}  {exc}: stopping (diverged)")
                 break
-            running = loss_value if running is None else 0.8 * running + 0.2 * loss_value
-            if progress.enabled:
-                uerr = _unitarity(params["U"])
-            per_step = (time.perf_counter() - t_start) / step
-            progress.update(step, running, running / task.baseline, uerr, per_step)
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            h = evaluate(step)
-            h["train_loss"] = running
-            h["seconds"] = time.perf_counter() - t_start
-            history.append(h)
-            say(eval_line(h))
-            frac = h["loss"] / task.baseline
-            if not math.isfinite(h["loss"]):
-                diverged = True
-                say(f"step {step:>6}  the test loss is {h['loss']}: stopping (diverged)")
-                break
-            if not decayed and cfg.lr_decay < 1 and frac < cfg.decay_below:
-                decayed = True
-                opt.lr *= cfg.lr_decay
-                update_U.scale(cfg.lr_decay)
-                say(f"step {step:>6}  solved (below {100 * cfg.decay_below:g}% of the "
-                    f"baseline): learning rates × {cfg.lr_decay:g}")
-            if (
-                cfg.stop_below  # None or 0: never
-                and frac < cfg.stop_below
-                and (h["accuracy"] is None or h["accuracy"] >= cfg.stop_recall)
-            ):
-                stopped_early = True
-                say(f"step {step:>6}  below {100 * cfg.stop_below:g}% of the baseline: "
-                    "stopping early")
-                break
+            params = new
+            done = step
+            if step % 25 == 0 or step == cfg.steps:
+                loss_value = float(loss)  # one device sync every 25 steps
+                why = too_large(loss_value)
+                if why is not None:
+                    stop_reason = "diverged"
+                    say(f"step {step:>6}  the training loss {why}: stopping (diverged)")
+                    break
+                running = loss_value if running is None else 0.8 * running + 0.2 * loss_value
+                if progress.enabled:
+                    uerr = _unitarity(params["U"])
+                per_step = (time.perf_counter() - t_start) / step
+                progress.update(step, running, running / task.baseline, uerr, per_step)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                h = evaluate(step)
+                h["train_loss"] = running
+                h["seconds"] = time.perf_counter() - t_start
+                history.append(h)
+                say(eval_line(h))
+                frac = h["loss"] / task.baseline
+                why = too_large(h["loss"])
+                if why is not None:
+                    stop_reason = "diverged"
+                    say(f"step {step:>6}  the test loss {why}: stopping (diverged)")
+                    break
+                if not decayed and cfg.lr_decay < 1 and frac < cfg.decay_below:
+                    decayed = True
+                    opt.lr *= cfg.lr_decay
+                    update_U.scale(cfg.lr_decay)
+                    say(f"step {step:>6}  solved (below {100 * cfg.decay_below:g}% of the "
+                        f"baseline): learning rates × {cfg.lr_decay:g}")
+                if (
+                    cfg.stop_below  # None or 0: never
+                    and frac < cfg.stop_below
+                    and (h["accuracy"] is None or h["accuracy"] >= cfg.stop_recall)
+                ):
+                    stop_reason = "target"
+                    say(f"step {step:>6}  below {100 * cfg.stop_below:g}% of the baseline: "
+                        + ("stopping early" if step < cfg.steps else "done"))
+                    break
+    except KeyboardInterrupt:
+        stop_reason = "interrupted"
+        say(f"step {done:>6}  interrupted: stopping after {done} completed steps")
     wall = time.perf_counter() - t_start
-    if history[-1]["step"] != step and not diverged:
-        history.append(evaluate(step))
-    final = history[-1]
+    if not history or history[-1]["step"] != done:
+        try:  # the state the summary reports
+            history.append(evaluate(done))
+        except KeyboardInterrupt:
+            stop_reason = "interrupted"
+            say("interrupted again: the summary reports the last test evaluation")
+    final = history[-1] if history else None
+    if final is None:  # interrupted before the first test evaluation
+        final = {"step": 0, "loss": math.nan, "accuracy": None, "unitarity_error": math.nan}
     progress.clear()
     summary = {
         "task": cfg.task,
@@ -632,9 +726,9 @@ def _train(cfg, xp, device, stream, quiet, update_U):
         "seed": cfg.seed,
         "dtype": cfg.dtype,
         "backend": cfg.backend,
-        "iterations": step,
+        "iterations": done,
         "wall_seconds": wall,
-        "seconds_per_step": wall / max(step, 1),
+        "seconds_per_step": wall / max(done, 1),
         "final_loss": _finite_or_none(final["loss"]),
         "baseline_loss": task.baseline,
         "loss_fraction": _finite_or_none(final["loss"] / task.baseline),
@@ -643,8 +737,9 @@ def _train(cfg, xp, device, stream, quiet, update_U):
         "seconds_per_update": (
             update_U.seconds / update_U.count if update_U.count else 0.0
         ),
-        "diverged": diverged,
-        "stopped_early": stopped_early,
+        "stop_reason": stop_reason,
+        "diverged": stop_reason == "diverged",
+        "stopped_early": stop_reason == "target" and done < cfg.steps,
         "target_met": _target_met(cfg.task, final, task.baseline),
         "history": [
             {k: (_finite_or_none(v) if isinstance(v, float) else v) for k, v in h.items()}
@@ -690,22 +785,20 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  U updated by    {how}, lr {s['lr']:g} / {s['unitary_lr_divider']:g}"
         + (" along RMSprop's direction" if s.get("unitary_direction") == "rmsprop" else ""),
         f"  backend         {s['backend']}, {s['dtype']}",
-        (
-            f"  steps           {s['iterations']} of {s['steps']}"
-            + (" (stopped early)" if s["stopped_early"] else "")
-            + (" (DIVERGED)" if s["diverged"] else "")
-        ),
+        f"  steps           {s['iterations']} of {s['steps']}{_why_stopped(s)}",
         (
             f"  wall time       {s['wall_seconds']:.1f} s ({1e3 * s['seconds_per_step']:.1f} "
             f"ms a step; U update alone {1e3 * s['seconds_per_update']:.3f} ms)"
         ),
     ]
     loss, frac = s["final_loss"], s["loss_fraction"]
-    if loss is None:
+    if not s["history"]:
+        lines.append("  test loss       not evaluated")
+    elif loss is None:
         lines.append("  test loss       not finite")
     else:
         lines.append(
-            f"  test loss       {loss:.4g} = {100 * frac:.2f}% of the baseline "
+            f"  test loss       {loss:.4g} = {_percent(frac)} of the baseline "
             f"{s['baseline_loss']:.4g}"
         )
     if s["accuracy"] is not None:
@@ -718,6 +811,39 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _stop_reason(s: dict[str, Any]) -> str:
+    """Why the run of summary `s` stopped, one of :data:`STOP_REASONS`.
+
+    Summaries written before ``stop_reason`` existed get it from their
+    ``diverged`` and ``stopped_early`` flags.
+    """
+    reason = s.get("stop_reason")
+    if reason in STOP_REASONS:
+        return reason
+    if s.get("diverged"):
+        return "diverged"
+    return "target" if s.get("stopped_early") else "steps"
+
+
+def _why_stopped(s: dict[str, Any]) -> str:
+    """The end of the summary's steps line: why the run stopped where it did."""
+    reason = _stop_reason(s)
+    if reason == "diverged":
+        return " (stopped: DIVERGED)"
+    if reason == "interrupted":
+        return " (stopped: interrupted)"
+    if reason == "steps":
+        return ""
+    test = "the stop test passed"
+    if s.get("stop_below") is not None:
+        test = f"below {100 * s['stop_below']:g}% of the baseline"
+        if s.get("stop_recall") is not None:
+            test += f" with >= {100 * s['stop_recall']:g}% recall"
+    if s["iterations"] < s["steps"]:
+        return f" (stopped early: {test})"
+    return f" ({test} at the last step)"
+
+
 def write_json(summary: dict[str, Any], path: str) -> None:
     """Write a summary as JSON (non-finite numbers become null).
 
@@ -728,9 +854,9 @@ def write_json(summary: dict[str, Any], path: str) -> None:
     path : str
         Output file.
     """
+    text = json.dumps(summary, indent=2, allow_nan=False) + "\n"  # fails before opening
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2, allow_nan=False)
-        f.write("\n")
+        f.write(text)
 
 
 def check_plot_available() -> None:
@@ -794,4 +920,4 @@ def plot_histories(summaries: list[dict[str, Any]], path: str, *, title: str | N
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")  # at `path` exactly, whatever its extension
