@@ -3,6 +3,7 @@ array-agnostic body to a few eps; engine switch errors."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -11,7 +12,13 @@ import pytest
 
 import unitary_lowrank as ul
 from unitary_lowrank import _numba
-from unitary_lowrank.testing import assert_close, assert_unitary, compare_tol, lowrank_factors
+from unitary_lowrank.testing import (
+    assert_close,
+    assert_unitary,
+    compare_tol,
+    lowrank_factors,
+    unitarity_bound,
+)
 
 METHODS = ("polar", "exp", "cayley")
 ENGINES = [
@@ -19,6 +26,12 @@ ENGINES = [
     pytest.param("numba", marks=pytest.mark.skipif(_numba.load() is None,
                                                     reason="numba is not installed")),
 ]
+
+
+def parity_tol(dtype) -> float:
+    """Engine parity: docs/theory.md documents that the two-pass engines "agree with
+    the portable path to a few eps" (both are backward stable); 20·eps per entry."""
+    return compare_tol(1, dtype, 20)
 
 
 def _case(n, k, dtype, batch=(), seed=0, kind="generic"):
@@ -39,8 +52,7 @@ def test_engine_matches_array_api(engine, method, n, k, batch, dtype):
     X = ul.retract(U, A, B, method=method, engine=engine)
     Y = ul.retract(U, A, B, method=method, engine="array_api")
     assert X.dtype == Y.dtype and X.shape == Y.shape
-    # parity: both are backward stable, so they differ by a few eps per entry
-    assert_close(X, Y, compare_tol(1, dtype, 20))
+    assert_close(X, Y, parity_tol(dtype))
     assert_unitary(X)
 
 
@@ -59,10 +71,10 @@ def test_large_inputs_threaded_path(engine, dtype_):
     U = ((np.eye(n) - 2 * np.outer(v, v.conj())) * phases).astype(dtype_)
     A, B = lowrank_factors(n, n, 2, dtype_, rng, norm=0.3)
     X = ul.transport(U, A, B, engine=engine)
-    assert_close(X, ul.transport(U, A, B, engine="array_api"), compare_tol(1, dtype_, 20))
+    assert_close(X, ul.transport(U, A, B, engine="array_api"), parity_tol(dtype_))
     W = U.copy()
     ul.project(W, A, B, engine=engine, out=W)
-    assert_close(W, ul.project(U, A, B, engine="array_api"), compare_tol(1, dtype_, 20))
+    assert_close(W, ul.project(U, A, B, engine="array_api"), parity_tol(dtype_))
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -70,7 +82,7 @@ def test_large_inputs_threaded_path(engine, dtype_):
 def test_fallback_and_fast_left_basis(engine, kind, dtype):
     U, A, B = _case(50, 2, dtype, kind=kind)
     X = ul.transport(U, A, B, engine=engine)
-    assert_close(X, ul.transport(U, A, B, engine="array_api"), compare_tol(1, dtype, 20))
+    assert_close(X, ul.transport(U, A, B, engine="array_api"), parity_tol(dtype))
     assert_unitary(X)
 
 
@@ -80,11 +92,11 @@ def test_in_place_and_broadcast(engine, dtype):
     expected = ul.project(U, A, B, engine="array_api")
     W = U.copy()
     assert ul.project(W, A, B, engine=engine, out=W) is W
-    assert_close(W, expected, compare_tol(1, dtype, 20))
+    assert_close(W, expected, parity_tol(dtype))
     # one U, a batch of steps
     A2 = np.stack([A, 2 * A])
     X = ul.transport(U, A2, B, engine=engine)
-    assert_close(X, ul.transport(U, A2, B, engine="array_api"), compare_tol(1, dtype, 20))
+    assert_close(X, ul.transport(U, A2, B, engine="array_api"), parity_tol(dtype))
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -93,13 +105,13 @@ def test_layouts(engine, dtype):
     U, A, B = _case(30, 2, dtype, seed=4)
     expected = ul.transport(U, A, B, engine="array_api")
     assert_close(ul.transport(np.asfortranarray(U), A[::-1][::-1], B, engine=engine), expected,
-                 compare_tol(1, dtype, 20))
+                 parity_tol(dtype))
     flipped = ul.transport(U[::-1], A[::-1], B, engine=engine)
     assert_close(flipped, ul.transport(U[::-1].copy(), A[::-1].copy(), B, engine="array_api"),
-                 compare_tol(1, dtype, 20))
+                 parity_tol(dtype))
     Uf = np.asfortranarray(U)
     assert ul.transport(Uf, A, B, engine=engine, out=Uf) is Uf
-    assert_close(Uf, expected, compare_tol(1, dtype, 20))
+    assert_close(Uf, expected, parity_tol(dtype))
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -110,7 +122,9 @@ def test_chained_drift(engine):
     for _ in range(300):
         A, B = lowrank_factors(120, 120, 1, "float64", rng, norm=0.05)
         ul.transport(U, A, B, engine=engine, out=U)
-    assert float(ul.unitarity_error(U)) < 1e-12
+    # each step is unitary to 30·n·eps (unitarity_bound); the rounding errors of the
+    # steps add up like a random walk (docs/theory.md, drift): √steps of them
+    assert float(ul.unitarity_error(U)) <= unitarity_bound(120, "float64") * math.sqrt(300)
 
 
 def test_engine_errors():
