@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from unitary_lowrank.testing import unitarity_bound
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,7 +29,10 @@ def test_benchmark_suite_quick(tmp_path):
     for r in rows:
         assert r["time_s"] > 0
     upd = [r for r in rows if r["section"] == "updates"]
-    assert all(r["params"]["unitarity_error"] < 1e-4 for r in upd)
+    # one update of a Haar matrix per row: unitary to 30·n·eps of its dtype (unitarity_bound)
+    for r in upd:
+        p = r["params"]
+        assert p["unitarity_error"] <= unitarity_bound(p["n"], p["dtype"]), p
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert "== updates ==" in out.stdout
     summary = subprocess.run([sys.executable, "-m", "benchmarks.summary", str(tmp_path / "r.json")],

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from unitary_lowrank.testing import assert_unitary, unitarity_bound
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -24,8 +26,10 @@ def test_readme_quick_example_runs():
     pytest.importorskip("torch")
     namespace = _run_readme_block("Quick example")
     ul = namespace["ul"]
-    assert float(ul.unitarity_error(namespace["U"])) < 1e-5
-    assert float(ul.unitarity_error(namespace["Xt"]).max()) < 1e-5
+    # U: two chained float32 updates of a 1024×1024 Haar matrix, each unitary to
+    # 30·n·eps (unitarity_bound, the README's own testing contract); Xt: one update
+    assert float(ul.unitarity_error(namespace["U"])) <= 2 * unitarity_bound(1024, "float32")
+    assert_unitary(namespace["Xt"])
 
 
 def test_readme_testing_example_runs():
