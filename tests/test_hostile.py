@@ -38,7 +38,9 @@ from unitary_lowrank.testing import (
     assert_close,
     assert_unitary,
     compare_tol,
+    eps_of,
     lowrank_factors,
+    rounded_unitarity_bound,
     to_numpy,
     unitarity_bound,
 )
@@ -216,6 +218,18 @@ def check_update(method, U, A, B, X, *, compare=True):
         assert_close(Xn, ref, compare_tol(n, dtype, condition=max(1.0, step_norm(An, Bn))))
 
 
+def parity_tol(n, dtype) -> float:
+    """Two code paths of the library (another layout, out=, batch, library) on the same
+    inputs: each is documented within 100·n·eps of the dense oracle (compare_tol)."""
+    return compare_tol(n, dtype)
+
+
+def engine_parity_tol(dtype) -> float:
+    """A NumPy engine against the array-agnostic body: docs/theory.md documents that
+    they "agree with the portable path to a few eps" (as tests/test_engines.py)."""
+    return compare_tol(1, dtype, 20)
+
+
 UPDATES = {
     "project": (ul.project, "polar"),
     "transport": (ul.transport, "exp"),
@@ -339,7 +353,7 @@ def test_update_layouts(name, lu, la, lb, dtype, n, k, seed):
     X = expect_ok(fn, Ul, Al, Bl)
     check_update(method, U, A, B, X, compare=False)
     # the layout must not change the answer beyond rounding (another kernel may run)
-    assert_close(X, ref, compare_tol(n, dtype, 10))
+    assert_close(X, ref, parity_tol(n, dtype))
 
 
 @pytest.mark.parametrize("name", list(UPDATES))
@@ -350,17 +364,17 @@ def test_update_out_layouts(name, kind):
     ref = fn(U, A, B)
     out = _layout(np.zeros_like(U), kind)
     assert expect_ok(fn, U, A, B, out=out) is out
-    assert_close(out, ref, compare_tol(6, "float64", 10))
+    assert_close(out, ref, parity_tol(6, "float64"))
     # in place, into a Fortran-ordered U
     Uf = np.asfortranarray(U.copy())
     fn(Uf, A, B, out=Uf)
-    assert_close(Uf, ref, compare_tol(6, "float64", 10))
+    assert_close(Uf, ref, parity_tol(6, "float64"))
     # out aliasing a factor of the same shape (k = n)
     U, A, B = _case(3, 3, "float64", 6)
     ref = fn(U, A, B)
     A2 = A.copy()
     fn(U, A2, B, out=A2)
-    assert_close(A2, ref, compare_tol(3, "float64", 10))
+    assert_close(A2, ref, parity_tol(3, "float64"))
 
 
 #: Explicit NumPy engines of the core (the set changes as the lead adds engines).
@@ -387,14 +401,14 @@ def test_update_engines_on_hostile_layouts(name, engine):
     for kind in LAYOUTS:
         X = expect_ok(fn, _layout(U, kind), _layout(A, kind), _layout(B, kind), engine=engine)
         check_update(method, U, A, B, X, compare=False)
-        assert_close(X, ref, compare_tol(7, "float64", 10))
+        assert_close(X, ref, engine_parity_tol("float64"))
         out = _layout(np.zeros_like(U), "noncontig" if kind == "readonly" else kind) \
             if kind != "broadcast" else np.zeros_like(U)
         assert expect_ok(fn, U, A, B, out=out, engine=engine) is out
-        assert_close(out, ref, compare_tol(7, "float64", 10))
+        assert_close(out, ref, engine_parity_tol("float64"))
     X = expect_ok(fn, np.broadcast_to(U[0], (3, 7, 7)), A[0], B[0], engine=engine)
     assert_close(X, np.broadcast_to(fn(U[0], A[0], B[0], engine="array_api"), (3, 7, 7)),
-                 compare_tol(7, "float64", 10))
+                 engine_parity_tol("float64"))
     for where in range(3):
         args = [U, A, B]
         args[where] = _special(args[where], np.nan, where)
@@ -409,7 +423,7 @@ def test_update_stride_zero_batch(name):
     Ab = np.broadcast_to(A, (4, 5, 2))
     X = expect_ok(fn, Ub, Ab, B)
     check_update(method, Ub, Ab, B, X)
-    assert_close(X, np.broadcast_to(fn(U, A, B), (4, 5, 5)), compare_tol(5, "float32", 10))
+    assert_close(X, np.broadcast_to(fn(U, A, B), (4, 5, 5)), parity_tol(5, "float32"))
 
 
 def test_torch_layouts():
@@ -420,7 +434,7 @@ def test_torch_layouts():
     Bt = torch.asarray(_layout(B, "noncontig"))  # strided columns
     X = expect_ok(ul.project, Ut, At, Bt)
     assert isinstance(X, torch.Tensor) and X.shape == (3, 6, 6)
-    assert_close(X, np.broadcast_to(ref, (3, 6, 6)), compare_tol(6, "float64", 10))
+    assert_close(X, np.broadcast_to(ref, (3, 6, 6)), parity_tol(6, "float64"))
 
 
 def test_torch_weight_that_requires_grad():
@@ -430,7 +444,7 @@ def test_torch_weight_that_requires_grad():
     # a tensor that requires grad is used, not converted (no .numpy() behind the scenes)
     Ug = torch.asarray(U).requires_grad_()
     X = expect_ok(ul.transport, Ug, torch.asarray(A), torch.asarray(B))
-    assert_close(X.detach(), ul.transport(U, A, B), compare_tol(6, "float64", 10))
+    assert_close(X.detach(), ul.transport(U, A, B), parity_tol(6, "float64"))
 
 
 # ================================================================== values
@@ -660,8 +674,11 @@ def test_unitarity_error_hostile(method, U):
     assert not np.any(np.isnan(err))  # never NaN: inf flags a non-finite matrix
     exact = to_numpy(ul.unitarity_error(U))
     if method == "probe":
-        with np.errstate(invalid="ignore"):
-            assert np.all((err <= exact * (1 + 1e-6) + unitarity_bound(U.shape[-2], "float64"))
+        # a lower bound up to rounding: the double-precision Gram products round relative
+        # to ‖UᴴU‖₂ <= 1 + exact (c·n·eps₆₄), and both figures are cast to U's precision
+        slack = unitarity_bound(U.shape[-2], "float64")
+        with np.errstate(invalid="ignore", over="ignore"):
+            assert np.all((err <= exact * (1 + 2 * eps_of(U.dtype)) + slack * (1 + exact))
                           | np.isinf(exact))
 
 
@@ -678,10 +695,13 @@ def test_reunitarize_hostile(U, method):
     X = expect_ok(ul.reunitarize, U, method=method)
     assert X.shape == U.shape and X.dtype == U.dtype and np.all(np.isfinite(X))
     if X.size:
-        assert_unitary(X, factor=10)
+        # computed in double precision and rounded once to U's dtype (its docstring)
+        err = float(np.max(ul.unitarity_error(X)))
+        assert err <= rounded_unitarity_bound(U.shape[-2], U.dtype), err
         if np.linalg.matrix_rank(U.reshape(-1, *U.shape[-2:])[0]) == U.shape[-1]:
             W, _, Vh = np.linalg.svd(U.astype(_wide(U.dtype)), full_matrices=False)
-            assert_close(X, W @ Vh, compare_tol(U.shape[-2], U.dtype, 10))
+            # the documented dense-oracle tolerance (these U are well conditioned)
+            assert_close(X, W @ Vh, compare_tol(U.shape[-2], U.dtype))
 
 
 def test_drift_guard_hostile():
@@ -734,12 +754,15 @@ def _check_factors(G, res, k, *, exact=False):
     assert A.shape[-1] == B.shape[-1] == k
     if B.size:
         BhB = _herm(B) @ B
-        # orthonormal columns, or zero columns past the rank of G
+        # orthonormal columns, or zero columns past the rank of G; "unitary to
+        # 100·n·eps" is this suite's contract (docs/reliability.md, hostile inputs)
         d = np.diagonal(BhB, axis1=-2, axis2=-1)
-        assert np.all((np.abs(d - 1) < 1e-3) | (np.abs(d) < 1e-3))
+        tol = unitarity_bound(B.shape[-2], B.dtype, 100)
+        assert np.all((np.abs(d - 1) <= tol) | (np.abs(d) <= tol)), d
     if exact and Gn is not None and A.size:
         scale = float(np.max(np.abs(Gn), initial=0.0))
-        assert_close(A @ _herm(B), Gn, compare_tol(max(Gn.shape[-2:]), Gn.dtype, 10) * scale)
+        # full rank: exact up to the dense-oracle tolerance, relative to the scale of G
+        assert_close(A @ _herm(B), Gn, compare_tol(max(Gn.shape[-2:]), Gn.dtype) * scale)
 
 
 SKETCHES = {
@@ -791,7 +814,7 @@ def test_sketch_layouts(name, kind):
     ref = SKETCHES[name](G, 2)
     res = _sketch_ok(name, _layout(G, kind), 2)
     first = (lambda r: r) if name == "range_finder" else (lambda r: r[0])
-    assert_close(first(res), first(ref), compare_tol(8, "float32", 10))
+    assert_close(first(res), first(ref), parity_tol(8, "float32"))
 
 
 @pytest.mark.parametrize("name", list(SKETCHES))
@@ -828,7 +851,9 @@ def test_sketch_extreme_scales(name, scale):
         info2 = ul.lowrank(G, res.rank, rng=0, return_info=True, sampler=(
             "column" if name == "column" else "randomized"))
         assert np.all(np.isfinite(res.error))
-        np.testing.assert_allclose(res.error, info2.error, rtol=1e-6, atol=1e-12)
+        # lowrank documents its error as "accurate to rounding (about n·eps)"
+        np.testing.assert_allclose(res.error, info2.error, rtol=0,
+                                   atol=compare_tol(8, "float64"))
         if name == "tol":
             assert res.rank == ref.rank
 
