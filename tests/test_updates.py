@@ -107,7 +107,8 @@ def test_batched_matches_dense_and_loop(method, dtype):
     assert_close(X, dense_reference(U, A, B, method), oracle_tol(U, A, B, method, dtype))
     loop = np.stack([ul.retract(U[i, j], A[i, j], B[i, j], method=method)
                      for i in range(2) for j in range(3)]).reshape(X.shape)
-    assert_close(X, loop, compare_tol(12, dtype, 10))
+    # batched and looped (other kernels may run): both within the oracle tolerance
+    assert_close(X, loop, compare_tol(12, dtype))
 
 
 def test_batch_axes_broadcast(dtype):
@@ -115,10 +116,10 @@ def test_batch_axes_broadcast(dtype):
     U, A, B = _case(6, 6, 2, dtype, 0.2, seed=3, batch=(4,))
     X = ul.project(U[0], A, B)
     assert X.shape == (4, 6, 6)
-    assert_close(X, dense_reference(np.broadcast_to(U[0], U.shape), A, B, "polar"),
-                 compare_tol(6, dtype, 100, condition=2.0))
+    Ub = np.broadcast_to(U[0], U.shape)
+    assert_close(X, dense_reference(Ub, A, B, "polar"), oracle_tol(Ub, A, B, "polar", dtype))
     Y = ul.transport(U, A[0], B[0])
-    assert_close(Y[2], ul.transport(U[2], A[0], B[0]), compare_tol(6, dtype, 10))
+    assert_close(Y[2], ul.transport(U[2], A[0], B[0]), compare_tol(6, dtype))
 
 
 def test_stiefel_batched(dtype):
@@ -132,7 +133,7 @@ def test_stiefel_batched(dtype):
 def test_zero_step_is_identity(method, dtype):
     U, _, B = _case(7, 7, 2, dtype, 0.1, seed=5)
     X = ul.retract(U, np.zeros((7, 2), dtype), B, method=method)
-    assert_close(X, U, compare_tol(7, dtype, 10))
+    assert_close(X, U, compare_tol(7, dtype))  # U is the dense reference of a zero step
 
 
 def test_empty_rank_returns_copy(dtype):
@@ -197,7 +198,9 @@ def _singular(n, dtype, seed):
 def test_singular_sum_gives_unitary(n, dtype):
     U, a, b = _singular(n, dtype, seed=n)
     M = _double(U) + _double(a) @ _double(b).conj().T
-    assert np.linalg.svd(M, compute_uv=False)[-1] < 10 * eps_of(dtype)  # really singular
+    # really singular: ‖M b‖ is the rounding of a = −U b (a double-precision product,
+    # then a cast to dtype with relative error eps/2, ‖a‖ = ‖b‖ = 1)
+    assert np.linalg.svd(M, compute_uv=False)[-1] <= eps_of(dtype) + compare_tol(n, "float64")
     for method in METHODS:
         X = ul.retract(U, a, b, method=method)
         assert np.all(np.isfinite(X))
@@ -222,7 +225,7 @@ def test_rank_deficient_steps(case, dtype):
         assert_close(X, dense_reference(U, A, B, method),
                      oracle_tol(U, A, B, method, dtype))
     if case == "normal":  # the tangent part is zero: exp and Cayley do not move
-        assert_close(ul.transport(U, A, B), U, compare_tol(n, dtype, 10))
+        assert_close(ul.transport(U, A, B), U, compare_tol(n, dtype))
 
 
 def test_stiefel_singular_gives_orthonormal_columns(dtype):
@@ -241,7 +244,12 @@ def test_stiefel_singular_gives_orthonormal_columns(dtype):
 @pytest.mark.parametrize(("dtype_", "limit"), [("float64", 1e-12), ("float32", 3e-5),
                                                ("complex128", 1e-12), ("complex64", 3e-5)])
 def test_chained_rank1_updates_stay_unitary(method, dtype_, limit):
-    """1 500 rank-1 steps of norm 0.05 at n = 100 (the issue's bound)."""
+    """1 500 rank-1 steps of norm 0.05 at n = 100 (the issue's bound).
+
+    The limits are the ones the library documents for exactly this run (README,
+    "Accuracy and robustness"; docs/theory.md, "Accuracy"): below 1e-12 in
+    float64/complex128 and 3e-5 in float32/complex64.
+    """
     rng = np.random.default_rng(0)
     n = 100
     U = ul.random_unitary(n, dtype=dtype_, rng=rng)
