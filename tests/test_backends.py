@@ -26,6 +26,11 @@ class _Host:
         return x
 
 
+# Values on another backend are compared with NumPy's result of the same call: both are
+# documented within the dense-oracle tolerance 100·n·eps of compare_tol (NumPy's against
+# the dense oracle in tests/test_updates.py), so the comparisons use that tolerance.
+
+
 def _inputs(backend, dtype, n=9, p=9, k=2, batch=(), seed=0):
     rng = np.random.default_rng(seed)
     U = ul.random_unitary(n, p, dtype=dtype, batch_shape=batch, rng=rng)
@@ -41,7 +46,7 @@ def test_retract_on_every_backend(core_backend, dtype, method, batch):
     (U, A, B), (Ux, Ax, Bx) = _inputs(core_backend, dtype, batch=batch)
     X = ul.retract(Ux, Ax, Bx, method=method)
     assert_same_kind(X, Ux)
-    assert_close(X, ul.retract(U, A, B, method=method), compare_tol(9, dtype, 10))
+    assert_close(X, ul.retract(U, A, B, method=method), compare_tol(9, dtype))
     assert_unitary(X)
 
 
@@ -49,7 +54,7 @@ def test_stiefel_project_on_every_backend(core_backend, dtype):
     (U, A, B), (Ux, Ax, Bx) = _inputs(core_backend, dtype, n=11, p=4, k=3)
     X = ul.project(Ux, Ax, Bx)
     assert_same_kind(X, Ux)
-    assert_close(X, ul.project(U, A, B), compare_tol(11, dtype, 10))
+    assert_close(X, ul.project(U, A, B), compare_tol(11, dtype))
 
 
 def test_transport_singular_and_zero_on_every_backend(core_backend, dtype):
@@ -61,7 +66,7 @@ def test_transport_singular_and_zero_on_every_backend(core_backend, dtype):
         assert_unitary(ul.retract(Ux, a, Bx, method=method))
     Z = ul.transport(Ux, Ax * 0, Bx)
     assert_same_kind(Z, Ux)
-    assert_close(Z, U, compare_tol(9, dtype, 10))
+    assert_close(Z, U, compare_tol(9, dtype))
 
 
 def test_out_on_every_backend(core_backend, dtype):
@@ -70,7 +75,7 @@ def test_out_on_every_backend(core_backend, dtype):
     (U, A, B), (Ux, Ax, Bx) = _inputs(core_backend, dtype)
     res = ul.project(Ux, Ax, Bx, out=Ux)
     assert res is Ux
-    assert_close(Ux, ul.project(U, A, B), compare_tol(9, dtype, 10))
+    assert_close(Ux, ul.project(U, A, B), compare_tol(9, dtype))
 
 
 def test_dense_helpers_on_every_backend(core_backend, dtype):
@@ -137,7 +142,7 @@ def test_torch_conjugate_views():
     (U, A, B), _ = _inputs(_Host(), "complex128")
     Ut = torch.asarray(U.conj()).conj()  # a conj view of the conjugate
     X = ul.transport(Ut, torch.asarray(A), torch.asarray(B))
-    assert_close(X, ul.transport(U, A, B), compare_tol(9, "complex128", 10))
+    assert_close(X, ul.transport(U, A, B), compare_tol(9, "complex128"))
 
 
 @pytest.mark.parametrize("method", ["polar", "exp", "cayley"])
@@ -149,6 +154,6 @@ def test_jax_jit(method):
     (U, A, B), _ = _inputs(_Host(), "complex128")
     f = jax.jit(lambda U, A, B: ul.retract(U, A, B, method=method))
     X = f(jnp.asarray(U), jnp.asarray(A), jnp.asarray(B))
-    assert_close(X, ul.retract(U, A, B, method=method), compare_tol(9, "complex128", 10))
+    assert_close(X, ul.retract(U, A, B, method=method), compare_tol(9, "complex128"))
     step = jax.jit(lambda U, X, Y: ul.step(U, (X, Y), 0.1, rank=2, method=method, rng=0))
     assert_unitary(step(jnp.asarray(U), jnp.asarray(A), jnp.asarray(B)))
