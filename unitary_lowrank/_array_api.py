@@ -7,6 +7,8 @@ torch or CuPy.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -17,6 +19,7 @@ from array_api_compat import is_lazy_array as _compat_is_lazy_array
 __all__ = [
     "DTYPE_NAMES",
     "broadcast_batch",
+    "check_array_kind",
     "core_dtype",
     "device_of",
     "dtype_name",
@@ -25,7 +28,10 @@ __all__ = [
     "is_complex",
     "is_lazy_array",
     "is_numpy_namespace",
+    "namespace_library",
     "real_dtype",
+    "resolve_namespace",
+    "type_name",
 ]
 
 #: The four dtypes every routine supports.
@@ -54,32 +60,151 @@ def is_lazy_array(x: Any) -> bool:
 def _library_name(x: Any) -> str:
     """Short human name of the library an object comes from (for messages)."""
     mod = type(x).__module__.split(".")[0]
-    return {"builtins": type(x).__name__}.get(mod, mod)
+    return {"builtins": type(x).__name__, "jaxlib": "jax"}.get(mod, mod)
 
 
-def get_namespace(*named: tuple[str, Any], xp: ModuleType | None = None) -> ModuleType:
-    """Common array namespace of ``(name, array)`` pairs, or `xp` if given.
+def type_name(x: Any) -> str:
+    """Qualified type of an object for messages: ``torch.Tensor``, ``numpy.ndarray``, ``list``."""
+    mod = type(x).__module__.split(".")[0]
+    mod = {"jaxlib": "jax"}.get(mod, mod)
+    return type(x).__name__ if mod == "builtins" else f"{mod}.{type(x).__name__}"
+
+
+def namespace_library(xp: Any) -> str:
+    """Library of a namespace for messages: ``numpy`` for ``array_api_compat.numpy``."""
+    name = getattr(xp, "__name__", type(xp).__name__)
+    name = name.removeprefix("array_api_compat.")
+    return {"jax.numpy": "jax", "dask.array": "dask"}.get(name, name)
+
+
+#: Libraries whose plain module maps to array-api-compat's wrapper of the same name.
+_COMPAT_WRAPPED = (
+    ("numpy", array_api_compat.is_numpy_namespace),
+    ("torch", array_api_compat.is_torch_namespace),
+    ("cupy", array_api_compat.is_cupy_namespace),
+    ("dask.array", array_api_compat.is_dask_namespace),
+)
+#: Namespaces that are Array-API namespaces themselves, accepted as they are.
+_NATIVE = (
+    array_api_compat.is_array_api_strict_namespace,
+    array_api_compat.is_ndonnx_namespace,
+    array_api_compat.is_pydata_sparse_namespace,
+)
+_RESOLVED: dict[ModuleType, ModuleType] = {}
+
+
+def _bad_xp(xp: Any, why: str = "") -> TypeError:
+    what = f"module {xp.__name__}" if isinstance(xp, ModuleType) else (
+        f"{type_name(xp)} {xp!r}" if isinstance(xp, str | int | float) else type_name(xp)
+    )
+    return TypeError(
+        "xp must be an array namespace: numpy, torch, cupy or jax.numpy, a namespace of "
+        f"array_api_compat, or array_api_strict{why}, got {what}"
+    )
+
+
+def resolve_namespace(xp: Any) -> ModuleType:
+    """The namespace to compute with for a user's ``xp=``, else a `TypeError` naming `xp`.
+
+    A plain ``numpy``, ``torch``, ``cupy`` (or ``dask.array``) module becomes
+    array-api-compat's wrapper of it, ``jax.numpy`` the namespace array-api-compat
+    gives JAX arrays; array-api-compat's namespaces and array-api-strict are taken
+    as they are. Anything else (a string, a number, an unrelated module) is refused.
+    O(1): the answer is cached per module.
+    """
+    if not isinstance(xp, ModuleType):
+        raise _bad_xp(xp)
+    ns = _RESOLVED.get(xp)
+    if ns is not None:
+        return ns
+    ns = _resolve_module(xp)
+    _RESOLVED[xp] = ns
+    return ns
+
+
+def _resolve_module(xp: ModuleType) -> ModuleType:
+    name = getattr(xp, "__name__", None)
+    if not isinstance(name, str):
+        raise _bad_xp(xp)
+    for lib, is_lib in _COMPAT_WRAPPED:
+        if is_lib(xp):
+            if name.startswith("array_api_compat."):
+                return xp
+            return importlib.import_module(f"array_api_compat.{lib}")
+    if array_api_compat.is_jax_namespace(xp):
+        import jax.numpy as jnp  # already imported: xp is a module of it
+
+        return array_namespace(jnp.empty(0))
+    if any(is_ns(xp) for is_ns in _NATIVE):
+        return xp
+    raise _bad_xp(xp)
+
+
+def check_array_kind(name: str, x: Any) -> None:
+    """`TypeError` naming `name` for arrays that array-api-compat accepts but we cannot use.
+
+    NumPy masked arrays (whose mask every routine would silently drop), ``numpy.matrix``
+    (whose ``*`` is a matrix product and which is always 2-D) and torch ``meta``
+    tensors (a shape without data). O(1): type and device checks only.
+    """
+    np_mod = sys.modules.get("numpy")
+    if np_mod is not None and isinstance(x, np_mod.ndarray) and type(x) is not np_mod.ndarray:
+        ma = sys.modules.get("numpy.ma")
+        if ma is not None and isinstance(x, ma.MaskedArray):
+            raise TypeError(
+                f"{name} must be a plain numpy.ndarray, got a masked array "
+                f"({type_name(x)}), whose mask would be ignored; pass "
+                f"{name}.filled(value) or numpy.asarray({name}) to drop the mask explicitly"
+            )
+        if isinstance(x, np_mod.matrix):
+            raise TypeError(
+                f"{name} must be a plain numpy.ndarray, got numpy.matrix; pass "
+                f"numpy.asarray({name})"
+            )
+    elif array_api_compat.is_torch_array(x) and x.is_meta:
+        raise TypeError(
+            f"{name} must be a torch tensor with data, got a torch.Tensor on the 'meta' "
+            f"device (shape {tuple(x.shape)}, no values); materialise it first, e.g. with "
+            "torch.empty_like(..., device='cpu')"
+        )
+
+
+def get_namespace(*named: tuple[str, Any], xp: Any = None) -> ModuleType:
+    """Common array namespace of ``(name, array)`` pairs, checked against `xp` if given.
 
     Raises a `TypeError` naming the arguments when they come from different
-    libraries or are not arrays at all.
+    libraries, are not arrays at all or are arrays we refuse (see
+    :func:`check_array_kind`), and naming `xp` when it is not an array namespace
+    (:func:`resolve_namespace`) or not the one of the arrays.
     """
-    if xp is not None:
-        return xp
     for name, x in named:
         try:
             array_namespace(x)
         except TypeError:
             raise TypeError(
                 f"{name} must be an array of an Array-API library (NumPy, CuPy, "
-                f"PyTorch, JAX, array-api-strict), got {type(x).__name__}"
+                f"PyTorch, JAX, array-api-strict), got {type_name(x)}"
             ) from None
+        check_array_kind(name, x)
+    if not named:
+        return resolve_namespace(xp)
     try:
-        return array_namespace(*(x for _, x in named))
+        inferred = array_namespace(*(x for _, x in named))
     except TypeError:
         libs = ", ".join(f"{name}: {_library_name(x)}" for name, x in named)
         raise TypeError(
             f"{', '.join(n for n, _ in named)} must come from one array library, got {libs}"
         ) from None
+    if xp is None or xp is inferred:
+        return inferred
+    ns = resolve_namespace(xp)
+    if ns is not inferred:
+        names = ", ".join(n for n, _ in named)
+        raise TypeError(
+            f"xp must be the namespace of {names}, {namespace_library(inferred)} arrays, "
+            f"got {getattr(xp, '__name__', xp)} (pass xp=None to infer it)"
+        )
+    return ns
 
 
 def dtype_name(xp: ModuleType, dtype: Any) -> str:

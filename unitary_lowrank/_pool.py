@@ -20,7 +20,8 @@ Only blocks of at least :data:`MIN_BYTES` are pooled, and at most
 ``max_idle_bytes`` of unused blocks are kept (oldest dropped first); the
 default is :data:`DEFAULT_MAX_IDLE_BYTES`, or the number of bytes in the
 ``UNITARY_LOWRANK_RESULT_POOL`` environment variable (``0`` turns recycling
-off). :func:`set_result_pool` changes it at run time and
+off), read by the first update of the process, which reports a malformed
+value with a `ValueError`. :func:`set_result_pool` changes it at run time and
 :func:`result_pool_info` reports what the pool holds.
 """
 
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_MAX_IDLE_BYTES",
     "MIN_BYTES",
     "ResultPoolInfo",
+    "check_environment",
     "empty",
     "result_pool_info",
     "set_result_pool",
@@ -181,6 +183,18 @@ if hasattr(os, "register_at_fork"):  # POSIX
 def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     """Uninitialised C-contiguous array like ``np.empty``, on recycled memory when large."""
     return _POOL.empty(tuple(shape), dtype)
+
+
+def check_environment() -> None:
+    """Read ``UNITARY_LOWRANK_RESULT_POOL`` now: a `ValueError` naming it if malformed.
+
+    Every update calls this (through its validation), so a bad setting is
+    reported by the first update of the process, not only by the first result
+    large enough to be pooled. After the first successful read it is one
+    attribute lookup.
+    """
+    if _POOL._limit is None:
+        _POOL.limit  # noqa: B018 - reads, checks and caches the environment variable
 
 
 def set_result_pool(max_idle_bytes: int) -> int:

@@ -6,24 +6,35 @@ fix the call without reading our source.
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
 from types import ModuleType
 from typing import Any, NamedTuple
 
+from array_api_compat import array_namespace, is_jax_namespace
+
+from . import _pool
 from ._array_api import (
     DTYPE_NAMES,
     broadcast_batch,
+    check_array_kind,
     device_of,
     dtype_name,
     is_lazy_array,
+    namespace_library,
+    type_name,
 )
 
 __all__ = [
     "Step",
     "as_int",
+    "as_real",
     "check_dtype",
     "check_finite",
+    "check_lr",
     "check_matrix",
+    "check_out",
     "check_same_device",
     "validate_step",
 ]
@@ -45,6 +56,65 @@ def as_int(value: Any, name: str, low: int | None = None, high: int | None = Non
     if low is not None and v < low:
         raise ValueError(f"{name} must be at least {low}, got {v}")
     return v
+
+
+def as_real(value: Any, name: str, *, positive: bool = False) -> float:
+    """A finite real number (not a bool) as a float, else a `TypeError`/`ValueError` naming `name`.
+
+    With ``positive=True`` it must also be > 0. NaN and infinities are refused.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type_name(value)} {value!r}")
+    v = float(value)
+    if positive and not (0.0 < v < math.inf):  # also refuses NaN
+        raise ValueError(f"{name} must be a positive number (finite and > 0), got {v!r}")
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v!r} ({name} must be a finite real number)")
+    return v
+
+
+def check_lr(lr: Any) -> float:
+    """The learning rate of a step ``−lr·G`` as a float: a finite real number (any sign)."""
+    return as_real(lr, "lr")
+
+
+def check_out(out: Any, xp: ModuleType, shape: tuple[int, ...], dtype: Any,
+              like: tuple[str, Any]) -> None:
+    """Check an ``out=`` argument against the result it is to receive. O(1).
+
+    `TypeError` unless `out` is an array of the namespace `xp` of the inputs (``like``
+    names one of them, e.g. ``("U", U)``), and a refused kind of array
+    (:func:`~unitary_lowrank._array_api.check_array_kind`); `ValueError` when
+    its shape or dtype differ from the result's, it lies on another device than
+    the input, or it is read-only.
+    """
+    if out is None:
+        return
+    like_name, like_array = like
+    lib = namespace_library(xp)
+    try:
+        same = array_namespace(out) is xp
+    except TypeError:
+        same = False
+    if not same:
+        raise TypeError(f"out must be a {lib} array like {like_name}, got {type_name(out)}")
+    check_array_kind("out", out)
+    if is_jax_namespace(xp):
+        raise TypeError("out cannot be a JAX array: JAX arrays are immutable; use the "
+                        "returned array instead")
+    shape = tuple(shape)
+    if tuple(out.shape) != shape or out.dtype != dtype:
+        raise ValueError(
+            f"out must have shape {shape} and dtype {dtype_name(xp, dtype)}, got "
+            f"{tuple(out.shape)} and {dtype_name(xp, out.dtype)}"
+        )
+    if device_of(out) != device_of(like_array):
+        raise ValueError(
+            f"out is on device {device_of(out)!r} but {like_name} is on "
+            f"{device_of(like_array)!r}; pass an out on the device of the result"
+        )
+    if not getattr(getattr(out, "flags", None), "writeable", True):
+        raise ValueError("out is read-only")
 
 
 def check_dtype(x: Any, name: str, xp: ModuleType) -> None:
@@ -104,7 +174,12 @@ def validate_step(
     check_finite_U: bool,
     func: str,
 ) -> Step:
-    """Check shapes, dtypes, devices and values of a step ``U + A @ B^H``."""
+    """Check shapes, dtypes, devices and values of a step ``U + A @ B^H``.
+
+    Every update passes here first, so this is also where a malformed
+    ``UNITARY_LOWRANK_RESULT_POOL`` is reported (O(1) once read).
+    """
+    _pool.check_environment()
     check_matrix(U, "U", xp, "(..., n, p)")
     check_matrix(A, "A", xp, "(..., n, k)")
     check_matrix(B, "B", xp, "(..., p, k)")

@@ -53,7 +53,7 @@ import numpy as np
 
 from ._agnostic import _conv
 from ._array_api import device_of, dtype_name, get_namespace, is_complex, real_dtype
-from ._validation import check_dtype, check_finite, check_same_device
+from ._validation import check_dtype, check_finite, check_lr, check_out, check_same_device
 from .dense import unitarity_error
 from .haar import _haar_numpy, as_generator, resolve_dtype
 from .updates import retract
@@ -384,11 +384,12 @@ def blocks_to_kernel(W, layout, /, *, xp=None):
 
 def _convolve(W, x, layout, adjoint, xp):
     _check_layout(layout)
-    xp = get_namespace(("W", W), ("x", x), xp=xp)
+    name = "y" if adjoint else "x"  # the argument's name in convolve_adjoint / convolve
+    xp = get_namespace(("W", W), (name, x), xp=xp)
     _check_blocks(W, layout, xp)
     Co, Ci = W.shape[1:]
-    _check_images(x, "x", layout, Co if adjoint else Ci, "output" if adjoint else "input", xp)
-    check_same_device([("W", W), ("x", x)])
+    _check_images(x, name, layout, Co if adjoint else Ci, "output" if adjoint else "input", xp)
+    check_same_device([("W", W), (name, x)])
     ct = _complex_of(xp, xp.result_type(W.dtype, x.dtype))
     W = xp.astype(W, ct)
     xf, lead = _flatten(x, xp)
@@ -864,11 +865,14 @@ def update(W, grad, layout, /, *, lr, rank=1, method="polar", sampler="randomize
     Raises
     ------
     TypeError
-        If an input is not floating, `W` is not complex, or the inputs come from
-        different libraries.
+        If an input is not floating, `W` is not complex, the inputs come from
+        different libraries, `lr` is not a real number, `xp` is not an array
+        namespace (or not the inputs'), or `out` is not an array of the
+        inputs' library.
     ValueError
         If the shapes do not fit, `lr` is not finite, `rank` is not positive,
-        `method` is unknown, or the gradient holds NaN or infinity.
+        `method` is unknown, the gradient holds NaN or infinity, or `out` does
+        not match `W` (shape, dtype, device) or is read-only.
 
     See Also
     --------
@@ -900,9 +904,7 @@ def update(W, grad, layout, /, *, lr, rank=1, method="polar", sampler="randomize
     rank = operator.index(rank)
     if rank < 1:
         raise ValueError(f"rank must be a positive integer, got {rank}")
-    lr = float(lr)
-    if not math.isfinite(lr):
-        raise ValueError(f"lr must be a finite number, got {lr}")
+    lr = check_lr(lr)
     F, C = W.shape[:2]
     for name, g in named[1:]:
         check_dtype(g, name, xp)
@@ -914,9 +916,7 @@ def update(W, grad, layout, /, *, lr, rank=1, method="polar", sampler="randomize
         raise ValueError(f"A and B must have the same number of columns m, got "
                          f"{tuple(grad[0].shape)} and {tuple(grad[1].shape)}")
     check_same_device(named)
-    if out is not None and (tuple(out.shape) != tuple(W.shape) or out.dtype != W.dtype):
-        raise ValueError(f"out must have shape {tuple(W.shape)} and dtype {W.dtype}, got "
-                         f"{tuple(out.shape)} and {out.dtype}")
+    check_out(out, xp, tuple(W.shape), W.dtype, ("W", W))
     ct = W.dtype
     grad = xp.astype(grad, ct) if dense else (xp.astype(grad[0], ct), xp.astype(grad[1], ct))
     sketch = {"sampler": sampler, "oversample": oversample, "n_iter": n_iter,

@@ -15,7 +15,7 @@ from typing import Any
 
 from ._agnostic import _drift
 from ._array_api import core_dtype, get_namespace, is_lazy_array, real_dtype
-from ._validation import as_int, check_finite, check_matrix
+from ._validation import as_int, as_real, check_finite, check_matrix, check_out
 from .dense import unitarity_error
 from .haar import as_generator
 
@@ -99,12 +99,16 @@ def reunitarize(U, /, *, method="auto", iterations=None, out=None, xp=None):
     Raises
     ------
     TypeError
-        If `U` is not a floating array or `iterations` is not an integer.
+        If `U` is not a floating array (or is a masked array, a
+        ``numpy.matrix`` or a torch ``meta`` tensor), `iterations` is not an
+        integer, `xp` is not an array namespace (or not that of `U`), or `out`
+        is not an array of `U`'s library.
     ValueError
         If `U` has fewer than two dimensions or more columns than rows, holds
         NaN or infinity, `method` is unknown, `iterations` is below 1 or given
-        with ``"polar"``, `out` does not match, or ``method="newton-schulz"``
-        and ``‖UᴴU − I‖₂ >= 1`` (the iteration would not converge).
+        with ``"polar"``, `out` does not match (shape, dtype, device) or is
+        read-only, or ``method="newton-schulz"`` and ``‖UᴴU − I‖₂ >= 1`` (the
+        iteration would not converge).
 
     See Also
     --------
@@ -150,11 +154,7 @@ def reunitarize(U, /, *, method="auto", iterations=None, out=None, xp=None):
         if method == "polar":
             raise ValueError("iterations applies to Newton-Schulz only, not to method='polar'")
         iterations = as_int(iterations, "iterations", 1)
-    if out is not None and (tuple(out.shape) != tuple(U.shape) or out.dtype != U.dtype):
-        raise ValueError(
-            f"out must have shape {tuple(U.shape)} and dtype {U.dtype}, got "
-            f"{tuple(out.shape)} and {out.dtype}"
-        )
+    check_out(out, xp, tuple(U.shape), U.dtype, ("U", U))
     check_finite(U, "U (it cannot be repaired)", xp)
     result = _repair(U, method, iterations, xp)
     if out is None:
@@ -216,7 +216,7 @@ class DriftGuard:
     every : int, default: 100
         Steps between two checks (K).
     tol : float, optional
-        Repair when the estimate exceeds this. Default ``32 · eps`` of the
+        Repair when the estimate exceeds this (a positive finite number). Default ``32 · eps`` of the
         weight's dtype (3.8e-6 for float32/complex64, 7.1e-15 for
         float64/complex128), a few times the rounding level of a freshly
         repaired matrix. The probe estimate is a lower bound, within a factor
@@ -241,6 +241,15 @@ class DriftGuard:
         Estimate at the last check (largest over the batch), NaN before one.
     max_estimate : float
         Largest estimate seen.
+
+    Raises
+    ------
+    TypeError
+        If `every`, `probes` or `depth` is not an integer, `tol` is not a real
+        number, or `rng` is not None, a seed or a Generator.
+    ValueError
+        If `every`, `probes` or `depth` is below 1, `tol` is not a positive
+        finite number, `method` is unknown, or `rng` is a negative seed.
 
     See Also
     --------
@@ -274,9 +283,7 @@ class DriftGuard:
     def __init__(self, every=100, tol=None, *, probes=4, depth=4, method="auto", rng=None):
         self.every = as_int(every, "every", 1)
         if tol is not None:
-            tol = float(tol)
-            if not tol > 0.0:  # also refuses NaN
-                raise ValueError(f"tol must be a positive number, got {tol}")
+            tol = as_real(tol, "tol", positive=True)  # refuses 0, negatives, NaN and inf
         self.tol = tol
         self.probes = as_int(probes, "probes", 1)
         self.depth = as_int(depth, "depth", 1)
@@ -332,7 +339,9 @@ class DriftGuard:
         array
             `U` itself (or `out` holding it), or the repaired matrix.
         """
-        _check_out(U, out)
+        xp = get_namespace(("U", U))  # O(1): U is an array we can use
+        if out is not None:
+            check_out(out, xp, tuple(U.shape), U.dtype, ("U", U))
         self.steps += 1
         if self.steps % self.every:
             return _to_out(U, out)
@@ -354,7 +363,7 @@ class DriftGuard:
             `U` itself (or `out` holding it), or the repaired matrix.
         """
         xp = get_namespace(("U", U))
-        _check_out(U, out)
+        check_out(out, xp, tuple(U.shape), U.dtype, ("U", U))
         est = unitarity_error(U, method="probe", probes=self.probes, depth=self.depth,
                               rng=self._gen, xp=xp)
         worst = _scalar(xp.max(est)) if math.prod(est.shape) else 0.0
@@ -376,14 +385,6 @@ class DriftGuard:
             "last_estimate": self.last_estimate,
             "max_estimate": self.max_estimate,
         }
-
-
-def _check_out(U: Any, out: Any) -> None:
-    if out is not None and (tuple(out.shape) != tuple(U.shape) or out.dtype != U.dtype):
-        raise ValueError(
-            f"out must have shape {tuple(U.shape)} and dtype {U.dtype}, got "
-            f"{tuple(out.shape)} and {out.dtype}"
-        )
 
 
 def _to_out(U: Any, out: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._array_api import DTYPE_NAMES, dtype_name
+from ._array_api import DTYPE_NAMES, dtype_name, resolve_namespace
 from ._validation import as_int
 
 __all__ = ["as_generator", "random_unitary", "resolve_dtype"]
@@ -27,17 +27,19 @@ def as_generator(rng: Any) -> np.random.Generator:
 
 
 def resolve_dtype(dtype: Any, xp: ModuleType | None) -> tuple[str, ModuleType]:
-    """Name of a supported dtype given as a string or a dtype object, and its namespace."""
-    if xp is None:
-        if type(dtype).__module__.split(".")[0] == "torch":
-            import torch
-            from array_api_compat import array_namespace
+    """Name of a supported dtype given as a string or a dtype object, and its namespace.
 
-            xp = array_namespace(torch.empty(0))
-        else:
-            from array_api_compat import array_namespace
+    A given `xp` is checked and mapped as by
+    :func:`~unitary_lowrank._array_api.resolve_namespace` (`TypeError` naming `xp`).
+    """
+    if xp is not None:
+        xp = resolve_namespace(xp)
+    elif type(dtype).__module__.split(".")[0] == "torch":
+        import torch
 
-            xp = array_namespace(np.empty(0))
+        xp = resolve_namespace(torch)
+    else:
+        xp = resolve_namespace(np)
     name = dtype if isinstance(dtype, str) else dtype_name(xp, dtype)
     if name not in DTYPE_NAMES:
         raise TypeError(
@@ -91,8 +93,8 @@ def random_unitary(n, p=None, *, dtype, batch_shape=(), rng=None, xp=None, devic
     Raises
     ------
     TypeError
-        If `dtype` is not one of the four supported dtypes, or `rng` is not a
-        seed or Generator.
+        If `dtype` is not one of the four supported dtypes, `rng` is not a
+        seed or Generator, or `xp` is not an array namespace.
     ValueError
         If `n` or `p` is negative or ``p > n``.
 

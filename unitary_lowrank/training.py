@@ -9,13 +9,12 @@ orthogonal, or Stiefel) weight: it takes the gradient G, dense or as factors
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
-from ._array_api import get_namespace
-from ._validation import check_matrix
+from ._array_api import core_dtype, dtype_name, get_namespace, is_lazy_array
+from ._validation import check_lr, check_matrix
 from .sketch import _operator, lowrank_operator
-from .updates import retract
+from .updates import _no_fp_warnings, retract
 
 __all__ = ["step"]
 
@@ -82,11 +81,15 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
     Raises
     ------
     TypeError
-        If an input is not a floating array, inputs come from different
-        libraries, or `lr` is not a real number.
+        If an input is not a floating array (or is a masked array, a
+        ``numpy.matrix`` or a torch ``meta`` tensor), inputs come from
+        different libraries, `lr` is not a real number, `xp` is not an array
+        namespace (or not the inputs'), or `out` is not an array of the
+        inputs' library.
     ValueError
         If shapes do not fit (G must match U's last two axes), `lr` is not
-        finite, or a sketch or retraction argument is invalid.
+        finite, the step ``−lr·G`` overflows the dtype, or a sketch or
+        retraction argument is invalid.
 
     See Also
     --------
@@ -114,10 +117,7 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
     """
     if method not in _METHODS:
         raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-        raise TypeError(f"lr must be a real number, got {lr!r}")
-    if not math.isfinite(lr):
-        raise ValueError(f"lr must be finite, got {lr!r}")
+    lr = check_lr(lr)
     get_namespace(("U", U))  # TypeError unless U is an array
     op = _operator(G, xp)
     first = op.G[0] if isinstance(op.G, tuple) else op.G
@@ -132,13 +132,46 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
     res = lowrank_operator(op, rank, tol=tol, max_rank=max_rank, sampler=sampler,
                            oversample=oversample, n_iter=n_iter, shared=shared, rng=rng,
                            return_info=return_info)
-    A, B = res[:2]
-    if B.shape[-2] < A.shape[-2]:
-        B = B * (-float(lr))
-    else:
-        A = A * (-float(lr))
-    U_new = retract(U, A, B, method, check_finite=check_finite, out=out, xp=xp)
+    A, B = _scaled_step(res[0], res[1], lr, xp)
+    try:
+        U_new = retract(U, A, B, method, check_finite=check_finite, out=out, xp=xp)
+    except ValueError as exc:
+        # The factors are finite (checked above), so an overflow of the core comes
+        # from the size of lr·G: report it in the caller's terms, not as A @ B^H.
+        if not str(exc).startswith(_CORE_OVERFLOW):
+            raise
+        raise _too_large(res[0], lr, xp) from exc
     return (U_new, res) if return_info else U_new
+
+
+#: Start of the message of :func:`unitary_lowrank.retract` when its core overflows.
+_CORE_OVERFLOW = "the step A @ B^H is too large"
+
+
+def _scaled_step(A: Any, B: Any, lr: float, xp: Any) -> tuple[Any, Any]:
+    """``(−lr·A, B)`` or ``(A, −lr·B)``, whichever factor has fewer rows; a
+    `ValueError` naming `lr` and `G` when the scaled factor overflows (O(nk))."""
+    scale_b = B.shape[-2] < A.shape[-2]
+    with _no_fp_warnings(xp):
+        scaled = (B if scale_b else A) * (-lr)
+    if not is_lazy_array(scaled) and not bool(xp.all(xp.isfinite(scaled))):
+        raise _too_large(A, lr, xp)
+    return (A, scaled) if scale_b else (scaled, B)
+
+
+def _too_large(A: Any, lr: float, xp: Any) -> ValueError:
+    """The error for a step ``−lr·G`` too large for the dtype, with the size of G.
+
+    `A` is the unscaled left factor of the sketch of G (its right factor has
+    orthonormal columns), so ``‖A‖_F`` is the Frobenius norm of the rank-k part
+    of G; it is computed in double precision, only on this error path.
+    """
+    norm = xp.linalg.vector_norm(xp.astype(A, core_dtype(xp, A.dtype)), axis=(-2, -1))
+    g = float(xp.max(norm)) if math.prod(norm.shape) else 0.0
+    return ValueError(
+        f"the step -lr*G is too large for {dtype_name(xp, A.dtype)}: lr = {lr!r} times G "
+        f"(Frobenius norm {g:.3g} at rank {A.shape[-1]}) overflows; lower lr or scale G down"
+    )
 
 
 def _describe(G: Any) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 from . import _blocked, _numba
 from ._agnostic import _updates
 from ._array_api import get_namespace, is_lazy_array, is_numpy_namespace, real_dtype
-from ._validation import check_finite, validate_step
+from ._validation import check_finite, check_out, validate_step
 
 __all__ = ["project", "retract", "transport"]
 
@@ -126,13 +126,7 @@ def _run(U, A, B, method, *, square, check_finite_U, check_unitary, out, engine,
     )
     u_dtype = U0.dtype
     shape = (*batch, *U.shape[-2:])
-    if out is not None and (tuple(out.shape) != shape or out.dtype != U.dtype):
-        raise ValueError(
-            f"out must have shape {shape} and dtype {U.dtype}, got {tuple(out.shape)} "
-            f"and {out.dtype}"
-        )
-    if out is not None and not getattr(getattr(out, "flags", None), "writeable", True):
-        raise ValueError("out is read-only")
+    check_out(out, xp, shape, U.dtype, ("U", U0))
     if A.shape[-1] == 0 or 0 in shape:  # empty step or empty batch: nothing moves
         result = xp.asarray(xp.broadcast_to(U, shape), copy=True)
         if out is None:
