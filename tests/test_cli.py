@@ -501,6 +501,9 @@ def test_an_output_may_not_overwrite_another_or_an_input(tmp_path, capsys, monke
     code, _, err = run(["plot", str(run_json), "--out", str(run_json)], capsys)
     assert code == 2 and "same file" in err
     assert run_json.read_text() == "{}"
+    # The same input twice is no conflict (it is refused here for its content).
+    code, _, err = run(["plot", str(run_json), str(run_json), "--out", str(p)], capsys)
+    assert code == 2 and "not a summary" in err
 
 
 def test_plot_is_written_at_the_path_given_whatever_its_extension(tmp_path, capsys):
@@ -593,6 +596,11 @@ def test_ctrl_c_for_real_sigint_to_a_subprocess(tmp_path):
     js, out_file = tmp_path / "i.json", tmp_path / "out.txt"
     argv = [sys.executable, "-m", "unitary_lowrank", "adding", *TINY, "--steps", "1000000000",
             "--eval-every", "1000000", "--json", str(js)]
+    # A shell that starts pytest in the background ignores SIGINT, and the child would
+    # inherit that: restore the default, then exec the command line in the same process.
+    argv = [sys.executable, "-c", "import os, signal, sys; "
+            "signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])",
+            *argv]
     lines: queue.Queue = queue.Queue()
     seen: list[str] = []
 

@@ -177,16 +177,23 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
                    help="no progress or test lines; only the final summary")
 
 
+_EXIT_STATUS = ("Exit status: 0 done, 1 the run diverged (or an output could not be written), "
+                "2 a bad command line, 130 interrupted (Ctrl-C); the summary's stop_reason "
+                "says why a run stopped (steps, target, diverged, interrupted).")
+
+
 def _build_parser() -> _Parser:
     parser = _Parser(
         prog=PROG,
         description="Orthogonal RNNs trained with projUNN's low-rank unitary updates.",
+        epilog=_EXIT_STATUS,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for task, text in (("copy", "copy-memory task (remember 10 symbols over a delay T)"),
                        ("adding", "adding problem (sum of two marked values)")):
         p = sub.add_parser(task, help=f"train on the {text}",
-                           description=f"Train an orthogonal RNN on the {text}.")
+                           description=f"Train an orthogonal RNN on the {text}.",
+                           epilog=_EXIT_STATUS)
         _add_train_options(p, task)
     b = sub.add_parser("bench", help="time the low-rank updates against dense references",
                        description="Time project, transport and Cayley updates of an n x n "
@@ -233,17 +240,18 @@ def _check_writable(path: str | None, flag: str, command: str) -> None:
         raise _UsageError(f"{where} cannot be written: {exc.strerror or exc}") from None
 
 
-def _check_distinct(command: str, *flag_paths: tuple[str, str | None]) -> None:
-    """Refuse two outputs (or an output and an input) that are the same file."""
-    seen: dict[str, str] = {}
-    for flag, path in flag_paths:
+def _check_distinct(command: str, outputs: Sequence[tuple[str, str | None]],
+                    inputs: Sequence[str] = ()) -> None:
+    """Refuse two outputs, or an output and an input, that are the same file."""
+    seen = {os.path.realpath(path): repr(path) for path in inputs}
+    for flag, path in outputs:
         if path is None:
             continue
-        key = os.path.normcase(os.path.realpath(path))
+        key = os.path.realpath(path)
         if key in seen:
             raise _UsageError(f"{PROG} {command}: error: {flag} {path!r} is the same file "
                               f"as {seen[key]}")
-        seen[key] = f"{flag} {path!r}" if flag else repr(path)
+        seen[key] = f"{flag} {path!r}"
 
 
 def _run_training(args: argparse.Namespace) -> int:
@@ -251,7 +259,7 @@ def _run_training(args: argparse.Namespace) -> int:
 
     _check_writable(args.json, "--json", args.command)
     _check_writable(args.plot, "--plot", args.command)
-    _check_distinct(args.command, ("--json", args.json), ("--plot", args.plot))
+    _check_distinct(args.command, [("--json", args.json), ("--plot", args.plot)])
     fields = {f for f in T.Config.__dataclass_fields__ if f != "task"}
     overrides = {k: v for k, v in vars(args).items() if k in fields}
     try:
@@ -353,7 +361,7 @@ def _run_plot(args: argparse.Namespace) -> int:
     from .tasks import train as T
 
     _check_writable(args.out, "--out", "plot")
-    _check_distinct("plot", *(("", path) for path in args.runs), ("--out", args.out))
+    _check_distinct("plot", [("--out", args.out)], inputs=args.runs)
     summaries: list[dict[str, Any]] = []
     for path in args.runs:
         try:
