@@ -410,8 +410,9 @@ def test_guard_keeps_a_float32_training_run_below_tolerance(update):
         worst_plain = max(worst_plain, float(ul.unitarity_error(plain)) if i % 500 == 0 else 0)
     worst_plain = max(worst_plain, float(ul.unitarity_error(plain)))
     assert guard.checks == steps // every and 0 < guard.repairs < guard.checks
-    # estimate >= exact/2 at a check that does not repair, plus one interval of
-    # rounding drift (about eps per step, random-walk: sqrt(every) eps)
+    # estimate >= exact/2 at a check that does not repair (docs/reliability.md §3), plus
+    # one interval of rounding drift: a random walk, 0.6·eps·√steps in §1 of the same
+    # document (4·eps·√every here); a repaired U starts below rounded_unitarity_bound < 2·tol
     assert worst <= 2 * tol + 4 * np.sqrt(every) * eps_of("float32"), worst
     assert worst_plain > worst  # without the guard the drift goes further
 
