@@ -35,7 +35,9 @@ def polar(M, /, *, xp=None):
     Raises
     ------
     TypeError
-        If `M` is not a floating array.
+        If `M` is not a floating array (or is a masked array, a
+        ``numpy.matrix`` or a torch ``meta`` tensor), or `xp` is not an array
+        namespace (or not that of `M`).
     ValueError
         If `M` has fewer than two dimensions or holds NaN or infinity.
 
@@ -98,7 +100,9 @@ def unitarity_error(U, /, *, method="exact", probes=4, depth=4, rng=None, xp=Non
     Raises
     ------
     TypeError
-        If `U` is not a floating array, or `probes`/`depth` are not integers.
+        If `U` is not a floating array (or is a masked array, a
+        ``numpy.matrix`` or a torch ``meta`` tensor), `probes`/`depth` are not
+        integers, or `xp` is not an array namespace (or not that of `U`).
     ValueError
         If `U` has fewer than two dimensions, `method` is unknown, or `probes`
         or `depth` is below 1.

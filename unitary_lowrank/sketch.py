@@ -227,8 +227,10 @@ def range_finder(G, size, *, n_iter=2, shared=False, rng=None, xp=None):
     Raises
     ------
     TypeError
-        If G (or a factor) is not a floating array, the factors come from
-        different libraries, or `size`/`n_iter` is not an integer.
+        If G (or a factor) is not a floating array (or is a masked array, a
+        ``numpy.matrix`` or a torch ``meta`` tensor), the factors come from
+        different libraries, `size`/`n_iter` is not an integer, or `xp` is not
+        an array namespace (or not that of G).
     ValueError
         If `size` is out of range, the factors' shapes do not fit, or G holds
         NaN or infinity.
@@ -360,8 +362,10 @@ def lowrank(G, rank=None, *, tol=None, max_rank=None, sampler="randomized", over
     Raises
     ------
     TypeError
-        If G (or a factor) is not a floating array, the factors come from
-        different libraries, or a count is not an integer.
+        If G (or a factor) is not a floating array (or is a masked array, a
+        ``numpy.matrix`` or a torch ``meta`` tensor), the factors come from
+        different libraries, a count is not an integer, or `xp` is not an
+        array namespace (or not that of G).
     ValueError
         If `rank` is out of range (``< 1`` or ``> min(m, n)``), neither or an
         invalid `tol` is given, the sampler is unknown, the factors' shapes do
