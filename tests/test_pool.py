@@ -197,7 +197,13 @@ def test_inplace_and_out_are_untouched_by_the_pool(small_pool, engine):
     assert ul.project(W, A, B, out=W, engine=engine) is W
     out = np.empty_like(U)
     assert ul.project(U, A, B, out=out, engine=engine) is out
-    assert ul.result_pool_info()[3:] == before[3:]  # no result memory asked for
+    after = ul.result_pool_info()
+    if engine == "blas":
+        # its Python loop fills a pooled temporary, copied into out by one call (so that
+        # an interrupt never leaves out half written); the temporary is handed back at once
+        assert after.idle_bytes >= before.idle_bytes
+    else:
+        assert after[3:] == before[3:]  # no result memory asked for
     np.testing.assert_array_equal(W, expected)
     np.testing.assert_array_equal(out, expected)
     out_t = np.empty_like(U.T).T  # not C-contiguous: a pooled result, copied in, handed back

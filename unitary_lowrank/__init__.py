@@ -11,6 +11,7 @@ All functions take arrays from any Array-API library (NumPy, CuPy, PyTorch,
 JAX, array-api-strict) and return arrays of the same library, device and dtype.
 """
 
+from ._parallel import get_num_threads, set_num_threads
 from ._pool import ResultPoolInfo, result_pool_info, set_result_pool
 from .dense import polar, unitarity_error
 from .drift import DriftGuard, reunitarize
@@ -25,6 +26,7 @@ __all__ = [
     "DriftGuard",
     "LowRank",
     "ResultPoolInfo",
+    "get_num_threads",
     "lowrank",
     "polar",
     "project",
@@ -33,6 +35,7 @@ __all__ = [
     "result_pool_info",
     "retract",
     "reunitarize",
+    "set_num_threads",
     "set_result_pool",
     "step",
     "transport",

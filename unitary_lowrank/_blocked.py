@@ -6,8 +6,9 @@ left to BLAS: U is walked in blocks of rows small enough to stay in cache, so
 1. :func:`adjoint_products` reads each block once for both ``U B`` and ``Uᴴ A``;
 2. :func:`left_basis` forms ``U Q = [U B, A] R⁻¹`` without touching U when R
    is well conditioned (else one product ``U @ Q``);
-3. :func:`apply` writes ``U + L K`` block by block, in place when the output
-   is U, without an n×n temporary.
+3. :func:`apply` writes ``U + L K`` block by block into a new array (copied
+   into ``out`` by one call when one is given, so an interrupt never leaves
+   it half written).
 
 NumPy in, NumPy out; 3-D (batch, rows, cols) internally.
 """
@@ -85,13 +86,16 @@ def right_factor(D, Q, dtype):
 
 
 def apply(U, L, D, Q, batch, out=None):
-    """``U + L (D Qᴴ)`` block by block into `out` (which may be U itself) or a new array."""
+    """``U + L (D Qᴴ)`` block by block into a new array, copied into `out` (U itself allowed).
+
+    The blocks are written by a Python loop, between whose iterations a signal
+    handler may raise (Ctrl-C, a preemption handler). So `out` is never the
+    loop's target: the result is completed in an array of its own and copied
+    into `out` by one call, and an exception leaves `out` wholly old or wholly new.
+    """
     K3 = _as3d(right_factor(D, Q, U.dtype), batch)
     U3, L3 = _as3d(U, batch), _as3d(L, batch)
-    shape = (*batch, *U.shape[-2:])
-    inplace = out is not None and out.flags.c_contiguous and (
-        out is U or not np.shares_memory(out, U))
-    target = out if inplace else _pool.empty(shape, U.dtype)  # recycled when large
+    target = _pool.empty((*batch, *U.shape[-2:]), U.dtype)  # recycled when large
     T3 = target.reshape(U3.shape)
     nbatch, n, p = U3.shape
     bs = _block_rows(U3)
@@ -101,7 +105,7 @@ def apply(U, L, D, Q, batch, out=None):
         t = tmp[:, : e - s]
         np.matmul(L3[:, s:e], K3, out=t)
         np.add(U3[:, s:e], t, out=T3[:, s:e])
-    if out is not None and not inplace:
-        out[...] = target
-        return out
-    return target
+    if out is None:
+        return target
+    np.copyto(out, target)
+    return out

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .. import _pool
+from .. import _parallel, _pool
 from .._blocked import left_basis, right_factor
 
 __all__ = ["adjoint_products", "apply", "left_basis"]
@@ -144,11 +144,11 @@ def _apply_inplace_parallel_kernel(L, K, out, nthreads):  # pragma: no cover - c
 
 
 # Threads only pay off for large inputs: waking them costs more than the work for
-# small ones (and much more on a 2-core machine shared with other processes).
+# small ones. How many may run, and when, is decided in _parallel.py (default: one).
 _PARALLEL_MIN = 1 << 20  # entries of U (n = 1024)
 
 
-def _threads(U3: np.ndarray) -> int:
+def _wanted_threads(U3: np.ndarray) -> int:
     if U3.size < _PARALLEL_MIN:
         return 1
     return max(1, min(nb.get_num_threads(), U3.shape[0] * U3.shape[1]))
@@ -166,29 +166,30 @@ def adjoint_products(U, A, B, batch):
     Bt = np.ascontiguousarray(np.swapaxes(_as3d(B, batch), -1, -2))
     nbatch, n, p = U3.shape
     k = A3.shape[-1]
-    nthreads = _threads(U3)
-    parts = np.zeros((nthreads, nbatch, k, p), dtype=U.dtype)
     UB = np.empty((nbatch, n, k), dtype=U.dtype)
-    if nthreads == 1:
-        _adjoint_rows_kernel(U3, A3, Bt, parts[0], UB, 0, nbatch * n)
-    else:
-        _adjoint_products_parallel_kernel(U3, A3, Bt, parts, UB)
+    with _parallel.slot(_wanted_threads(U3)) as nthreads:
+        parts = np.zeros((nthreads, nbatch, k, p), dtype=U.dtype)
+        if nthreads == 1:
+            _adjoint_rows_kernel(U3, A3, Bt, parts[0], UB, 0, nbatch * n)
+        else:
+            _adjoint_products_parallel_kernel(U3, A3, Bt, parts, UB)
     UhA = np.swapaxes(parts.sum(axis=0), -1, -2)
     return UhA.reshape(*batch, p, k), UB.reshape(*batch, n, k)
 
 
 def _apply_rows(U3, L3, K3, out3):
-    nthreads = _threads(U3)
+    """One kernel call, so that an exception (Ctrl-C) never leaves `out3` half written."""
     rows = U3.shape[0] * U3.shape[1]
-    if np.shares_memory(U3, out3):  # in place (out is U): the single-array twin
-        if nthreads == 1:
+    inplace = np.shares_memory(U3, out3)  # out is U: the single-array twin
+    with _parallel.slot(_wanted_threads(U3)) as nthreads:
+        if inplace and nthreads == 1:
             _apply_inplace_rows_kernel(L3, K3, out3, 0, rows)
-        else:
+        elif inplace:
             _apply_inplace_parallel_kernel(L3, K3, out3, nthreads)
-    elif nthreads == 1:
-        _apply_rows_kernel(U3, L3, K3, out3, 0, rows)
-    else:
-        _apply_parallel_kernel(U3, L3, K3, out3, nthreads)
+        elif nthreads == 1:
+            _apply_rows_kernel(U3, L3, K3, out3, 0, rows)
+        else:
+            _apply_parallel_kernel(U3, L3, K3, out3, nthreads)
 
 
 def apply(U, L, D, Q, batch, out=None):
