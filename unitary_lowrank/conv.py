@@ -926,7 +926,7 @@ def update(W, grad, layout, /, *, lr, rank=1, method="polar", sampler="randomize
     parts = []
     if S:
         # Self-conjugate frequencies of a real layer: real orthogonal blocks,
-        # real gradient Re G, the real update (algorithms.md §4).
+        # real gradient Re G, the real update (docs/theory.md, convolutions).
         head = grad[:S, ...] if dense else (grad[0][:S, ...], grad[1][:S, ...])
         Wr = xp.real(W[:S, ...])
         new = _lowrank_step(Wr, _conv.real_projection(head, xp), lr, rank, method, sketch, xp)

@@ -164,7 +164,7 @@ def stiefel_subspace(U: Any, A: Any, B: Any, batch: tuple[int, ...], xp: ModuleT
 
 def stiefel_core(A: Any, Aperp: Any, beta: Any, alpha: Any, batch: tuple[int, ...],
                  eps: float, xp: ModuleType):
-    """``(Z, D)`` with ``polar(U + ABᴴ) = U + [UQ, Z] D Qᴴ`` (algorithms.md §2).
+    """``(Z, D)`` with ``polar(U + ABᴴ) = U + [UQ, Z] D Qᴴ`` (``docs/theory.md``, rectangular U).
 
     With ``A = U Â + A⊥`` and Q an orthonormal basis of ``span[B, Â]`` (p×r), M = U + ABᴴ
     equals U on ``Q⊥`` and ``MQ = UQ(I + αβᴴ) + A⊥βᴴ`` on ``Q``, so
