@@ -5,10 +5,10 @@ facts decide when they run:
 
 - **Shared cores.** A threaded kernel waits at its end for its slowest thread;
   when another busy process holds a core, that thread waits for a time slice of
-  the scheduler, and an update of a millisecond takes tens of milliseconds
-  (measured on a 2-core machine beside one busy process: 9–16× ``U.copy()``
-  against 2.2× single-threaded). Memory-bound passes over U gain at most the
-  memory bandwidth a second core adds, so the default is **one thread**;
+  the scheduler (``benchmarks/bench_contention.py`` measures it: on a 2-core
+  machine beside one busy process, two threads took up to 1.44× the serial
+  time). Memory-bound passes over U gain at most the memory bandwidth a second
+  core adds, so the default is **one thread**;
   :func:`set_num_threads` (or ``UNITARY_LOWRANK_NUM_THREADS``) opts in.
 - **Fork.** GNU OpenMP, the layer Numba picks when TBB is absent, kills a forked
   child that starts a parallel region after its parent did. A child created by
