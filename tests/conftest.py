@@ -9,6 +9,7 @@ and devices become skips, never failures.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 
@@ -110,11 +111,30 @@ def _make_backend(name: str) -> Backend:
         except Exception as exc:  # noqa: BLE001 - any CUDA failure means "no GPU here"
             pytest.skip(f"no usable CUDA device for CuPy: {exc}")
         return Backend(name, array_namespace(cupy.empty(0)), cupy.cuda.Device())
-    if name == "jax":
+    if name == "jax":  # x64 is turned on by the fixtures, around each test (_jax_x64)
         jax = pytest.importorskip("jax")
-        jax.config.update("jax_enable_x64", True)
         return Backend(name, array_namespace(jax.numpy.empty(0)), jax.devices("cpu")[0])
     raise ValueError(name)
+
+
+@contextlib.contextmanager
+def _jax_x64():
+    """JAX with ``jax_enable_x64`` on (float64 small cores need it), restored afterwards,
+    so that no test sees the setting an earlier one left (tests pass in any order)."""
+    jax = pytest.importorskip("jax")
+    old = bool(jax.config.jax_enable_x64)
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield jax
+    finally:
+        jax.config.update("jax_enable_x64", old)
+
+
+@pytest.fixture
+def jax_x64():
+    """The jax module, with ``jax_enable_x64`` on for this test only."""
+    with _jax_x64() as jax:
+        yield jax
 
 
 CPU_BACKENDS = ["numpy", "strict", "strict-device1", "torch"]
@@ -136,9 +156,13 @@ def backend(request) -> Backend:
 
 
 @pytest.fixture(params=[_param(b) for b in CPU_BACKENDS + JAX + GPU_BACKENDS])
-def core_backend(request) -> Backend:
-    """Every installed array library, JAX included when it is installed."""
-    return _make_backend(request.param)
+def core_backend(request):
+    """Every installed array library, JAX included when it is installed (with x64 on)."""
+    if request.param == "jax":
+        with _jax_x64():
+            yield _make_backend("jax")
+    else:
+        yield _make_backend(request.param)
 
 
 @pytest.fixture(params=[_param(b) for b in GPU_BACKENDS])

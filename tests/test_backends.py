@@ -146,10 +146,9 @@ def test_torch_conjugate_views():
 
 
 @pytest.mark.parametrize("method", ["polar", "exp", "cayley"])
-def test_jax_jit(method):
+def test_jax_jit(method, jax_x64):
     """Under jax.jit the value checks are skipped and the agnostic bodies trace."""
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
+    jax = jax_x64
     jnp = jax.numpy
     (U, A, B), _ = _inputs(_Host(), "complex128")
     f = jax.jit(lambda U, A, B: ul.retract(U, A, B, method=method))
