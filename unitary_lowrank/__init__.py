@@ -14,6 +14,7 @@ JAX, array-api-strict) and return arrays of the same library, device and dtype.
 from ._parallel import get_num_threads, set_num_threads
 from ._pool import ResultPoolInfo, result_pool_info, set_result_pool
 from .dense import polar, unitarity_error
+from .directions import rmsprop_direction
 from .drift import DriftGuard, reunitarize
 from .haar import random_unitary
 from .sketch import LowRank, lowrank, range_finder
@@ -35,6 +36,7 @@ __all__ = [
     "result_pool_info",
     "retract",
     "reunitarize",
+    "rmsprop_direction",
     "set_num_threads",
     "set_result_pool",
     "step",

@@ -1,0 +1,135 @@
+r"""Step directions built from a gradient: RMSprop's preconditioned direction.
+
+A direction ``D`` is what a training step moves along: the Euclidean step is
+``−lr·D``, which :func:`unitary_lowrank.step` (or a retraction of its low-rank
+factors) maps back onto the unitary group. The plain gradient is one
+direction; :func:`rmsprop_direction` is RMSprop's, which divides each entry of
+the gradient by the root of a running mean of its squared modulus, so that the
+size of the step no longer depends on the scale of the loss.
+
+The functions are written with array-API expressions only (no in-place
+writes, no Python branching on values), so they run on every supported
+library and device and under ``jax.jit``; the state they keep is returned,
+never stored.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from ._array_api import dtype_name, get_namespace, is_complex, real_dtype
+from ._validation import as_real, check_dtype, check_same_device
+
+__all__ = ["rmsprop_direction"]
+
+
+def rmsprop_direction(
+    G: Any,
+    square_avg: Any = None,
+    /,
+    *,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    xp: ModuleType | None = None,
+) -> tuple[Any, Any]:
+    r"""RMSprop's direction ``G / (√v + ε)`` and the new running mean ``v`` of ``|G|²``.
+
+    With ``v₀`` the previous running mean (`square_avg`)::
+
+        v = α v₀ + (1 − α) |G|²        ((1 − α) |G|² when square_avg is None)
+        D = G / (√v + ε)
+
+    element by element. ``|G|²`` is the squared modulus ``Re(G Ḡ)``, so `v` is
+    real and non-negative for complex gradients too (``G²`` would be complex).
+    An RMSprop step of a weight ``W`` is ``W − lr·D``; for a unitary weight,
+    hand ``D`` to :func:`~unitary_lowrank.step` as its gradient.
+
+    Parameters
+    ----------
+    G : array, shape (...)
+        The gradient, float32, float64, complex64 or complex128, of any shape
+        (every axis is element-wise; leading axes may be batch axes).
+    square_avg : array, shape (...), optional
+        The running mean ``v₀`` returned by the previous call, of the shape of
+        `G` and its real dtype (float32 for complex64 `G`) on its device; None
+        for the first step.
+    alpha : float, default: 0.99
+        Smoothing constant α of the running mean, in [0, 1).
+    eps : float, default: 1e-8
+        Added to ``√v`` before dividing, > 0 and finite.
+    xp : array namespace, optional
+        Namespace of `G`; inferred when omitted.
+
+    Returns
+    -------
+    direction : array, shape (...)
+        ``G / (√v + ε)``, of the dtype of `G`.
+    square_avg : array, shape (...)
+        The new running mean ``v``, real, to pass to the next call.
+
+    Raises
+    ------
+    TypeError
+        If `G` or `square_avg` is not an array of a supported library and
+        dtype (`square_avg` must have the real dtype of `G`), they come from
+        different libraries, or `alpha`, `eps` are not real numbers.
+    ValueError
+        If `square_avg` has another shape than `G` or lies on another device,
+        `alpha` is not in [0, 1) or `eps` is not a positive finite number.
+
+    Notes
+    -----
+    Neither input is modified. The values are never inspected (no check for
+    NaN), so the function may be traced by ``jax.jit`` with `alpha` and `eps`
+    as Python numbers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import unitary_lowrank as ul
+    >>> G = np.array([3.0, -4.0])
+    >>> D, v = ul.rmsprop_direction(G, alpha=0.75)
+    >>> v.tolist()  # (1 - 0.75) * |G|²
+    [2.25, 4.0]
+    >>> np.round(D, 6).tolist()  # G / (√v + ε): a first step of ±1 / √(1 − α)
+    [2.0, -2.0]
+    >>> D, v = ul.rmsprop_direction(G, v, alpha=0.75)
+    >>> v.tolist()  # 0.75 * v + 0.25 * |G|²
+    [3.9375, 7.0]
+
+    Complex gradients give a real running mean:
+
+    >>> D, v = ul.rmsprop_direction(np.array([1j]), alpha=0.99)
+    >>> v.dtype, bool(np.allclose(D, 10j))
+    (dtype('float64'), True)
+    """
+    if square_avg is None:
+        xp = get_namespace(("G", G), xp=xp)
+    else:
+        xp = get_namespace(("G", G), ("square_avg", square_avg), xp=xp)
+    check_dtype(G, "G", xp)
+    alpha = as_real(alpha, "alpha")
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"alpha must be in [0, 1), got {alpha!r}")
+    eps = as_real(eps, "eps", positive=True)
+    complex_ = is_complex(xp, G.dtype)
+    if square_avg is not None:
+        want = real_dtype(xp, G.dtype)
+        if square_avg.dtype != want:
+            raise TypeError(
+                f"square_avg must have dtype {dtype_name(xp, want)}, the real dtype of G "
+                f"({dtype_name(xp, G.dtype)}), got {dtype_name(xp, square_avg.dtype)}"
+            )
+        if tuple(square_avg.shape) != tuple(G.shape):
+            raise ValueError(
+                f"square_avg must have the shape of G {tuple(G.shape)}, "
+                f"got {tuple(square_avg.shape)}"
+            )
+        check_same_device([("G", G), ("square_avg", square_avg)])
+    sq = xp.real(G * xp.conj(G)) if complex_ else G * G
+    if square_avg is None:
+        v = (1.0 - alpha) * sq
+    else:
+        v = alpha * square_avg + (1.0 - alpha) * sq
+    return G / (xp.sqrt(v) + eps), v
