@@ -16,8 +16,8 @@ import array_api_compat.numpy as npx
 import numpy as np
 import pytest
 
-from unitary_lowrank.__main__ import main
-from unitary_lowrank.tasks import train as T
+from unitary_lowrank.cli import main
+from unitary_lowrank.cli.tasks import train as T
 from unitary_lowrank.testing import eps_of, unitarity_bound
 
 TINY = ["--seq-len", "4", "--hidden", "6", "--batch", "4", "--steps", "4", "--eval-every", "2",
@@ -430,7 +430,7 @@ def test_a_healthy_run_is_not_called_diverged(tmp_path, capsys):
 
 def _no_work(monkeypatch):
     """Make training and timing fail loudly: the checks must refuse before them."""
-    from unitary_lowrank import demo
+    import unitary_lowrank.cli.bench as demo
 
     def boom(*args, **kwargs):
         raise AssertionError("training or timing started")
@@ -706,7 +706,7 @@ def test_a_closed_stdout_is_not_a_traceback(capsys, monkeypatch):
 
 
 def test_docs_state_exit_codes_stop_reason_and_where_runs_are_deterministic():
-    import unitary_lowrank.__main__ as cli
+    from unitary_lowrank import cli
 
     doc = cli.__doc__
     for needle in ("stop_reason", "130", "diverged", "interrupted", "- 1:", "- 2:", "- 0:"):

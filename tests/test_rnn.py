@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from array_api_compat import array_namespace
 
-from unitary_lowrank.tasks import data, rnn
-from unitary_lowrank.tasks.optim import RMSprop
+from unitary_lowrank.cli.tasks import data, rnn
+from unitary_lowrank.cli.tasks.optim import RMSprop
 from unitary_lowrank.testing import eps_of
 
 npx = array_namespace(np.empty(0))

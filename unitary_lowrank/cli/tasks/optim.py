@@ -5,15 +5,18 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+import unitary_lowrank as ul
+
 __all__ = ["RMSprop"]
 
 
 class RMSprop:
     r"""RMSprop: ``v ← ρ v + (1 − ρ) |g|²``, ``p ← p − lr · g / (√v + ε)``.
 
-    The running average of the squared gradient uses ``|g|²`` (the squared
-    modulus), so it stays real and positive for complex parameters too. The
-    update is written with pure array expressions of the namespace `xp`.
+    The direction ``g / (√v + ε)`` and the running mean ``v`` of each parameter
+    come from :func:`unitary_lowrank.rmsprop_direction` (``|g|²`` is the squared
+    modulus, so ``v`` stays real and positive for complex parameters too); this
+    class keeps ``v`` per parameter name and takes the step.
 
     Parameters
     ----------
@@ -30,7 +33,7 @@ class RMSprop:
     Examples
     --------
     >>> import numpy as np, array_api_compat.numpy as xp
-    >>> from unitary_lowrank.tasks.optim import RMSprop
+    >>> from unitary_lowrank.cli.tasks.optim import RMSprop
     >>> opt = RMSprop(0.1, xp=xp)
     >>> p = opt.step({"w": np.array([1.0, -1.0])}, {"w": np.array([2.0, -0.5])})
     >>> bool(np.allclose(p["w"], 0.0, atol=1e-6))  # a first step of lr/sqrt(1 - alpha)
@@ -42,6 +45,8 @@ class RMSprop:
             raise ValueError(f"lr must be positive, got {lr}")
         if not 0 <= alpha < 1:
             raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+        if not eps > 0:
+            raise ValueError(f"eps must be positive, got {eps}")
         self.lr = float(lr)
         self.alpha = float(alpha)
         self.eps = float(eps)
@@ -61,13 +66,11 @@ class RMSprop:
         Returns
         -------
         dict
-            `params` with the updated entries replaced.
+            `params` with the updated entries replaced by ``p − lr · direction``.
         """
-        xp = self.xp
         new = dict(params)
         for name, g in grads.items():
-            v = self._average(name, g)
-            new[name] = params[name] - self.lr * g / (xp.sqrt(v) + self.eps)
+            new[name] = params[name] - self.lr * self.direction(name, g)
         return new
 
     def direction(self, name: str, g: Any) -> Any:
@@ -88,14 +91,7 @@ class RMSprop:
         array
             ``g / (√v + ε)``, of the shape of `g`.
         """
-        v = self._average(name, g)
-        return g / (self.xp.sqrt(v) + self.eps)
-
-    def _average(self, name: str, g: Any) -> Any:
-        """``v ← ρ v + (1 − ρ) |g|²`` for `name` (``(1 − ρ) |g|²`` at first); returns v."""
-        xp = self.xp
-        sq = xp.real(g * xp.conj(g)) if xp.isdtype(g.dtype, "complex floating") else g * g
-        v = self.square_avg.get(name)
-        v = (1.0 - self.alpha) * sq if v is None else self.alpha * v + (1.0 - self.alpha) * sq
-        self.square_avg[name] = v
-        return v
+        d, self.square_avg[name] = ul.rmsprop_direction(
+            g, self.square_avg.get(name), alpha=self.alpha, eps=self.eps, xp=self.xp
+        )
+        return d

@@ -1,7 +1,7 @@
 r"""Training loop of the copy and adding tasks, its summary, JSON and plot.
 
 One step draws a batch on the host, runs the forward pass and BPTT of
-:mod:`unitary_lowrank.tasks.rnn` in the array namespace of the chosen backend,
+:mod:`unitary_lowrank.cli.tasks.rnn` in the array namespace of the chosen backend,
 updates the ordinary parameters with RMSprop and the recurrent matrix `U` with
 the chosen method:
 
@@ -31,6 +31,8 @@ from types import ModuleType
 from typing import Any, TextIO
 
 import numpy as np
+
+import unitary_lowrank as ul
 
 from . import data, rnn
 from ._threads import blas_threads
@@ -135,7 +137,7 @@ class Config:
         Steps between test evaluations, and the size of the fixed test batch.
     threads : int or None
         BLAS threads during the run (restored afterwards); None leaves them
-        alone. The command line uses 1: see :mod:`unitary_lowrank.tasks._threads`.
+        alone. The command line uses 1: see :mod:`unitary_lowrank.cli.tasks._threads`.
     """
 
     task: str
@@ -228,11 +230,11 @@ _DEFAULTS = {
              "unitary_lr_divider": 8.0, "unitary_direction": "rmsprop", "rank": 4,
              "nonlinearity": "relu", "lr_decay": 0.2, "decay_below": 0.1,
              "stop_below": 0.01, "stop_recall": 0.995, "eval_every": 250, "test_batch": 512},
-    # Adding learns slowly with an orthogonal U: divider 2 (not the issue's 8) and a decay
-    # at 20 % of the baseline. The test MSE keeps jumping between 5 % and 25 % of the
-    # baseline after the decay, so the run stops at the first evaluation below 5 % of the
-    # baseline (MSE 0.0083), within at most 30 000 steps (about 2 minutes). See
-    # docs/tasks.md.
+    # Adding learns slowly with an orthogonal U: divider 2 (with divider 8, runs of 16 000
+    # steps ended at MSE 0.03-0.05) and a decay at 20 % of the baseline. The test MSE keeps
+    # jumping between 5 % and 25 % of the baseline after the decay, so the run stops at the
+    # first evaluation below 5 % of the baseline (MSE 0.0083), within at most 30 000 steps
+    # (about 2 minutes). See docs/tasks.md.
     "adding": {"seq_len": 100, "hidden": 64, "batch": 50, "steps": 30000, "lr": 2e-3,
                "unitary_lr_divider": 2.0, "nonlinearity": "relu", "lr_decay": 0.3,
                "decay_below": 0.2, "stop_below": 0.05, "eval_every": 500, "test_batch": 1000},
@@ -267,7 +269,7 @@ def default_config(task: str, preset: str | None = None, **overrides: Any) -> Co
 
     Examples
     --------
-    >>> from unitary_lowrank.tasks.train import default_config
+    >>> from unitary_lowrank.cli.tasks.train import default_config
     >>> default_config("copy", "paper", seq_len=2000).seq_len
     2000
     """
@@ -300,7 +302,7 @@ def resolve_backend(name: str) -> tuple[ModuleType, Any]:
 
     Examples
     --------
-    >>> from unitary_lowrank.tasks.train import resolve_backend
+    >>> from unitary_lowrank.cli.tasks.train import resolve_backend
     >>> resolve_backend("numpy")[1]
     'cpu'
     """
@@ -402,11 +404,6 @@ class _UnitaryUpdate:
             if cfg.unitary_direction == "rmsprop" and cfg.method not in ("frozen", "unconstrained")
             else None
         )
-        self._step = None
-        if cfg.method in LOWRANK_METHODS:
-            from ..training import step
-
-            self._step = step
 
     def scale(self, factor: float) -> None:
         self.lr_U *= factor
@@ -445,14 +442,12 @@ class _UnitaryUpdate:
             D = self._direction(factors)
             try:
                 if method in LOWRANK_METHODS:
-                    U = self._step(
+                    U = ul.step(
                         U, D, self.lr_U, rank=self.cfg.rank, method=LOWRANK_METHODS[method],
                         sampler=self.cfg.sampler, rng=self.rng,
                     )
                 else:  # dense-polar
-                    from ..dense import polar
-
-                    U = polar(U - self.lr_U * D)
+                    U = ul.polar(U - self.lr_U * D)
             except ValueError:
                 # The updates refuse NaN and infinity; with finite input it is a real error.
                 step = rnn.dense_gradient(D, xp=xp) if isinstance(D, tuple) else D
@@ -544,7 +539,7 @@ def train(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False) -> 
 
     Examples
     --------
-    >>> from unitary_lowrank.tasks.train import default_config, train
+    >>> from unitary_lowrank.cli.tasks.train import default_config, train
     >>> cfg = default_config("adding", method="frozen", seq_len=8, hidden=8, steps=3)
     >>> s = train(cfg, quiet=True)
     >>> s["iterations"], s["task"], s["accuracy"]
@@ -553,7 +548,7 @@ def train(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False) -> 
     cfg.validate()
     xp, device = resolve_backend(cfg.backend)
     stream = sys.stderr if stream is None else stream
-    update_U = _UnitaryUpdate(cfg, xp)  # imports what the method needs before threads are set
+    update_U = _UnitaryUpdate(cfg, xp)
     with blas_threads(cfg.threads), np.errstate(over="ignore", invalid="ignore"):
         summary = _train(cfg, xp, device, stream, quiet, update_U)
     if summary["stop_reason"] == "interrupted":
@@ -563,151 +558,232 @@ def train(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False) -> 
 
 def _unitarity(U: Any) -> float:
     """``‖UᵀU − I‖₂``, or NaN when U is no longer finite (a diverged run)."""
-    from ..dense import unitarity_error
-
     try:
-        return float(unitarity_error(U))
+        return float(ul.unitarity_error(U))
     except Exception:  # noqa: BLE001 - LAPACK may refuse NaN input; the run is over anyway
         return math.nan
 
 
-def _train(cfg, xp, device, stream, quiet, update_U):
-    seeds = np.random.SeedSequence(cfg.seed).spawn(4)
-    gen_init, gen_train, gen_test, gen_step = (np.random.default_rng(s) for s in seeds)
-    task = _Task(cfg, xp, device)
-    params = rnn.init_params(
-        task.n_in, cfg.hidden, task.n_out, init=cfg.init, nonlinearity=cfg.nonlinearity,
-        dtype=cfg.dtype, rng=gen_init, xp=xp, device=device,
-    )
-    test_x, test_y = task.batch(cfg.test_batch, gen_test)
-    opt = RMSprop(cfg.lr, xp=xp)
-    update_U.rng = gen_step
-    progress = _Progress(stream, cfg.steps, not quiet)
+#: Steps between two reads of the training loss (each read waits for the device).
+_PROGRESS_EVERY = 25
 
-    def say(line: str) -> None:
-        if not quiet:
-            progress.clear()
-            print(line, file=stream, flush=True)
 
-    def evaluate(step: int) -> dict[str, Any]:
-        out, _ = rnn.forward(params, test_x, nonlinearity=cfg.nonlinearity,
-                             readout=task.readout, xp=xp)
-        loss = float(task.loss(out, test_y)[0])
-        acc = task.accuracy(out, test_y)
-        uerr = _unitarity(params["U"])
-        return {"step": step, "loss": loss, "accuracy": acc, "unitarity_error": uerr}
+class _Run:
+    """A training run in progress: the network, its optimisers and what has happened so far.
 
-    def eval_line(h: dict[str, Any]) -> str:
+    The loop (:func:`_train`) calls :meth:`step` once per training step, then
+    :func:`_report_progress` and :func:`_evaluate` when their turn comes; each of
+    them returns False once the run must stop, with :attr:`stop_reason` set.
+    """
+
+    def __init__(self, cfg: Config, xp: ModuleType, device: Any, stream: TextIO, quiet: bool,
+                 update_U: _UnitaryUpdate):
+        seeds = np.random.SeedSequence(cfg.seed).spawn(4)
+        gen_init, self.gen_train, gen_test, gen_step = (np.random.default_rng(s) for s in seeds)
+        self.cfg, self.xp, self.stream, self.quiet = cfg, xp, stream, quiet
+        self.task = _Task(cfg, xp, device)
+        self.params = rnn.init_params(
+            self.task.n_in, cfg.hidden, self.task.n_out, init=cfg.init,
+            nonlinearity=cfg.nonlinearity, dtype=cfg.dtype, rng=gen_init, xp=xp, device=device,
+        )
+        self.test_x, self.test_y = self.task.batch(cfg.test_batch, gen_test)
+        self.opt = RMSprop(cfg.lr, xp=xp)
+        self.update_U = update_U
+        update_U.rng = gen_step
+        self.progress = _Progress(stream, cfg.steps, not quiet)
+        self.history: list[dict[str, Any]] = []
+        self.t_start = time.perf_counter()
+        self.stop_reason = "steps"
+        self.decayed = False  # the learning rates have been decayed (once at most)
+        self.running: float | None = None  # smoothed training loss
+        self.uerr = math.nan  # unitarity error shown by the progress bar
+        self.limit = math.inf  # a loss above this means divergence (set by the first test)
+        self.done = 0  # steps completed: an interrupted step leaves the parameters as they were
+
+    def say(self, line: str) -> None:
+        """Print a line (above the progress bar), unless quiet."""
+        if not self.quiet:
+            self.progress.clear()
+            print(line, file=self.stream, flush=True)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t_start
+
+    def test(self, step: int) -> dict[str, Any]:
+        """Loss, recall and unitarity error of the current parameters on the test batch."""
+        task = self.task
+        out, _ = rnn.forward(self.params, self.test_x, nonlinearity=self.cfg.nonlinearity,
+                             readout=task.readout, xp=self.xp)
+        return {
+            "step": step,
+            "loss": float(task.loss(out, self.test_y)[0]),
+            "accuracy": task.accuracy(out, self.test_y),
+            "unitarity_error": _unitarity(self.params["U"]),
+        }
+
+    def test_line(self, h: dict[str, Any]) -> str:
         acc = "" if h["accuracy"] is None else f"  accuracy {100 * h['accuracy']:.2f}%"
         return (
             f"step {h['step']:>6}  test loss {h['loss']:.4g} "
-            f"({_percent(h['loss'] / task.baseline)} of baseline){acc}  "
-            f"|UᵀU−I| {h['unitarity_error']:.1e}  lr {opt.lr:.2g}  "
-            f"{time.perf_counter() - t_start:.0f}s"
+            f"({_percent(h['loss'] / self.task.baseline)} of baseline){acc}  "
+            f"|UᵀU−I| {h['unitarity_error']:.1e}  lr {self.opt.lr:.2g}  "
+            f"{self.elapsed():.0f}s"
         )
 
-    history: list[dict[str, Any]] = []
-    t_start = time.perf_counter()
-    decayed = False
-    stop_reason = "steps"
-    running = None
-    uerr = math.nan
-    limit = math.inf
-    done = 0  # steps completed: an interrupted step leaves the parameters as they were
-
-    def too_large(loss: float) -> str | None:
+    def too_large(self, loss: float) -> str | None:
         """Why `loss` means the run has diverged, or None."""
         if not math.isfinite(loss):
             return f"is {loss}"
-        if loss > limit:
+        if loss > self.limit:
             return (f"is {loss:.4g}, over {DIVERGENCE_FACTOR:g} times the larger of the "
                     "baseline and the initial test loss")
         return None
 
+    def stop(self, reason: str, step: int, why: str) -> bool:
+        """Record why the run stops at `step` and say so; returns False (stop)."""
+        self.stop_reason = reason
+        self.say(f"step {step:>6}  {why}")
+        return False
+
+    def step(self, step: int) -> Any:
+        """One training step on a fresh batch; the training loss (an array), or None
+        when the step on U is not finite (the parameters are then left as they were)."""
+        cfg, task, xp = self.cfg, self.task, self.xp
+        x, y = task.batch(cfg.batch, self.gen_train)
+        out, cache = rnn.forward(self.params, x, nonlinearity=cfg.nonlinearity,
+                                 readout=task.readout, xp=xp)
+        loss, d_out = task.loss(out, y)
+        grads = rnn.backward(self.params, cache, d_out, nonlinearity=cfg.nonlinearity, xp=xp)
+        factors = grads.pop("U")
+        new = self.opt.step(self.params, grads)
+        try:
+            new["U"] = self.update_U(self.params["U"], factors)
+        except _Diverged as exc:
+            self.stop("diverged", step, f"{exc}: stopping (diverged)")
+            return None
+        self.params = new
+        self.done = step
+        return loss
+
+
+def _first_test(run: _Run) -> bool:
+    """Evaluate the initial parameters and set the divergence limit; False if already diverged."""
+    h = run.test(0)
+    run.history.append(h)
+    run.say(run.test_line(h))
+    run.uerr = h["unitarity_error"]
+    why = run.too_large(h["loss"])
+    if why is not None:
+        return run.stop("diverged", 0, f"the initial test loss {why}: stopping (diverged)")
+    run.limit = DIVERGENCE_FACTOR * max(run.task.baseline, h["loss"])
+    return True
+
+
+def _report_progress(run: _Run, step: int, loss: Any) -> bool:
+    """Read the training loss (one device sync), check it, update the progress bar."""
+    value = float(loss)
+    why = run.too_large(value)
+    if why is not None:
+        return run.stop("diverged", step, f"the training loss {why}: stopping (diverged)")
+    run.running = value if run.running is None else 0.8 * run.running + 0.2 * value
+    if run.progress.enabled:
+        run.uerr = _unitarity(run.params["U"])
+    baseline = run.task.baseline
+    run.progress.update(step, run.running, run.running / baseline, run.uerr,
+                        run.elapsed() / step)
+    return True
+
+
+def _evaluate(run: _Run, step: int) -> bool:
+    """Test the parameters after `step`, then decay the learning rates or stop if it is time."""
+    h = run.test(step)
+    h["train_loss"] = run.running
+    h["seconds"] = run.elapsed()
+    run.history.append(h)
+    run.say(run.test_line(h))
+    why = run.too_large(h["loss"])
+    if why is not None:
+        return run.stop("diverged", step, f"the test loss {why}: stopping (diverged)")
+    frac = h["loss"] / run.task.baseline
+    _maybe_decay(run, step, frac)
+    if _should_stop(run.cfg, frac, h["accuracy"]):
+        end = "stopping early" if step < run.cfg.steps else "done"
+        return run.stop("target", step,
+                        f"below {100 * run.cfg.stop_below:g}% of the baseline: {end}")
+    return True
+
+
+def _maybe_decay(run: _Run, step: int, frac: float) -> None:
+    """Multiply both learning rates by ``lr_decay``, once, when the test loss is below
+    ``decay_below`` times the baseline (`frac` is the test loss over the baseline)."""
+    cfg = run.cfg
+    if run.decayed or cfg.lr_decay >= 1 or frac >= cfg.decay_below:
+        return
+    run.decayed = True
+    run.opt.lr *= cfg.lr_decay
+    run.update_U.scale(cfg.lr_decay)
+    run.say(f"step {step:>6}  solved (below {100 * cfg.decay_below:g}% of the "
+            f"baseline): learning rates × {cfg.lr_decay:g}")
+
+
+def _should_stop(cfg: Config, frac: float, accuracy: float | None) -> bool:
+    """Whether a test loss of `frac` times the baseline (and the recall `accuracy`, on
+    copy) passes the ``stop_below`` test (None or 0: never)."""
+    return bool(
+        cfg.stop_below
+        and frac < cfg.stop_below
+        and (accuracy is None or accuracy >= cfg.stop_recall)
+    )
+
+
+def _train(cfg: Config, xp: ModuleType, device: Any, stream: TextIO, quiet: bool,
+           update_U: _UnitaryUpdate) -> dict[str, Any]:
+    """The loop of :func:`train`: steps, progress, tests; then the summary."""
+    run = _Run(cfg, xp, device, stream, quiet, update_U)
     try:
-        h = evaluate(0)
-        history.append(h)
-        say(eval_line(h))
-        uerr = h["unitarity_error"]
-        if too_large(h["loss"]) is not None:
-            stop_reason = "diverged"
-            say(f"step {0:>6}  the initial test loss {too_large(h['loss'])}: stopping (diverged)")
-        else:
-            limit = DIVERGENCE_FACTOR * max(task.baseline, h["loss"])
-        for step in range(1, (cfg.steps if stop_reason == "steps" else 0) + 1):
-            x, y = task.batch(cfg.batch, gen_train)
-            out, cache = rnn.forward(params, x, nonlinearity=cfg.nonlinearity,
-                                     readout=task.readout, xp=xp)
-            loss, d_out = task.loss(out, y)
-            grads = rnn.backward(params, cache, d_out, nonlinearity=cfg.nonlinearity, xp=xp)
-            factors = grads.pop("U")
-            new = opt.step(params, grads)
-            try:
-                new["U"] = update_U(params["U"], factors)
-            except _Diverged as exc:
-                stop_reason = "diverged"
-                say(f"step {step:>6}  {exc}: stopping (diverged)")
-                break
-            params = new
-            done = step
-            if step % 25 == 0 or step == cfg.steps:
-                loss_value = float(loss)  # one device sync every 25 steps
-                why = too_large(loss_value)
-                if why is not None:
-                    stop_reason = "diverged"
-                    say(f"step {step:>6}  the training loss {why}: stopping (diverged)")
+        if _first_test(run):
+            for step in range(1, cfg.steps + 1):
+                loss = run.step(step)
+                if loss is None:
                     break
-                running = loss_value if running is None else 0.8 * running + 0.2 * loss_value
-                if progress.enabled:
-                    uerr = _unitarity(params["U"])
-                per_step = (time.perf_counter() - t_start) / step
-                progress.update(step, running, running / task.baseline, uerr, per_step)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                h = evaluate(step)
-                h["train_loss"] = running
-                h["seconds"] = time.perf_counter() - t_start
-                history.append(h)
-                say(eval_line(h))
-                frac = h["loss"] / task.baseline
-                why = too_large(h["loss"])
-                if why is not None:
-                    stop_reason = "diverged"
-                    say(f"step {step:>6}  the test loss {why}: stopping (diverged)")
+                last = step == cfg.steps
+                if (step % _PROGRESS_EVERY == 0 or last) and not _report_progress(run, step, loss):
                     break
-                if not decayed and cfg.lr_decay < 1 and frac < cfg.decay_below:
-                    decayed = True
-                    opt.lr *= cfg.lr_decay
-                    update_U.scale(cfg.lr_decay)
-                    say(f"step {step:>6}  solved (below {100 * cfg.decay_below:g}% of the "
-                        f"baseline): learning rates × {cfg.lr_decay:g}")
-                if (
-                    cfg.stop_below  # None or 0: never
-                    and frac < cfg.stop_below
-                    and (h["accuracy"] is None or h["accuracy"] >= cfg.stop_recall)
-                ):
-                    stop_reason = "target"
-                    say(f"step {step:>6}  below {100 * cfg.stop_below:g}% of the baseline: "
-                        + ("stopping early" if step < cfg.steps else "done"))
+                if (step % cfg.eval_every == 0 or last) and not _evaluate(run, step):
                     break
     except KeyboardInterrupt:
-        stop_reason = "interrupted"
-        say(f"step {done:>6}  interrupted: stopping after {done} completed steps")
-    wall = time.perf_counter() - t_start
-    if not history or history[-1]["step"] != done:
-        try:  # the state the summary reports
-            history.append(evaluate(done))
+        run.stop_reason = "interrupted"
+        run.say(f"step {run.done:>6}  interrupted: stopping after {run.done} completed steps")
+    wall = run.elapsed()
+    final = _final_test(run)
+    run.progress.clear()
+    return _summary(run, final, wall)
+
+
+#: What the summary reports when the run was interrupted before its first test.
+_NOT_TESTED = {"step": 0, "loss": math.nan, "accuracy": None, "unitarity_error": math.nan}
+
+
+def _final_test(run: _Run) -> dict[str, Any]:
+    """The test of the state the summary reports: the last one, or a new one if the
+    run stopped between tests (a second Ctrl-C skips it)."""
+    if not run.history or run.history[-1]["step"] != run.done:
+        try:
+            run.history.append(run.test(run.done))
         except KeyboardInterrupt:
-            stop_reason = "interrupted"
-            say("interrupted again: the summary reports the last test evaluation")
-    final = history[-1] if history else None
-    if final is None:  # interrupted before the first test evaluation
-        final = {"step": 0, "loss": math.nan, "accuracy": None, "unitarity_error": math.nan}
-    progress.clear()
-    summary = {
+            run.stop_reason = "interrupted"
+            run.say("interrupted again: the summary reports the last test evaluation")
+    return run.history[-1] if run.history else _NOT_TESTED
+
+
+def _settings(cfg: Config) -> dict[str, Any]:
+    """The settings half of the summary (None for those the method does not use)."""
+    lowrank = cfg.method in LOWRANK_METHODS
+    return {
         "task": cfg.task,
         "method": cfg.method,
-        "rank": cfg.rank if cfg.method in LOWRANK_METHODS else None,
-        "sampler": cfg.sampler if cfg.method in LOWRANK_METHODS else None,
+        "rank": cfg.rank if lowrank else None,
+        "sampler": cfg.sampler if lowrank else None,
         "seq_len": cfg.seq_len,
         "hidden": cfg.hidden,
         "batch": cfg.batch,
@@ -726,31 +802,38 @@ def _train(cfg, xp, device, stream, quiet, update_U):
         "seed": cfg.seed,
         "dtype": cfg.dtype,
         "backend": cfg.backend,
+    }
+
+
+def _summary(run: _Run, final: dict[str, Any], wall: float) -> dict[str, Any]:
+    """The summary of a run: its settings, then what it did (see :func:`train`)."""
+    cfg, done, baseline, update_U = run.cfg, run.done, run.task.baseline, run.update_U
+    reason = run.stop_reason
+    return {
+        **_settings(cfg),
         "iterations": done,
         "wall_seconds": wall,
         "seconds_per_step": wall / max(done, 1),
         "final_loss": _finite_or_none(final["loss"]),
-        "baseline_loss": task.baseline,
-        "loss_fraction": _finite_or_none(final["loss"] / task.baseline),
+        "baseline_loss": baseline,
+        "loss_fraction": _finite_or_none(final["loss"] / baseline),
         "accuracy": final["accuracy"],
         "unitarity_error": _finite_or_none(final["unitarity_error"]),
-        "seconds_per_update": (
-            update_U.seconds / update_U.count if update_U.count else 0.0
-        ),
-        "stop_reason": stop_reason,
-        "diverged": stop_reason == "diverged",
-        "stopped_early": stop_reason == "target" and done < cfg.steps,
-        "target_met": _target_met(cfg.task, final, task.baseline),
+        "seconds_per_update": update_U.seconds / update_U.count if update_U.count else 0.0,
+        "stop_reason": reason,
+        "diverged": reason == "diverged",
+        "stopped_early": reason == "target" and done < cfg.steps,
+        "target_met": _target_met(cfg.task, final, baseline),
         "history": [
             {k: (_finite_or_none(v) if isinstance(v, float) else v) for k, v in h.items()}
-            for h in history
+            for h in run.history
         ],
     }
-    return summary
 
 
 def _target_met(task: str, final: dict[str, Any], baseline: float) -> bool:
-    """The issue's targets: copy < 2 % of the baseline and >= 99 % recall; adding MSE < 0.01."""
+    """The summary's target: copy below 2 % of the baseline with >= 99 % recall; adding
+    MSE below 0.01."""
     loss = final["loss"]
     if not math.isfinite(loss):
         return False
@@ -814,8 +897,8 @@ def format_summary(s: dict[str, Any]) -> str:
 def _stop_reason(s: dict[str, Any]) -> str:
     """Why the run of summary `s` stopped, one of :data:`STOP_REASONS`.
 
-    Summaries written before ``stop_reason`` existed get it from their
-    ``diverged`` and ``stopped_early`` flags.
+    A summary without a ``stop_reason`` key gets it from its ``diverged`` and
+    ``stopped_early`` flags.
     """
     reason = s.get("stop_reason")
     if reason in STOP_REASONS:

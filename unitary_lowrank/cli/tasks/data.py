@@ -1,7 +1,7 @@
 """Batches of the copy-memory and adding problems (``docs/tasks.md``).
 
 Batches are drawn on the host with a NumPy Generator, so a seed gives the same
-data on every backend; :mod:`unitary_lowrank.tasks.train` moves them to the
+data on every backend; :mod:`unitary_lowrank.cli.tasks.train` moves them to the
 device. Arrays are time-major: axis 0 is time, axis 1 the batch.
 """
 
@@ -11,8 +11,6 @@ import math
 from typing import Any
 
 import numpy as np
-
-from ..haar import as_generator
 
 __all__ = [
     "ADDING_BASELINE",
@@ -66,7 +64,7 @@ def copy_baseline(seq_len: int, n_copy: int = N_COPY, n_symbols: int = N_SYMBOLS
 
     Examples
     --------
-    >>> from unitary_lowrank.tasks.data import copy_baseline
+    >>> from unitary_lowrank.cli.tasks.data import copy_baseline
     >>> round(copy_baseline(1000), 4)
     0.0204
     """
@@ -105,7 +103,7 @@ def copy_batch(
 
     Examples
     --------
-    >>> from unitary_lowrank.tasks.data import copy_batch
+    >>> from unitary_lowrank.cli.tasks.data import copy_batch
     >>> x, y = copy_batch(1, 3, rng=0, n_copy=2)
     >>> x[:, 0].tolist()[2:], y[:, 0].tolist()[:5]
     ([0, 0, 9, 0, 0], [0, 0, 0, 0, 0])
@@ -115,7 +113,7 @@ def copy_batch(
     _check_sizes(batch, seq_len, 1)
     if int(n_copy) < 1:
         raise ValueError(f"n_copy must be a positive integer, got {n_copy}")
-    gen = as_generator(rng)
+    gen = np.random.default_rng(rng)
     T, K = int(seq_len), int(n_copy)
     symbols = gen.integers(1, N_SYMBOLS + 1, size=(K, int(batch)))
     inputs = np.full((T + 2 * K, int(batch)), BLANK, dtype=np.int64)
@@ -157,7 +155,7 @@ def adding_batch(batch: int, seq_len: int, rng: Any = None) -> tuple[np.ndarray,
     Examples
     --------
     >>> import numpy as np
-    >>> from unitary_lowrank.tasks.data import adding_batch
+    >>> from unitary_lowrank.cli.tasks.data import adding_batch
     >>> x, y = adding_batch(4, 10, rng=0)
     >>> x.shape, y.shape, x[:, :, 1].sum(axis=0).tolist()
     ((10, 4, 2), (4,), [2.0, 2.0, 2.0, 2.0])
@@ -165,7 +163,7 @@ def adding_batch(batch: int, seq_len: int, rng: Any = None) -> tuple[np.ndarray,
     True
     """
     _check_sizes(batch, seq_len, 2)
-    gen = as_generator(rng)
+    gen = np.random.default_rng(rng)
     T, B = int(seq_len), int(batch)
     half = T // 2
     values = gen.uniform(0.0, 1.0, size=(T, B))

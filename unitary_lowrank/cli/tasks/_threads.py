@@ -79,7 +79,7 @@ def blas_threads(n: int | None) -> Iterator[int]:
 
     Examples
     --------
-    >>> from unitary_lowrank.tasks._threads import blas_threads
+    >>> from unitary_lowrank.cli.tasks._threads import blas_threads
     >>> with blas_threads(1) as changed:
     ...     changed >= 0
     True
@@ -140,7 +140,7 @@ def limit_blas_threads(n: int) -> int:
 
     Examples
     --------
-    >>> from unitary_lowrank.tasks._threads import limit_blas_threads
+    >>> from unitary_lowrank.cli.tasks._threads import limit_blas_threads
     >>> limit_blas_threads(2) >= 0
     True
     """

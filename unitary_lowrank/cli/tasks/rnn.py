@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..haar import as_generator, random_unitary
+import unitary_lowrank as ul
 
 __all__ = [
     "INITS",
@@ -61,12 +61,12 @@ def henaff_orthogonal(n: int, rng: Any = None) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> from unitary_lowrank.tasks.rnn import henaff_orthogonal
+    >>> from unitary_lowrank.cli.tasks.rnn import henaff_orthogonal
     >>> W = henaff_orthogonal(5, rng=0)
     >>> bool(np.allclose(W.T @ W, np.eye(5))), float(W[4, 4]), float(W[0, 2])
     (True, 1.0, 0.0)
     """
-    gen = as_generator(rng)
+    gen = np.random.default_rng(rng)
     W = np.eye(n)
     theta = gen.uniform(-math.pi, math.pi, size=n // 2)
     c, s = np.cos(theta), np.sin(theta)
@@ -127,7 +127,7 @@ def init_params(
 
     Examples
     --------
-    >>> from unitary_lowrank.tasks.rnn import init_params
+    >>> from unitary_lowrank.cli.tasks.rnn import init_params
     >>> p = init_params(10, 6, 9, rng=0)
     >>> {k: v.shape for k, v in p.items()}["U"], p["U"].dtype
     ((6, 6), dtype('float32'))
@@ -140,11 +140,11 @@ def init_params(
         from array_api_compat import array_namespace
 
         xp = array_namespace(np.empty(0))
-    gen = as_generator(rng)
+    gen = np.random.default_rng(rng)
     if init == "henaff":
         U = henaff_orthogonal(hidden, gen)
     else:
-        U = random_unitary(hidden, dtype="float64", rng=gen)
+        U = ul.random_unitary(hidden, dtype="float64", rng=gen)
     host = {
         "W_in": gen.standard_normal((hidden, n_in)) * math.sqrt(2.0 / n_in),
         "U": U,
@@ -209,7 +209,7 @@ def forward(
     Examples
     --------
     >>> import numpy as np, array_api_compat.numpy as xp
-    >>> from unitary_lowrank.tasks.rnn import init_params, forward
+    >>> from unitary_lowrank.cli.tasks.rnn import init_params, forward
     >>> p = init_params(2, 4, 1, rng=0, dtype="float64")
     >>> y, cache = forward(p, np.ones((5, 3, 2)), readout="last", xp=xp)
     >>> y.shape, cache.H.shape
@@ -318,7 +318,7 @@ def backward(
     Examples
     --------
     >>> import numpy as np, array_api_compat.numpy as xp
-    >>> from unitary_lowrank.tasks.rnn import init_params, forward, backward, dense_gradient
+    >>> from unitary_lowrank.cli.tasks.rnn import init_params, forward, backward, dense_gradient
     >>> p = init_params(2, 4, 1, rng=0, dtype="float64")
     >>> y, cache = forward(p, np.ones((5, 3, 2)), readout="last", xp=xp)
     >>> g = backward(p, cache, np.ones_like(y), xp=xp)
@@ -387,7 +387,7 @@ def dense_gradient(factors: tuple[Any, Any], *, xp: ModuleType) -> Any:
     Examples
     --------
     >>> import numpy as np, array_api_compat.numpy as xp
-    >>> from unitary_lowrank.tasks.rnn import dense_gradient
+    >>> from unitary_lowrank.cli.tasks.rnn import dense_gradient
     >>> dense_gradient((np.ones((2, 3)), np.ones((2, 3))), xp=xp)
     array([[3., 3.],
            [3., 3.]])
@@ -418,7 +418,7 @@ def cross_entropy(logits: Any, targets: Any, *, xp: ModuleType) -> tuple[Any, An
     Examples
     --------
     >>> import numpy as np, array_api_compat.numpy as xp
-    >>> from unitary_lowrank.tasks.rnn import cross_entropy
+    >>> from unitary_lowrank.cli.tasks.rnn import cross_entropy
     >>> loss, d = cross_entropy(np.zeros((1, 1, 8)), np.eye(8)[None, :1], xp=xp)
     >>> round(float(loss), 4)  # ln 8
     2.0794
@@ -453,7 +453,7 @@ def mean_squared_error(pred: Any, targets: Any, *, xp: ModuleType) -> tuple[Any,
     Examples
     --------
     >>> import numpy as np, array_api_compat.numpy as xp
-    >>> from unitary_lowrank.tasks.rnn import mean_squared_error
+    >>> from unitary_lowrank.cli.tasks.rnn import mean_squared_error
     >>> loss, d = mean_squared_error(np.ones((2, 1)), np.array([1.0, 3.0]), xp=xp)
     >>> float(loss), d.ravel().tolist()
     (2.0, [0.0, -2.0])

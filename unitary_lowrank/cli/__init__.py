@@ -1,0 +1,35 @@
+"""The application: a command line that trains orthogonal RNNs on the copy and adding tasks,
+or times the updates.
+
+It uses the library only through its public names (``import unitary_lowrank as ul``);
+nothing in :mod:`unitary_lowrank` imports it.
+
+Run ``python -m unitary_lowrank --help`` (or the ``unitary-lowrank`` console
+script). Subcommands:
+
+- ``copy`` and ``adding``: train a recurrent network whose recurrent matrix
+  stays orthogonal, on the copy-memory or adding problem of the projUNN paper;
+- ``bench``: time the low-rank updates against the dense references;
+- ``plot``: draw the test-loss curves of runs saved with ``--json``.
+
+Exit status, and what a run leaves behind:
+
+- 0: done (``copy``/``adding``: all ``--steps`` run, or stopped by ``--stop-below``);
+- 1: the run diverged (a loss or the step on U stopped being finite, or a loss grew
+  10 000 times above the larger of the baseline and the initial test loss), or the
+  output could not be written, or an unexpected error;
+- 2: a bad command line (the option values, the ``--json``/``--plot``/``--out``
+  paths, which are checked before any training or timing starts, a missing backend
+  or matplotlib, sizes that do not fit in memory);
+- 130: interrupted (Ctrl-C).
+
+Every failure ends with one line on stderr, never a traceback (``python -X dev``
+shows the traceback of an unexpected error). A training run that diverges or is
+interrupted still prints its summary and writes ``--json`` and ``--plot``; the JSON
+summary's ``stop_reason`` says why it stopped: ``"steps"`` (all run), ``"target"``
+(``--stop-below``), ``"diverged"`` or ``"interrupted"``.
+"""
+
+from .app import main
+
+__all__ = ["main"]

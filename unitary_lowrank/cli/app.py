@@ -1,0 +1,430 @@
+"""The command line's parser and subcommands (see :mod:`unitary_lowrank.cli`).
+
+Each subcommand checks its options and output paths first, reporting a bad
+command line as one line and exit status 2, then hands the work to
+:mod:`unitary_lowrank.cli.tasks.train` (``copy``, ``adding``),
+:mod:`unitary_lowrank.cli.bench` (``bench``) or the plot of saved runs
+(``plot``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+PROG = "unitary-lowrank"
+
+
+class _UsageError(Exception):
+    """A bad command line: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that raises instead of printing the usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: error: {message}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value
+
+
+def _int_list(text: str) -> list[int]:
+    return [_positive_int(part) for part in text.split(",") if part.strip()]
+
+
+def _str_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
+    from .tasks import train as T
+
+    d = T.default_config(task)
+    p.add_argument("--preset", choices=["paper"],
+                   help="the paper's sizes (copy: T=1000, hidden 190, batch 128, lr 7e-4, "
+                        "divider 32, rank 1; adding: T=200, hidden 170, batch 50); meant for a GPU. "
+                        "Explicit options override it")
+    p.add_argument("--method", choices=T.METHODS, default="transport",
+                   help="update of U: transport (projUNN-T), project (projUNN-D), cayley, "
+                        "dense-polar (dense SVD each step), unconstrained (RMSprop on U), "
+                        "frozen (never trained); default: %(default)s")
+    p.add_argument("--rank", type=_positive_int,
+                   help=f"rank of the sketched step on U; default: {d.rank}")
+    p.add_argument("--sampler", choices=T.SAMPLERS, default="lsi",
+                   help="sketch of the step on U; default: %(default)s")
+    p.add_argument("--seq-len", type=_positive_int,
+                   help=("delay T between the symbols and the marker" if task == "copy"
+                         else "sequence length T") + f"; default: {d.seq_len}")
+    p.add_argument("--hidden", type=_positive_int, help=f"hidden size; default: {d.hidden}")
+    p.add_argument("--batch", type=_positive_int, help=f"batch size; default: {d.batch}")
+    p.add_argument("--steps", type=_positive_int,
+                   help=f"maximum number of training steps; default: {d.steps}")
+    p.add_argument("--lr", type=_positive_float,
+                   help=f"RMSprop learning rate; default: {d.lr:g}")
+    p.add_argument("--unitary-lr-divider", type=_positive_float,
+                   help="the step on U is -(lr / divider) times its direction (see "
+                        "--unitary-direction); "
+                        f"default: {d.unitary_lr_divider:g}")
+    p.add_argument("--unitary-direction", choices=T.DIRECTIONS,
+                   help="direction of the step on U: the gradient itself, or RMSprop's "
+                        "gradient / (sqrt(running mean of gradient^2) + eps), as in the "
+                        f"projUNN paper's code; default: {d.unitary_direction}")
+    p.add_argument("--lr-decay", type=_positive_float,
+                   help="multiply both learning rates by this once the test loss is below "
+                        f"--decay-below times the baseline (1: never); default: {d.lr_decay:g}")
+    p.add_argument("--decay-below", type=_positive_float,
+                   help=f"see --lr-decay; default: {d.decay_below:g}")
+    p.add_argument("--stop-below", type=_non_negative_float,
+                   help="stop once the test loss is below this times the baseline (and, on "
+                        "copy, --stop-recall of the recalled test symbols are right); 0: "
+                        "never; default: "
+                        + ("0" if d.stop_below is None else f"{d.stop_below:g}"))
+    if task == "copy":
+        p.add_argument("--stop-recall", type=_fraction,
+                       help="with --stop-below: the fraction of recalled test symbols that "
+                            f"must be right to stop (1: all); default: {d.stop_recall:g}")
+    p.add_argument("--nonlinearity", choices=["relu", "modrelu"],
+                   help=f"default: {d.nonlinearity}")
+    p.add_argument("--init", choices=["henaff", "haar"],
+                   help="initial U: Henaff (2x2 rotations, angles U(-pi, pi)) or Haar; "
+                        f"default: {d.init}")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the data, initialisation and sketches (an integer >= 0); "
+                        "default: %(default)s")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="default: %(default)s")
+    p.add_argument("--backend", choices=T.BACKENDS, default="numpy",
+                   help="array library (cupy: a CUDA GPU); default: %(default)s")
+    p.add_argument("--eval-every", type=_positive_int,
+                   help=f"steps between test evaluations; default: {d.eval_every}")
+    p.add_argument("--test-batch", type=_positive_int,
+                   help=f"size of the fixed test batch; default: {d.test_batch}")
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="BLAS threads (small products run best on one); default: %(default)s")
+    p.add_argument("--json", metavar="PATH", help="write a JSON summary here")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG of the test loss here "
+                                                  "(needs matplotlib)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress or test lines; only the final summary")
+
+
+_EXIT_STATUS = ("Exit status: 0 done, 1 the run diverged (or an output could not be written), "
+                "2 a bad command line, 130 interrupted (Ctrl-C); the summary's stop_reason "
+                "says why a run stopped (steps, target, diverged, interrupted).")
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(
+        prog=PROG,
+        description="Orthogonal RNNs trained with projUNN's low-rank unitary updates.",
+        epilog=_EXIT_STATUS,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for task, text in (("copy", "copy-memory task (remember 10 symbols over a delay T)"),
+                       ("adding", "adding problem (sum of two marked values)")):
+        p = sub.add_parser(task, help=f"train on the {text}",
+                           description=f"Train an orthogonal RNN on the {text}.",
+                           epilog=_EXIT_STATUS)
+        _add_train_options(p, task)
+    b = sub.add_parser("bench", help="time the low-rank updates against dense references",
+                       description="Time project, transport and Cayley updates of an n x n "
+                                   "unitary against the dense SciPy computations.")
+    b.add_argument("--n", type=_positive_int, default=1024, help="matrix size; default: 1024")
+    b.add_argument("--rank", type=_int_list, action="append",
+                   help="rank(s) of the step, repeatable or comma separated; default: 1,4")
+    b.add_argument("--dtype", type=_str_list, action="append",
+                   help="dtype(s), repeatable or comma separated; default: float64,float32")
+    b.add_argument("--repeats", type=_positive_int, default=5, help="default: 5")
+    b.add_argument("--json", metavar="PATH", help="write the rows as JSON here")
+    pl = sub.add_parser("plot", help="plot the test loss of saved runs",
+                        description="Draw the test-loss curves of runs saved with --json.")
+    pl.add_argument("runs", nargs="+", metavar="RUN.json")
+    pl.add_argument("--out", required=True, metavar="PATH", help="PNG to write")
+    pl.add_argument("--title", help="figure title")
+    return parser
+
+
+def _check_writable(path: str | None, flag: str, command: str) -> None:
+    """Refuse an output path that cannot be written, leaving nothing behind.
+
+    An existing file is opened for appending (not changed); a new one is created
+    and removed again, which tests the folder's permissions, the file system and
+    the name itself.
+    """
+    if path is None:
+        return
+    where = f"{PROG} {command}: error: {flag} {path!r}"
+    if os.path.isdir(path):
+        raise _UsageError(f"{where} is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise _UsageError(f"{where}: folder {folder} does not exist")
+    try:
+        if os.path.lexists(path):
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NONBLOCK", 0))
+            os.close(fd)
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            os.close(fd)
+            os.unlink(path)
+    except OSError as exc:
+        raise _UsageError(f"{where} cannot be written: {exc.strerror or exc}") from None
+
+
+def _check_distinct(command: str, outputs: Sequence[tuple[str, str | None]],
+                    inputs: Sequence[str] = ()) -> None:
+    """Refuse two outputs, or an output and an input, that are the same file."""
+    seen = {os.path.realpath(path): repr(path) for path in inputs}
+    for flag, path in outputs:
+        if path is None:
+            continue
+        key = os.path.realpath(path)
+        if key in seen:
+            raise _UsageError(f"{PROG} {command}: error: {flag} {path!r} is the same file "
+                              f"as {seen[key]}")
+        seen[key] = f"{flag} {path!r}"
+
+
+def _run_training(args: argparse.Namespace) -> int:
+    from .tasks import train as T
+
+    _check_writable(args.json, "--json", args.command)
+    _check_writable(args.plot, "--plot", args.command)
+    _check_distinct(args.command, [("--json", args.json), ("--plot", args.plot)])
+    fields = {f for f in T.Config.__dataclass_fields__ if f != "task"}
+    overrides = {k: v for k, v in vars(args).items() if k in fields}
+    try:
+        cfg = T.default_config(args.command, args.preset, **overrides)
+        cfg.validate()
+        T.resolve_backend(cfg.backend)
+        if args.plot is not None:
+            T.check_plot_available()
+    except T.ConfigError as exc:
+        raise _UsageError(f"{PROG} {args.command}: error: {exc}") from None
+    try:
+        summary = T.train(cfg, stream=sys.stderr, quiet=args.quiet)
+    except T.TrainingInterrupted as exc:  # Ctrl-C: report the steps done, then exit 130
+        summary = exc.summary
+    print(T.format_summary(summary), flush=True)
+    try:
+        if args.json is not None:
+            T.write_json(summary, args.json)
+            print(f"  summary written to {args.json}", flush=True)
+        if args.plot is not None:
+            T.plot_histories([summary], args.plot)
+            print(f"  plot written to {args.plot}", flush=True)
+    except OSError as exc:
+        print(f"{PROG} {args.command}: error: cannot write the output: {exc}",
+              file=sys.stderr)
+        return 1
+    reason = summary["stop_reason"]
+    if reason == "diverged":
+        print(f"{PROG} {args.command}: error: the run diverged after {summary['iterations']} "
+              "steps; try a smaller --lr or a larger --unitary-lr-divider", file=sys.stderr)
+        return 1
+    if reason == "interrupted":
+        print(f"{PROG} {args.command}: interrupted after {summary['iterations']} steps",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from unitary_lowrank.testing import DTYPE_NAMES
+
+    _check_writable(args.json, "--json", "bench")
+    ranks = [k for group in (args.rank or [[1, 4]]) for k in group]
+    dtypes = [d for group in (args.dtype or [["float64", "float32"]]) for d in group]
+    bad = [d for d in dtypes if d not in DTYPE_NAMES]
+    if bad or not ranks or not dtypes:
+        raise _UsageError(
+            f"{PROG} bench: error: --dtype must be among {', '.join(DTYPE_NAMES)} and --rank "
+            f"a list of positive integers, got dtypes {dtypes} and ranks {ranks}"
+        )
+    if max(ranks) > args.n:
+        raise _UsageError(f"{PROG} bench: error: --rank must be at most --n ({args.n}), "
+                          f"got {max(ranks)}")
+    try:
+        import scipy.linalg  # noqa: F401 - the dense references
+    except ImportError:
+        raise _UsageError(f"{PROG} bench: error: the benchmark compares with SciPy's dense "
+                          "routines: pip install 'unitary_lowrank[bench]'") from None
+    from .bench import bench
+
+    rows = bench(n=args.n, ranks=ranks, dtypes=dtypes, repeats=args.repeats, stream=sys.stdout)
+    if args.json is not None:
+        text = json.dumps(rows, indent=2) + "\n"
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            print(f"{PROG} bench: error: cannot write the rows: {exc}", file=sys.stderr)
+            return 1
+        print(f"rows written to {args.json}")
+    return 0
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _is_summary(s: Any) -> bool:
+    """Whether `s` has what :func:`plot_histories` reads from a ``--json`` summary."""
+    return (
+        isinstance(s, dict)
+        and s.get("task") in ("copy", "adding")
+        and isinstance(s.get("method"), str)
+        and _is_number(s.get("baseline_loss"))
+        and isinstance(s.get("history"), list)
+        and all(
+            isinstance(h, dict) and _is_number(h.get("step"))
+            and (h.get("loss") is None or _is_number(h.get("loss")))
+            for h in s["history"]
+        )
+    )
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    import json
+
+    from .tasks import train as T
+
+    _check_writable(args.out, "--out", "plot")
+    _check_distinct("plot", [("--out", args.out)], inputs=args.runs)
+    summaries: list[dict[str, Any]] = []
+    for path in args.runs:
+        try:
+            with open(path, encoding="utf-8") as f:
+                s = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise _UsageError(f"{PROG} plot: error: cannot read {path}: {exc}") from None
+        if not _is_summary(s):
+            raise _UsageError(f"{PROG} plot: error: {path} is not a summary written by --json")
+        summaries.append(s)
+    if len({s["task"] for s in summaries}) > 1:
+        raise _UsageError(f"{PROG} plot: error: the runs mix tasks; plot one task at a time")
+    try:
+        T.plot_histories(summaries, args.out, title=args.title)
+    except T.ConfigError as exc:
+        raise _UsageError(f"{PROG} plot: error: {exc}") from None
+    print(f"plot written to {args.out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with `argv` (default ``sys.argv[1:]``); return the exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments after the program name.
+
+    Returns
+    -------
+    int
+        0 on success, 1 when a training run diverged (or an output could not
+        be written, or an unexpected error), 2 for a bad command line, 130 when
+        interrupted (Ctrl-C). Every failure ends with one line on stderr.
+
+    Examples
+    --------
+    >>> from unitary_lowrank.cli import main
+    >>> main(["adding", "--steps", "2", "--seq-len", "6", "--hidden", "4", "--quiet",
+    ...       "--method", "frozen"])  # doctest: +ELLIPSIS
+    adding task, length T = 6, hidden 4, batch 50, ...
+    0
+    """
+    parser = _build_parser()
+    who = PROG  # the start of an error line: the program, then its command once known
+    try:
+        args = parser.parse_args(argv)
+        if args.command is not None:
+            who = f"{PROG} {args.command}"
+        if args.command is None:
+            raise _UsageError(f"{PROG}: error: choose a command: copy, adding, bench or plot "
+                              f"(see {PROG} --help)")
+        if args.command in ("copy", "adding"):
+            return _run_training(args)
+        if args.command == "bench":
+            return _run_bench(args)
+        return _run_plot(args)
+    except _UsageError as exc:
+        print(str(exc).replace("\n", " "), file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help and --version exit through argparse
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        print(f"{who}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader of stdout went away (``... | head``): no message
+        try:  # and no second error when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # stdout without a file descriptor
+            pass
+        return 1
+    except MemoryError as exc:
+        print(f"{who}: error: out of memory ({_one_line(exc) or 'no detail'}); "
+              "choose smaller sizes", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if sys.flags.dev_mode:  # python -X dev: the traceback, for debugging
+            raise
+        print(f"{who}: error: {type(exc).__name__}: {_one_line(exc)}",
+              file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
