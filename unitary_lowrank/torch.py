@@ -1,0 +1,452 @@
+r"""A PyTorch optimizer that keeps unitary, orthogonal and Stiefel weights on their manifold.
+
+:class:`ProjUNN` is a :class:`torch.optim.Optimizer`: each :meth:`~ProjUNN.step`
+takes the Euclidean gradient in ``.grad``, forms a direction (the gradient itself
+or RMSprop's ``G / (√v + ε)``), sketches it to rank k and retracts the step
+``−lr·D`` onto the manifold in O(n²k) with :func:`unitary_lowrank.step`
+(projUNN-T, projUNN-D or the Cayley update). Use it for the constrained weights
+only, and any other optimizer (``torch.optim.RMSprop``, ``Adam``, ...) for the
+rest of the model.
+
+This module imports torch; the rest of the library does not need it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+import unitary_lowrank as ul
+
+__all__ = ["ProjUNN"]
+
+_METHODS = ("polar", "exp", "cayley")
+_SAMPLERS = ("lsi", "randomized", "column")
+_DIRECTIONS = ("rmsprop", "gradient")
+_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+#: Largest number of columns for which the first-step check computes the exact
+#: ``‖WᴴW − I‖₂`` (O(np² + p³)); beyond, the probe estimate (O(n·p·16)).
+_EXACT_CHECK_MAX = 512
+#: Key of the root entropy in :meth:`ProjUNN.state_dict`.
+_ENTROPY_KEY = "projunn_entropy"
+
+
+class ProjUNN(torch.optim.Optimizer):
+    r"""Optimizer for weights that must stay unitary, orthogonal or on the Stiefel manifold.
+
+    Every parameter is a matrix (or a batch of matrices, shape ``(..., n, p)``)
+    with orthonormal columns (``WᴴW = I``), or, when it has more columns than
+    rows (``p > n``, e.g. the weight of ``nn.Linear(in, out)`` with
+    ``out < in``), orthonormal rows (``WWᴴ = I``). A step computes, under
+    :func:`torch.no_grad`, for each parameter whose ``.grad`` is not None::
+
+        D = G                      (direction="gradient")
+        D, v = G / (√v + ε), ...   (direction="rmsprop", ul.rmsprop_direction)
+        W ← ul.step(W, D, lr, rank=rank, method=method, sampler=sampler, rng=...)
+
+    i.e. the rank-`rank` sketch of ``−lr·D`` retracted onto the manifold in
+    O(n²·rank), so the weight stays unitary to rounding after any number of
+    steps. A wide weight is stepped as its conjugate transpose ``Wᴴ`` (which
+    has orthonormal columns) and written back transposed.
+
+    Parameters
+    ----------
+    params : iterable of tensors, of (name, tensor) pairs, or of dicts
+        The weights, or parameter groups (dicts with a ``"params"`` entry and
+        any of the hyper-parameters below, which override the defaults for
+        that group). Each weight has at least two dimensions and dtype
+        float32, float64, complex64 or complex128.
+    lr : float, default: 1e-3
+        Learning rate (>= 0): the step is ``−lr·D`` before the retraction. It
+        is read from ``group["lr"]`` at every step, so learning-rate
+        schedulers work. The projUNN paper divides the learning rate of its
+        RMSprop by a constant (32 for its RNNs) for the unitary weights.
+    method : {"exp", "polar", "cayley"}, default: "exp"
+        Retraction, as in :func:`unitary_lowrank.retract`: projUNN-T
+        (``"exp"``), projUNN-D (``"polar"``) or the Cayley update. Only
+        ``"polar"`` applies to non-square weights (Stiefel, tall or wide).
+    rank : int, default: 1
+        Rank of the step, ``1 <= rank <= min(n, p)``.
+    sampler : {"lsi", "randomized", "column"}, default: "lsi"
+        How the direction is sketched, as in :func:`unitary_lowrank.lowrank`;
+        ``"lsi"`` (the paper's) costs two products with D.
+    direction : {"rmsprop", "gradient"}, default: "rmsprop"
+        ``"gradient"``: D is the gradient. ``"rmsprop"``: RMSprop's
+        preconditioned direction ``G / (√v + ε)`` of
+        :func:`unitary_lowrank.rmsprop_direction`, with the running mean ``v``
+        of ``|G|²`` kept in ``state[p]["square_avg"]`` (as the projUNN paper's
+        code does).
+    alpha : float, default: 0.99
+        Smoothing constant of RMSprop's running mean, in [0, 1).
+    eps : float, default: 1e-8
+        Added to ``√v`` by RMSprop, > 0 and finite.
+    repair_every : int, optional
+        Every `repair_every` steps of a weight, check its drift with
+        :class:`unitary_lowrank.DriftGuard` (a cheap probe estimate of
+        ``‖WᴴW − I‖₂``) and re-unitarize it when the estimate exceeds the
+        guard's default tolerance (32·eps of the dtype). Default: never
+        (the low-rank updates are backward stable; drift grows like the
+        square root of the number of steps).
+    generator : None, int or torch.Generator, optional
+        Randomness of the sketches. None: fresh entropy from the operating
+        system; an int: a seed (>= 0); a :class:`torch.Generator`: one draw
+        from it at construction seeds the optimizer. Either way the i-th
+        parameter (counted over all groups, in order, as in
+        :meth:`state_dict`) gets its own NumPy generator
+        ``numpy.random.Generator(numpy.random.PCG64(numpy.random.SeedSequence(entropy,
+        spawn_key=(i,))))`` at its first step, whose state is kept in
+        ``state[p]["rng_state"]``; a weight without a gradient draws nothing.
+
+    Raises
+    ------
+    TypeError
+        If a hyper-parameter has the wrong type (named in the message), a
+        weight is not a tensor or has an unsupported dtype, or `generator` is
+        not None, an int or a :class:`torch.Generator`.
+    ValueError
+        If a hyper-parameter is out of range or unknown (named in the
+        message), a weight has fewer than two dimensions, `method` is
+        ``"exp"`` or ``"cayley"`` for a non-square weight, or `rank` exceeds
+        ``min(n, p)`` of a weight.
+
+    See Also
+    --------
+    unitary_lowrank.step : The update of one weight.
+    unitary_lowrank.rmsprop_direction : RMSprop's direction.
+    unitary_lowrank.DriftGuard : The drift repair policy.
+
+    Notes
+    -----
+    **First step.** A weight that is not unitary (orthonormal columns, or
+    rows when wide) at its first step is refused with a `ValueError` naming
+    it: ``‖WᴴW − I‖₂`` (exact for up to 512 columns, the probe estimate of
+    :func:`unitary_lowrank.unitarity_error` beyond) must be at most
+    ``sqrt(eps)`` of its dtype, the threshold of :func:`unitary_lowrank.retract`.
+    Initialise it with :func:`torch.nn.init.orthogonal_` or copy in
+    :func:`unitary_lowrank.random_unitary`.
+
+    **Failures change nothing.** Each step first computes every new weight and
+    state, then writes them all (``p.copy_(new)``). When anything fails — a
+    gradient holding NaN or infinity, a step too large for the dtype, a
+    weight that is not finite or no longer unitary — the step raises a
+    `ValueError` that names the weight, and no weight, running mean or random
+    state has changed: the caller may skip the batch and go on. (The weights
+    being all updated at once, a step holds one new copy of each of them.)
+
+    **Complex weights.** For a real loss of a complex weight, torch's
+    ``.grad`` is already the steepest-ascent direction (``∂L/∂W̄``), so
+    ``−lr·G`` descends; RMSprop's running mean is of ``|G|²`` (real).
+
+    **Resuming.** :meth:`state_dict` holds, per weight, the step count, the
+    running mean and the generator's state (as a tuple of ints), plus the
+    root entropy; :meth:`load_state_dict` into an optimizer built over the
+    same parameters continues bit-identically on the same machine.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import unitary_lowrank as ul
+    >>> from unitary_lowrank.torch import ProjUNN
+    >>> g = torch.Generator().manual_seed(0)
+    >>> W = torch.nn.Parameter(torch.empty(6, 6, dtype=torch.float64))
+    >>> _ = torch.nn.init.orthogonal_(W, generator=g)
+    >>> target = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64, generator=g))[0]
+    >>> opt = ProjUNN([W], lr=0.05, rank=2, generator=0)
+    >>> first = ((W - target) ** 2).sum().item()
+    >>> for _ in range(50):
+    ...     opt.zero_grad()
+    ...     loss = ((W - target) ** 2).sum()
+    ...     loss.backward()
+    ...     _ = opt.step()
+    >>> bool(loss.item() < first), bool(ul.unitarity_error(W.detach()) < 1e-13)
+    (True, True)
+
+    A closure, and a wide weight (orthonormal rows) in a group of its own:
+
+    >>> lin = torch.nn.Linear(8, 3, bias=False, dtype=torch.float64)
+    >>> _ = torch.nn.init.orthogonal_(lin.weight, generator=g)
+    >>> opt = ProjUNN([{"params": [lin.weight], "method": "polar", "lr": 0.01}], generator=1)
+    >>> x = torch.randn(4, 8, dtype=torch.float64, generator=g)
+    >>> def closure():
+    ...     opt.zero_grad()
+    ...     loss = lin(x).square().sum()
+    ...     loss.backward()
+    ...     return loss
+    >>> loss = opt.step(closure)
+    >>> bool(ul.unitarity_error(lin.weight.detach().mT) < 1e-13)
+    True
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        *,
+        method: str = "exp",
+        rank: int = 1,
+        sampler: str = "lsi",
+        direction: str = "rmsprop",
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        repair_every: int | None = None,
+        generator: None | int | torch.Generator = None,
+    ) -> None:
+        defaults = {"lr": lr, "method": method, "rank": rank, "sampler": sampler,
+                    "direction": direction, "alpha": alpha, "eps": eps,
+                    "repair_every": repair_every}
+        _check_hyper(defaults, "")
+        self._entropy = _root_entropy(generator)
+        super().__init__(params, defaults)
+
+    # ------------------------------------------------------------------ groups
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group (hyper-parameters not given take the defaults).
+
+        Parameters
+        ----------
+        param_group : dict
+            ``{"params": ..., "lr": ..., "rank": ..., ...}``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As for the constructor: a bad hyper-parameter or weight, named.
+        """
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        index = len(getattr(self, "param_groups", []))
+        merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
+        _check_hyper(merged, f" (param group {index})")
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            for i, p in enumerate(group["params"]):
+                _check_weight(p, group, _describe(group, index, i))
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
+    # ------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """The state, as :meth:`torch.optim.Optimizer.state_dict`, plus the root entropy.
+
+        Returns
+        -------
+        dict
+            ``{"state": ..., "param_groups": ..., "projunn_entropy": int}``;
+            ``state[i]`` holds ``"step"`` (int), ``"rng_state"`` (tuple of
+            ints) and, with RMSprop, ``"square_avg"`` (a real tensor).
+        """
+        sd = super().state_dict()
+        sd[_ENTROPY_KEY] = self._entropy
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state from :meth:`state_dict` (same parameters, same order).
+
+        Parameters
+        ----------
+        state_dict : dict
+            As returned by :meth:`state_dict`.
+        """
+        state_dict = dict(state_dict)
+        entropy = state_dict.pop(_ENTROPY_KEY, None)
+        super().load_state_dict(state_dict)
+        if entropy is not None:
+            self._entropy = int(entropy)
+
+    # -------------------------------------------------------------------- step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Take one step for every weight that has a gradient.
+
+        Parameters
+        ----------
+        closure : callable, optional
+            Re-evaluates the model and returns the loss (called with
+            gradients enabled, before the step).
+
+        Returns
+        -------
+        The closure's loss, or None.
+
+        Raises
+        ------
+        ValueError
+            If a weight is not unitary at its first step, a gradient holds NaN
+            or infinity, or the step fails; nothing is changed then (see Notes
+            of the class).
+        TypeError, ValueError
+            If a hyper-parameter of a group was set to an invalid value.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        pending = []
+        index = 0
+        for g, group in enumerate(self.param_groups):
+            _check_hyper(group, f" (param group {g})")
+            for i, p in enumerate(group["params"]):
+                if p.grad is not None:
+                    pending.append(self._prepare(p, group, _describe(group, g, i), index + i))
+            index += len(group["params"])
+        for p, new, state in pending:  # every new value is complete and finite: write them
+            p.copy_(new)
+            self.state[p].update(state)
+        return loss
+
+    def _prepare(self, p: torch.Tensor, group: dict[str, Any], name: str,
+                 index: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """The new value of `p` and its new state, without changing either."""
+        _check_weight(p, group, name)
+        grad = p.grad
+        if grad.is_sparse:
+            raise ValueError(f"ProjUNN: {name} has a sparse gradient, which is not supported")
+        state = self.state[p]
+        steps = int(state.get("step", 0))
+        wide = p.shape[-1] > p.shape[-2]
+        W = p.detach().mH if wide else p.detach()  # orthonormal columns
+        if steps == 0:
+            _check_unitary(W, name, wide)
+        new_state: dict[str, Any] = {"step": steps + 1}
+        if group["direction"] == "rmsprop":
+            D, new_state["square_avg"] = ul.rmsprop_direction(
+                grad, state.get("square_avg"), alpha=group["alpha"], eps=group["eps"])
+        else:
+            D = grad
+        gen = _generator(state.get("rng_state"), self._entropy, index)
+        try:
+            new = ul.step(W, D.mH if wide else D, group["lr"], rank=group["rank"],
+                          method=group["method"], sampler=group["sampler"], rng=gen,
+                          check_finite=True)
+            every = group["repair_every"]
+            if every is not None and (steps + 1) % every == 0:
+                guard = ul.DriftGuard(every=1, rng=gen)
+                new = guard(new)
+                new_state["repairs"] = int(state.get("repairs", 0)) + guard.repairs
+        except ValueError as exc:
+            raise ValueError(f"ProjUNN: the step of {name} failed, nothing was changed: "
+                             f"{exc}") from exc
+        new_state["rng_state"] = _pack(gen)
+        return p, new.mH if wide else new, new_state
+
+
+# ---------------------------------------------------------------------- helpers
+def _describe(group: dict[str, Any], g: int, i: int) -> str:
+    names = group.get("param_names")
+    label = f"parameter {i} ({names[i]!r})" if names else f"parameter {i}"
+    p = group["params"][i]
+    return f"{label} of param group {g} (shape {tuple(p.shape)}, {p.dtype})"
+
+
+def _check_hyper(h: dict[str, Any], where: str) -> None:
+    """`TypeError`/`ValueError` naming the first invalid hyper-parameter of a group."""
+    lr = h["lr"]
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+        raise TypeError(f"lr must be a real number{where}, got {type(lr).__name__} {lr!r}")
+    if not (0.0 <= float(lr) < math.inf):
+        raise ValueError(f"lr must be finite and >= 0{where}, got {lr!r}")
+    for key, allowed in (("method", _METHODS), ("sampler", _SAMPLERS),
+                         ("direction", _DIRECTIONS)):
+        if not isinstance(h[key], str) or h[key] not in allowed:
+            raise ValueError(f"{key} must be one of {', '.join(map(repr, allowed))}{where}, "
+                             f"got {h[key]!r}")
+    rank = h["rank"]
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
+        raise TypeError(f"rank must be an int{where}, got {type(rank).__name__} {rank!r}")
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1{where}, got {rank!r}")
+    alpha, eps = h["alpha"], h["eps"]
+    for key, value in (("alpha", alpha), ("eps", eps)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{key} must be a real number{where}, got "
+                            f"{type(value).__name__} {value!r}")
+    if not 0.0 <= float(alpha) < 1.0:
+        raise ValueError(f"alpha must be in [0, 1){where}, got {alpha!r}")
+    if not 0.0 < float(eps) < math.inf:
+        raise ValueError(f"eps must be finite and > 0{where}, got {eps!r}")
+    every = h["repair_every"]
+    if every is not None:
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral):
+            raise TypeError(f"repair_every must be None or an int{where}, got "
+                            f"{type(every).__name__} {every!r}")
+        if every < 1:
+            raise ValueError(f"repair_every must be >= 1{where}, got {every!r}")
+
+
+def _check_weight(p: torch.Tensor, group: dict[str, Any], name: str) -> None:
+    """Shape, dtype, method and rank of a weight; O(1)."""
+    if p.dtype not in _DTYPES:
+        raise TypeError(f"ProjUNN: {name}: the dtype must be float32, float64, complex64 or "
+                        f"complex128, got {p.dtype}")
+    if p.ndim < 2:
+        raise ValueError(f"ProjUNN: {name}: a weight must be a matrix or a batch of matrices "
+                         f"(..., n, p), got {p.ndim} dimension(s)")
+    n, q = p.shape[-2:]
+    if n != q and group["method"] != "polar":
+        raise ValueError(f"ProjUNN: {name}: method={group['method']!r} needs square weights; "
+                         "use method='polar' for a non-square (Stiefel) weight")
+    if group["rank"] > min(n, q):
+        raise ValueError(f"ProjUNN: {name}: rank must be <= min(n, p) = {min(n, q)}, "
+                         f"got {group['rank']}")
+
+
+def _check_unitary(W: torch.Tensor, name: str, wide: bool) -> None:
+    """`ValueError` naming the weight unless ``‖WᴴW − I‖₂ <= sqrt(eps)`` (W tall or square)."""
+    if W.shape[-1] <= _EXACT_CHECK_MAX:
+        err = ul.unitarity_error(W)
+    else:  # a lower estimate, O(n·p·16); a fixed seed draws nothing from the optimizer
+        err = ul.unitarity_error(W, method="probe", rng=0)
+    worst = float(err.max()) if err.numel() else 0.0
+    tol = math.sqrt(torch.finfo(W.dtype).eps)
+    if not worst <= tol:  # also catches NaN (unitarity_error gives inf)
+        kind = "rows" if wide else "columns"
+        form = "W Wᴴ" if wide else "Wᴴ W"
+        raise ValueError(
+            f"ProjUNN: {name} does not have orthonormal {kind} at its first step: "
+            f"‖{form} − I‖₂ = {worst:.3g} > {tol:.3g} (sqrt(eps)). Initialise it first, "
+            "e.g. torch.nn.init.orthogonal_(weight), or copy in "
+            "unitary_lowrank.random_unitary(n, p, dtype=..., xp=torch)"
+            + (" transposed" if wide else "")
+        )
+
+
+def _root_entropy(generator: Any) -> int:
+    """The root entropy (a non-negative int) from None, a seed or a torch.Generator."""
+    if generator is None:
+        return int(np.random.SeedSequence().entropy)
+    if isinstance(generator, torch.Generator):
+        draws = torch.randint(0, 2**62, (2,), generator=generator, device=generator.device)
+        a, b = (int(x) for x in draws.tolist())
+        return (a << 62) | b
+    if isinstance(generator, bool) or not isinstance(generator, numbers.Integral):
+        raise TypeError("generator must be None, an int seed or a torch.Generator, got "
+                        f"{type(generator).__name__}")
+    if generator < 0:
+        raise ValueError(f"generator must be a non-negative int seed, got {generator}")
+    return int(generator)
+
+
+def _generator(packed: tuple[int, ...] | None, entropy: int, index: int) -> np.random.Generator:
+    """The weight's NumPy generator: from its saved state, or seeded at its first step."""
+    if packed is None:
+        seq = np.random.SeedSequence(entropy, spawn_key=(index,))
+        return np.random.Generator(np.random.PCG64(seq))
+    bits = np.random.PCG64()
+    state, inc, has_uint32, uinteger = packed
+    bits.state = {"bit_generator": "PCG64", "state": {"state": int(state), "inc": int(inc)},
+                  "has_uint32": int(has_uint32), "uinteger": int(uinteger)}
+    return np.random.Generator(bits)
+
+
+def _pack(gen: np.random.Generator) -> tuple[int, int, int, int]:
+    """The generator's state as ints only (torch's load_state_dict would mangle strings)."""
+    s = gen.bit_generator.state
+    return (int(s["state"]["state"]), int(s["state"]["inc"]), int(s["has_uint32"]),
+            int(s["uinteger"]))
