@@ -63,7 +63,7 @@ def main(cases, samples, min_time):
         rng = np.random.default_rng(n)
         U = ul.random_unitary(n, dtype=dtype, rng=rng)
         A, B = lowrank_factors(n, n, k, dtype, rng, norm=0.05)
-        engine = "numba" if (k <= 2 and ul._numba.load() is not None) else "blas"
+        engine = "numba" if (k <= 2 and ul._engines.load_numba() is not None) else "blas"
         calls = {
             "auto": lambda: ul.project(U, A, B),
             "serial": with_threads(1, lambda: ul.project(U, A, B, engine=engine)),

@@ -81,7 +81,7 @@ def run(quick: bool, *, sizes=None, ranks=None, dtypes=None, dense_max_n: int = 
     reps = repeats or (1 if quick else 7)
     mt = 0.0 if quick else 0.05  # quick: one call per sample, the smoke test only runs the code
     rows: list[dict] = []
-    numba_ok = ul._numba.load() is not None
+    numba_ok = ul._engines.load_numba() is not None
     per_dtype: dict[tuple, float] = {}
     for dtype in dtypes:
         for n in sizes:

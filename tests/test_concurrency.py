@@ -26,13 +26,14 @@ import numpy as np
 import pytest
 
 import unitary_lowrank as ul
-from unitary_lowrank import _blocked, _numba, _parallel
+from unitary_lowrank import _engines, _parallel
+from unitary_lowrank._engines import blocked
 from unitary_lowrank.testing import compare_tol, lowrank_factors
 
-needs_numba = pytest.mark.skipif(_numba.load() is None, reason="numba is not installed")
+needs_numba = pytest.mark.skipif(_engines.load_numba() is None, reason="numba is not installed")
 on_linux = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
-# n = 1024 is the smallest size at which the kernels may use threads (_numba._PARALLEL_MIN).
+# n = 1024 is the smallest size at which the kernels may use threads (_engines.numba._PARALLEL_MIN).
 _SETUP = """
 import os, sys, threading
 import numpy as np
@@ -168,7 +169,7 @@ def test_malformed_thread_variable_is_reported_on_first_update():
     env = dict(os.environ, UNITARY_LOWRANK_NUM_THREADS="two")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=120, check=False)
-    if _numba.load() is None:
+    if _engines.load_numba() is None:
         pytest.skip("numba is not installed")
     assert "UNITARY_LOWRANK_NUM_THREADS must be a positive integer, got 'two'" in proc.stdout
 
@@ -228,7 +229,7 @@ ENGINES = ["blas", "array_api", pytest.param("numba", marks=needs_numba)]
 @pytest.mark.parametrize("engine", ENGINES)
 def test_in_place_update_is_all_or_nothing_under_interrupts(engine, method, monkeypatch):
     # small blocks, so that the blocked engine writes U in many Python-loop iterations
-    monkeypatch.setattr(_blocked, "_BLOCK_BYTES", 4 * 48 * 8)
+    monkeypatch.setattr(blocked, "_BLOCK_BYTES", 4 * 48 * 8)
     rng = np.random.default_rng(5)
     U0 = ul.random_unitary(48, dtype="float64", rng=rng)
     A, B = lowrank_factors(48, 48, 3, "float64", rng, norm=0.3)

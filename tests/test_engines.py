@@ -1,8 +1,12 @@
 """The two-pass NumPy engines (Numba kernels, cache-blocked BLAS) agree with the
-array-agnostic body to a few eps; engine switch errors."""
+array-agnostic body to a few eps; engine switch errors; the engines implement
+the written interface (``_engines.Engine``) and ``_engines.select`` picks them as
+documented."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
 import subprocess
 import sys
@@ -11,7 +15,8 @@ import numpy as np
 import pytest
 
 import unitary_lowrank as ul
-from unitary_lowrank import _numba
+from unitary_lowrank import _engines
+from unitary_lowrank._engines import _shared
 from unitary_lowrank.testing import (
     assert_close,
     assert_unitary,
@@ -23,8 +28,8 @@ from unitary_lowrank.testing import (
 METHODS = ("polar", "exp", "cayley")
 ENGINES = [
     "blas",
-    pytest.param("numba", marks=pytest.mark.skipif(_numba.load() is None,
-                                                    reason="numba is not installed")),
+    pytest.param("numba", marks=pytest.mark.skipif(_engines.load_numba() is None,
+                                                      reason="numba is not installed")),
 ]
 
 
@@ -138,7 +143,7 @@ def test_engine_errors():
             ul.project(torch.asarray(U), torch.asarray(A), torch.asarray(B), engine=engine)
 
 
-@pytest.mark.skipif(_numba.load() is None, reason="numba is not installed")
+@pytest.mark.skipif(_engines.load_numba() is None, reason="numba is not installed")
 def test_numba_disabled_by_environment():
     code = (
         "import numpy as np, unitary_lowrank as ul\n"
@@ -152,3 +157,87 @@ def test_numba_disabled_by_environment():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"UNITARY_LOWRANK_DISABLE_NUMBA": "1", "PATH": ""})
     assert "ImportError engine='numba' needs numba" in out.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# The written interface (_engines.Engine) and the choice of engine (_engines.select).
+
+ENGINE_MODULES = [
+    "blocked",
+    pytest.param("numba", marks=pytest.mark.skipif(_engines.load_numba() is None,
+                                                      reason="numba is not installed")),
+]
+INTERFACE = ("adjoint_products", "basis_from_products", "write_update")
+
+
+def _documented_signature(name: str) -> inspect.Signature:
+    """The signature of `name` in the Engine protocol, without `self` and annotations."""
+    sig = inspect.signature(getattr(_engines.Engine, name))
+    params = list(sig.parameters.values())[1:]
+    return inspect.Signature([p.replace(annotation=inspect.Parameter.empty) for p in params])
+
+
+def _bare_signature(func) -> inspect.Signature:
+    sig = inspect.signature(func)
+    return inspect.Signature([p.replace(annotation=inspect.Parameter.empty)
+                              for p in sig.parameters.values()])
+
+
+@pytest.mark.parametrize("module", ENGINE_MODULES)
+def test_engine_modules_implement_the_interface(module):
+    engine = importlib.import_module(f"unitary_lowrank._engines.{module}")
+    assert set(INTERFACE) <= set(engine.__all__)
+    for name in INTERFACE:
+        assert callable(getattr(engine, name)), name
+        assert _bare_signature(getattr(engine, name)) == _documented_signature(name), name
+    # the engine-independent step is one function, shared by both engines
+    assert engine.basis_from_products is _shared.basis_from_products
+
+
+def test_the_interface_is_documented():
+    for name in INTERFACE:
+        doc = getattr(_engines.Engine, name).__doc__
+        assert doc and "*batch" in doc, name
+    assert "one call" in _engines.Engine.write_update.__doc__
+
+
+@pytest.mark.parametrize("has_numba", [True, False])
+def test_select_picks_as_documented(monkeypatch, has_numba):
+    numba_engine = object()  # stands for the Numba engine, installed or not
+    monkeypatch.setattr(_engines, "load_numba", lambda: numba_engine if has_numba else None)
+    select = _engines.select
+    blocked = _engines.blocked
+    big = 512  # 512 × 512 = AUTO_MIN_ENTRIES
+    assert big * big == _engines.AUTO_MIN_ENTRIES
+    fast = numba_engine if has_numba else blocked
+
+    assert select("array_api", np, (big, big), 1) is None
+    assert select("blas", np, (3, 3), 5) is blocked
+    assert select("blas", np, (4, 3), 1) is None  # rectangular: the agnostic body
+    # auto: square NumPy inputs with at least AUTO_MIN_ENTRIES entries in all
+    assert select("auto", np, (big - 1, big - 1), 1) is None
+    assert select("auto", np, (big, big), 1) is fast
+    assert select("auto", np, (big, big), 2) is fast
+    assert select("auto", np, (big, big), 3) is blocked  # numba only for k <= 2
+    assert select("auto", np, (2 * big, big), 1) is None
+    # a batch of small matrices: numba loops over it in compiled code, BLAS blocks would not pay
+    assert select("auto", np, (64, 64, 64), 1) is (numba_engine if has_numba else None)
+    assert select("auto", np, (64, 64, 64), 3) is None
+    assert select("auto", np, (63, 64, 64), 1) is None
+    if has_numba:
+        assert select("numba", np, (3, 3), 7) is numba_engine
+        assert select("numba", np, (4, 3), 1) is None
+    else:
+        with pytest.raises(ImportError, match="engine='numba' needs numba"):
+            select("numba", np, (3, 3), 1)
+    with pytest.raises(ValueError, match="engine must be 'auto', 'numba', 'blas' or 'array_api'"):
+        select("fast", np, (3, 3), 1)
+
+
+def test_select_needs_numpy_for_an_explicit_engine():
+    xps = pytest.importorskip("array_api_strict")
+    assert _engines.select("auto", xps, (1024, 1024), 1) is None
+    assert _engines.select("array_api", xps, (1024, 1024), 1) is None
+    for engine in ("numba", "blas"):
+        with pytest.raises(ValueError, match=f"engine='{engine}' needs NumPy arrays"):
+            _engines.select(engine, xps, (8, 8), 1)

@@ -17,13 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import unitary_lowrank as ul
-from unitary_lowrank import _numba, _pool
+from unitary_lowrank import _engines, _pool
 from unitary_lowrank.testing import lowrank_factors
 
 ENGINES = [
     "blas",
-    pytest.param("numba", marks=pytest.mark.skipif(_numba.load() is None,
-                                                    reason="numba is not installed")),
+    pytest.param("numba", marks=pytest.mark.skipif(_engines.load_numba() is None,
+                                                      reason="numba is not installed")),
 ]
 METHODS = ("polar", "exp", "cayley")
 

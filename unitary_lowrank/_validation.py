@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from array_api_compat import array_namespace, is_jax_namespace
 
 from . import _pool
+from ._agnostic._updates import METHODS
 from ._array_api import (
     DTYPE_NAMES,
     broadcast_batch,
@@ -34,8 +35,10 @@ __all__ = [
     "check_finite",
     "check_lr",
     "check_matrix",
+    "check_method",
     "check_out",
     "check_same_device",
+    "validate_checked_step",
     "validate_step",
 ]
 
@@ -71,6 +74,14 @@ def as_real(value: Any, name: str, *, positive: bool = False) -> float:
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v!r} ({name} must be a finite real number)")
     return v
+
+
+def check_method(method: Any) -> str:
+    """The name of a retraction, one of :data:`~unitary_lowrank._agnostic._updates.METHODS`,
+    else a `ValueError`."""
+    if method not in METHODS:
+        raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
+    return method
 
 
 def check_lr(lr: Any) -> float:
@@ -176,13 +187,36 @@ def validate_step(
 ) -> Step:
     """Check shapes, dtypes, devices and values of a step ``U + A @ B^H``.
 
-    Every update passes here first, so this is also where a malformed
-    ``UNITARY_LOWRANK_RESULT_POOL`` is reported (O(1) once read).
+    Every update passes here (or through :func:`validate_checked_step`) first, so
+    this is also where a malformed ``UNITARY_LOWRANK_RESULT_POOL`` is reported
+    (O(1) once read).
     """
     _pool.check_environment()
     check_matrix(U, "U", xp, "(..., n, p)")
     check_matrix(A, "A", xp, "(..., n, k)")
     check_matrix(B, "B", xp, "(..., p, k)")
+    return _fit_step(U, A, B, xp, square=square, check_finite_U=check_finite_U, func=func)
+
+
+def validate_checked_step(
+    U: Any,
+    A: Any,
+    B: Any,
+    xp: ModuleType,
+    *,
+    square: bool,
+    check_finite_U: bool,
+    func: str,
+) -> Step:
+    """:func:`validate_step` without the checks of the single arrays, for a U that
+    passed :func:`check_matrix` and factors A, B that the library computed in `xp`."""
+    _pool.check_environment()
+    return _fit_step(U, A, B, xp, square=square, check_finite_U=check_finite_U, func=func)
+
+
+def _fit_step(U: Any, A: Any, B: Any, xp: ModuleType, *, square: bool, check_finite_U: bool,
+              func: str) -> Step:
+    """The checks of :func:`validate_step` that relate U, A and B, the values, and the cast."""
     n, p = U.shape[-2:]
     if square and n != p:
         raise ValueError(f"{func} needs a square U of shape (..., n, n), got {tuple(U.shape)}")

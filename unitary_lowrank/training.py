@@ -12,13 +12,11 @@ import math
 from typing import Any
 
 from ._array_api import core_dtype, dtype_name, get_namespace, is_lazy_array
-from ._validation import check_lr, check_matrix
+from ._validation import check_lr, check_matrix, check_method
 from .sketch import _operator, lowrank_operator
-from .updates import _no_fp_warnings, retract
+from .updates import _no_fp_warnings, _retract_checked
 
 __all__ = ["step"]
-
-_METHODS = ("polar", "exp", "cayley")
 
 
 def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler="randomized",
@@ -115,8 +113,7 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
     >>> U2.shape, bool(info.error <= 0.5)
     ((32, 32), True)
     """
-    if method not in _METHODS:
-        raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
+    check_method(method)
     lr = check_lr(lr)
     get_namespace(("U", U))  # TypeError unless U is an array
     op = _operator(G, xp)
@@ -134,7 +131,7 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
                            return_info=return_info)
     A, B = _scaled_step(res[0], res[1], lr, xp)
     try:
-        U_new = retract(U, A, B, method, check_finite=check_finite, out=out, xp=xp)
+        U_new = _retract_checked(U, A, B, method, check_finite_U=check_finite, out=out, xp=xp)
     except ValueError as exc:
         # The factors are finite (checked above), so an overflow of the core comes
         # from the size of lr·G: report it in the caller's terms, not as A @ B^H.

@@ -1,24 +1,36 @@
 r"""Low-rank retractions of a step ``A @ Bᴴ`` onto the unitary group: projUNN-D and -T.
 
 The public wrappers own validation and dispatch; the arithmetic lives in
-:mod:`unitary_lowrank._agnostic._updates`.
+:mod:`unitary_lowrank._agnostic._updates` and, for square NumPy inputs, in the
+two-pass engines of :mod:`unitary_lowrank._engines`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
+import re
+import textwrap
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from . import _blocked, _numba
+from . import _engines
 from ._agnostic import _updates
 from ._array_api import get_namespace, is_lazy_array, is_numpy_namespace, real_dtype
-from ._validation import check_finite, check_out, validate_step
+from ._validation import (
+    Step,
+    check_finite,
+    check_method,
+    check_out,
+    validate_checked_step,
+    validate_step,
+)
 
 __all__ = ["project", "retract", "transport"]
+
+#: The values of the ``engine`` argument (:data:`unitary_lowrank._engines.ENGINES`).
+ENGINES = _engines.ENGINES
 
 
 def _no_fp_warnings(xp: ModuleType):
@@ -41,56 +53,6 @@ def _check_core_input(U: Any, xp: ModuleType, *small: Any) -> None:
         return
     check_finite(U, "U", xp)
     raise ValueError("the step A @ B^H is too large: its core overflowed (scale the step down)")
-
-
-ENGINES = ("auto", "numba", "blas", "array_api")
-
-
-#: "auto" takes the two-pass engines from this many entries on (one 512×512 matrix, or
-#: e.g. 64 matrices of 64×64 for the kernels): below, the fixed cost of their small
-#: NumPy calls outweighs the pass over U they save.
-AUTO_MIN_ENTRIES = 1 << 18
-
-
-def _select_kernels(engine: str, xp: ModuleType, shape: tuple[int, ...], k: int):
-    """Two-pass NumPy implementation for this call, or None for the array-agnostic body.
-
-    ``"numba"``: the Numba kernels; ``"blas"``: cache-blocked NumPy/BLAS;
-    ``"auto"``, for square NumPy inputs of at least :data:`AUTO_MIN_ENTRIES`
-    entries: the Numba kernels for k <= 2 (when installed; they also loop over a
-    batch of small matrices in compiled code), else blocked BLAS for matrices of
-    that size each, else the agnostic body; the fastest on the benchmark
-    (``benchmarks/README.md``). An explicit engine never falls back silently.
-    """
-    if engine not in ENGINES:
-        raise ValueError(
-            f"engine must be 'auto', 'numba', 'blas' or 'array_api', got {engine!r}"
-        )
-    if engine == "array_api":
-        return None
-    if not is_numpy_namespace(xp):
-        if engine != "auto":
-            raise ValueError(f"engine={engine!r} needs NumPy arrays, got {xp.__name__} arrays")
-        return None
-    square = shape[-1] == shape[-2]
-    if engine == "auto":
-        per_matrix = shape[-1] * shape[-2]
-        total = math.prod(shape)
-        if not square or total < AUTO_MIN_ENTRIES:
-            return None
-        kernels = _numba.load() if k <= 2 else None
-        if kernels is not None:
-            return kernels
-        return _blocked if per_matrix >= AUTO_MIN_ENTRIES else None
-    if engine == "numba":
-        kernels = _numba.load()
-        if kernels is None:
-            raise ImportError(
-                "engine='numba' needs numba (pip install 'unitary_lowrank[numba]'), or it is "
-                "disabled by UNITARY_LOWRANK_DISABLE_NUMBA=1"
-            )
-        return kernels if square else None
-    return _blocked if square else None
 
 
 def _check_unitary_along_step(UQ: Any, xp: ModuleType, u_dtype: Any) -> None:
@@ -117,57 +79,124 @@ def _check_unitary_along_step(UQ: Any, xp: ModuleType, u_dtype: Any) -> None:
 
 
 def _run(U, A, B, method, *, square, check_finite_U, check_unitary, out, engine, xp, func):
+    """`project`, `transport` and `retract` after their own checks: validate the
+    caller's arrays, then update."""
     xp = get_namespace(("U", U), ("A", A), ("B", B), xp=xp)
-    if method not in _updates.METHODS:
-        raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
-    U0 = U
-    U, A, B, batch = validate_step(
-        U, A, B, xp, square=square, check_finite_U=check_finite_U, func=func
-    )
-    u_dtype = U0.dtype
+    step = validate_step(U, A, B, xp, square=square, check_finite_U=check_finite_U, func=func)
+    return _update(U, step, method, check_unitary=check_unitary, out=out, engine=engine, xp=xp)
+
+
+def _retract_checked(U, A, B, method, *, check_finite_U, out, xp):
+    """``retract(U, A, B, method, check_finite=check_finite_U, out=out)`` for a
+    `method` already checked, a U that passed ``check_matrix`` and factors A, B
+    that the library computed in the namespace `xp` (``training.step``)."""
+    step = validate_checked_step(U, A, B, xp, square=method != "polar",
+                                 check_finite_U=check_finite_U,
+                                 func=f"retract(method={method!r})")
+    return _update(U, step, method, check_unitary=True, out=out, engine="auto", xp=xp)
+
+
+def _update(U_given, step: Step, method, *, check_unitary, out, engine, xp):
+    """The update of validated arrays, into `out` if given.
+
+    `U_given` is U as the caller passed it: `out` must be on its device, and its
+    dtype sets the tolerance of the unitarity check.
+    """
+    U, A, B, batch = step
     shape = (*batch, *U.shape[-2:])
-    check_out(out, xp, shape, U.dtype, ("U", U0))
+    check_out(out, xp, shape, U.dtype, ("U", U_given))
     if A.shape[-1] == 0 or 0 in shape:  # empty step or empty batch: nothing moves
-        result = xp.asarray(xp.broadcast_to(U, shape), copy=True)
-        if out is None:
-            return result
-        out[...] = result
-        return out
-    is_square = U.shape[-2] == U.shape[-1]
-    kernels = _select_kernels(engine, xp, tuple(U.shape), A.shape[-1])
+        return _deliver(xp.asarray(xp.broadcast_to(U, shape), copy=True), out)
+    engine_module = _engines.select(engine, xp, tuple(U.shape), A.shape[-1])
+    unitary_dtype = U_given.dtype if check_unitary else None
     with _no_fp_warnings(xp):
-        if kernels is not None:
-            UhA, UB = kernels.adjoint_products(U, A, B, batch)  # one pass over U
-            Q, beta, alpha = _updates.step_subspace(UhA, B, batch, xp)
-        elif is_square:
-            Q, beta, alpha = _updates.square_subspace(U, A, B, batch, xp)
-        else:
-            Q, beta, alpha, Aperp = _updates.stiefel_subspace(U, A, B, batch, xp)
-        _check_core_input(U, xp, alpha, *(() if is_square else (Aperp,)))
-        if is_square:
-            D = _updates.core_minus_identity(alpha, beta, method, xp)
-            Z = None
-        else:
-            eps = float(xp.finfo(real_dtype(xp, U.dtype)).eps)
-            Z, D = _updates.stiefel_core(A, Aperp, beta, alpha, batch, eps, xp)
-        # The core is tiny, so checking it is free; finite U and a finite core give
-        # a finite result (|F - I| <= 2), so NaN never reaches the caller's weights.
+        if engine_module is not None:
+            return _two_pass_update(engine_module, U, A, B, batch, method, unitary_dtype, out, xp)
+        result = _portable_update(U, A, B, batch, method, unitary_dtype, xp)
+    return _deliver(result, out)
+
+
+def _two_pass_update(engine, U, A, B, batch, method, unitary_dtype, out, xp):
+    """The square update by a NumPy engine (:class:`~unitary_lowrank._engines.Engine`)."""
+    UhA, UB = engine.adjoint_products(U, A, B, batch)  # one pass over U
+    Q, beta, alpha = _updates.step_subspace(UhA, B, batch, xp)
+    D = _square_core(U, alpha, beta, method, xp)
+    L = engine.basis_from_products(U, A, UB, Q, beta, alpha, batch)
+    if unitary_dtype is not None:
+        _check_unitary_along_step(L, xp, unitary_dtype)
+    return engine.write_update(U, L, D, Q, batch, out)  # the second pass
+
+
+def _portable_update(U, A, B, batch, method, unitary_dtype, xp):
+    """The update by the array-agnostic body: square U, or U with fewer columns (polar)."""
+    if U.shape[-2] == U.shape[-1]:
+        Q, beta, alpha = _updates.square_subspace(U, A, B, batch, xp)
+        D = _square_core(U, alpha, beta, method, xp)
+        Z = None
+    else:
+        Q, beta, alpha, Aperp = _updates.stiefel_subspace(U, A, B, batch, xp)
+        _check_core_input(U, xp, alpha, Aperp)
+        eps = float(xp.finfo(real_dtype(xp, U.dtype)).eps)
+        Z, D = _updates.stiefel_core(A, Aperp, beta, alpha, batch, eps, xp)
         _check_core_input(U, xp, D)
-        if kernels is not None:
-            L = kernels.left_basis(U, A, UB, Q, beta, alpha, batch)
-        else:
-            L = _updates.left_basis(U, Q, xp)
-        if check_unitary:
-            _check_unitary_along_step(L, xp, u_dtype)
-        if kernels is not None:
-            return kernels.apply(U, L, D, Q, batch, out)
-        result = _updates.apply_core(U, L, Q, D, xp, Z)
+    L = _updates.times_basis(U, Q, xp)
+    if unitary_dtype is not None:
+        _check_unitary_along_step(L, xp, unitary_dtype)
+    return _updates.add_low_rank(U, L, Q, D, xp, Z)
+
+
+def _square_core(U, alpha, beta, method, xp):
+    """``F − I`` of the square update, with its input α and itself checked finite.
+
+    The core is tiny, so checking it is free; finite U and a finite core give a
+    finite result (``|F − I| <= 2``), so NaN never reaches the caller's weights.
+    """
+    _check_core_input(U, xp, alpha)
+    D = _updates.core_minus_identity(alpha, beta, method, xp)
+    _check_core_input(U, xp, D)
+    return D
+
+
+def _deliver(result, out):
+    """`result`, or `out` with `result` copied into it."""
     if out is None:
         return result
     out[...] = result
     return out
 
 
+#: The description of the ``engine`` parameter, shared by the docstrings of
+#: `project`, `transport` and `retract` (put in place of their line ``{engine}``).
+_ENGINE_PARAMETER = """\
+engine : {"auto", "blas", "numba", "array_api"}, default: "auto"
+    Implementation for square NumPy inputs, which need only two passes over
+    `U` and no n×n temporary: ``"blas"`` walks `U` in cache-sized blocks of
+    rows with BLAS products, ``"numba"`` uses fused Numba kernels (the
+    ``numba`` extra); ``"array_api"`` is the portable path that every other
+    library and rectangular `U` take; ``"auto"``, for square NumPy inputs
+    of at least 2¹⁸ entries (one 512×512 matrix or a batch of smaller
+    ones): ``"numba"`` for k <= 2 when installed, else ``"blas"`` for
+    matrices from 512×512 on, else ``"array_api"`` (the fastest on the
+    benchmark).
+"""
+
+
+def _describe_engine(func):
+    """Put :data:`_ENGINE_PARAMETER` in place of the line ``{engine}`` of `func`'s
+    docstring, indented like that line (the compiler strips the indentation of
+    docstrings from Python 3.13 on)."""
+    if func.__doc__:  # None under python -OO
+        func.__doc__ = re.sub(
+            r"^( *)\{engine\}\n",
+            lambda line: textwrap.indent(_ENGINE_PARAMETER, line.group(1)),
+            func.__doc__,
+            count=1,
+            flags=re.MULTILINE,
+        )
+    return func
+
+
+@_describe_engine
 def project(U, A, B, /, *, check_finite=False, check_unitary=True, out=None, engine="auto",
             xp=None):
     r"""Nearest matrix with orthonormal columns to ``U + A @ Bᴴ`` (projUNN-D).
@@ -200,16 +229,7 @@ def project(U, A, B, /, *, check_finite=False, check_unitary=True, out=None, eng
         Array of the result's shape and dtype to write the result into, e.g.
         ``out=U`` for an in-place update. It is written only after the whole
         result has been computed and found finite.
-    engine : {"auto", "blas", "numba", "array_api"}, default: "auto"
-        Implementation for square NumPy inputs, which need only two passes over
-        `U` and no n×n temporary: ``"blas"`` walks `U` in cache-sized blocks of
-        rows with BLAS products, ``"numba"`` uses fused Numba kernels (the
-        ``numba`` extra); ``"array_api"`` is the portable path that every other
-        library and rectangular `U` take; ``"auto"``, for square NumPy inputs
-        of at least 2¹⁸ entries (one 512×512 matrix or a batch of smaller
-        ones): ``"numba"`` for k <= 2 when installed, else ``"blas"`` for
-        matrices from 512×512 on, else ``"array_api"`` (the fastest on the
-        benchmark).
+    {engine}
     xp : array namespace, optional
         Namespace of the inputs; inferred by default.
 
@@ -267,6 +287,7 @@ def project(U, A, B, /, *, check_finite=False, check_unitary=True, out=None, eng
     )
 
 
+@_describe_engine
 def transport(U, A, B, /, *, check_finite=False, check_unitary=True, out=None, engine="auto",
               xp=None):
     r"""Geodesic step ``U @ expm(skew(Uᴴ A Bᴴ))`` of a unitary U (projUNN-T).
@@ -290,16 +311,7 @@ def transport(U, A, B, /, *, check_finite=False, check_unitary=True, out=None, e
     out : array, optional
         Where to write the result (e.g. ``out=U``), only once it is complete
         and finite.
-    engine : {"auto", "blas", "numba", "array_api"}, default: "auto"
-        Implementation for square NumPy inputs, which need only two passes over
-        `U` and no n×n temporary: ``"blas"`` walks `U` in cache-sized blocks of
-        rows with BLAS products, ``"numba"`` uses fused Numba kernels (the
-        ``numba`` extra); ``"array_api"`` is the portable path that every other
-        library and rectangular `U` take; ``"auto"``, for square NumPy inputs
-        of at least 2¹⁸ entries (one 512×512 matrix or a batch of smaller
-        ones): ``"numba"`` for k <= 2 when installed, else ``"blas"`` for
-        matrices from 512×512 on, else ``"array_api"`` (the fastest on the
-        benchmark).
+    {engine}
     xp : array namespace, optional
         Namespace of the inputs; inferred by default.
 
@@ -349,6 +361,7 @@ def transport(U, A, B, /, *, check_finite=False, check_unitary=True, out=None, e
     )
 
 
+@_describe_engine
 def retract(U, A, B, /, method="polar", *, check_finite=False, check_unitary=True, out=None,
             engine="auto", xp=None):
     r"""Retract the step ``A @ Bᴴ`` onto the unitary group with the chosen method.
@@ -372,16 +385,7 @@ def retract(U, A, B, /, method="polar", *, check_finite=False, check_unitary=Tru
         (``‖(UQ)ᴴ(UQ) − I‖₂ > sqrt(eps)``, an O(n k²) check).
     out : array, optional
         Where to write the result, once complete and finite.
-    engine : {"auto", "blas", "numba", "array_api"}, default: "auto"
-        Implementation for square NumPy inputs, which need only two passes over
-        `U` and no n×n temporary: ``"blas"`` walks `U` in cache-sized blocks of
-        rows with BLAS products, ``"numba"`` uses fused Numba kernels (the
-        ``numba`` extra); ``"array_api"`` is the portable path that every other
-        library and rectangular `U` take; ``"auto"``, for square NumPy inputs
-        of at least 2¹⁸ entries (one 512×512 matrix or a batch of smaller
-        ones): ``"numba"`` for k <= 2 when installed, else ``"blas"`` for
-        matrices from 512×512 on, else ``"array_api"`` (the fastest on the
-        benchmark).
+    {engine}
     xp : array namespace, optional
         Namespace of the inputs; inferred by default.
 
@@ -424,8 +428,7 @@ def retract(U, A, B, /, method="polar", *, check_finite=False, check_unitary=Tru
     >>> bool(np.allclose(X, U @ np.linalg.solve(I - W / 2, I + W / 2)))
     True
     """
-    if method not in _updates.METHODS:
-        raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
+    check_method(method)
     return _run(
         U, A, B, method, square=method != "polar", check_finite_U=check_finite,
         check_unitary=check_unitary, out=out,

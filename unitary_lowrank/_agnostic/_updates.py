@@ -25,14 +25,14 @@ from .._array_api import core_dtype, device_of, herm, is_complex
 
 __all__ = [
     "METHODS",
-    "apply_core",
+    "add_low_rank",
     "core_minus_identity",
     "gram_error",
-    "left_basis",
     "square_subspace",
     "step_subspace",
     "stiefel_core",
     "stiefel_subspace",
+    "times_basis",
 ]
 
 #: Retraction names accepted by :func:`core_minus_identity`.
@@ -127,8 +127,8 @@ def square_subspace(U: Any, A: Any, B: Any, batch: tuple[int, ...], xp: ModuleTy
     return step_subspace(herm(U, xp) @ A, B, batch, xp)
 
 
-def left_basis(U: Any, Q: Any, xp: ModuleType) -> Any:
-    """``U Q`` in the working dtype of U."""
+def times_basis(U: Any, Q: Any, xp: ModuleType) -> Any:
+    """The left basis ``U Q`` of the update, in the working dtype of U."""
     return U @ xp.astype(Q, U.dtype)
 
 
@@ -140,7 +140,7 @@ def gram_error(L: Any, xp: ModuleType) -> Any:
     return xp.max(xp.abs(ev), axis=-1)
 
 
-def apply_core(U: Any, UQ: Any, Q: Any, D: Any, xp: ModuleType, Z: Any = None) -> Any:
+def add_low_rank(U: Any, UQ: Any, Q: Any, D: Any, xp: ModuleType, Z: Any = None) -> Any:
     """``U + [UQ, Z] D Qᴴ`` in the working dtype of U (Z: extra left basis, Stiefel case)."""
     dt = U.dtype
     left = UQ if Z is None else xp.concat([UQ, xp.astype(Z, dt)], axis=-1)

@@ -1,13 +1,15 @@
-"""Numba kernels of the square updates: two passes over U instead of five.
+"""Numba engine of the square updates: fused kernels, two passes over U.
 
-The array-agnostic body (``_agnostic/_updates.py``) reads U three times
-(``Uᴴ A``, ``U Q``, the rank-r update) and builds an n×n temporary. Here
+One of the two implementations of :class:`~unitary_lowrank._engines.Engine`
+(the other is :mod:`.blocked`). Imported only by
+:func:`~unitary_lowrank._engines.load_numba`, as numba is optional.
 
 1. :func:`adjoint_products` reads U once and returns both ``Uᴴ A`` and ``U B``;
-2. ``U Q = [U B, A] R⁻¹`` (as ``U Uᴴ = I``) needs no pass over U when the
-   column-equilibrated R is well conditioned (``_blocked.left_basis``);
-3. :func:`apply` writes ``U + L K`` row by row in one pass (in place when the
-   output is U itself), with no n×n temporary.
+2. :func:`basis_from_products` forms ``U Q = [U B, A] R⁻¹`` (as ``U Uᴴ = I``)
+   with no pass over U when the column-equilibrated R is well conditioned
+   (shared with the blocked engine, ``_shared.py``);
+3. :func:`write_update` writes ``U + L K`` row by row in one pass (in place
+   when the output is U itself), with no n×n temporary.
 
 Kernels take C-contiguous 3-D arrays (batch, rows, cols) and scalars only and
 write into buffers allocated by the Python entry points; fastmath stays off
@@ -20,9 +22,9 @@ import numba as nb
 import numpy as np
 
 from .. import _parallel, _pool
-from .._blocked import left_basis, right_factor
+from ._shared import basis_from_products, right_factor
 
-__all__ = ["adjoint_products", "apply", "left_basis"]
+__all__ = ["adjoint_products", "basis_from_products", "write_update"]
 
 # fastmath={"reassoc"} only: it lets LLVM vectorise the dot products of U B (a
 # different summation order, as in any BLAS); no contraction, no finite-math
@@ -60,7 +62,7 @@ def _adjoint_rows_kernel(U, A, Bt, acc, UB, start, stop):  # pragma: no cover - 
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
-def _adjoint_products_parallel_kernel(U, A, Bt, parts, UB):  # pragma: no cover - compiled
+def _adjoint_rows_parallel_kernel(U, A, Bt, parts, UB):  # pragma: no cover - compiled
     """Threaded :func:`_adjoint_rows_kernel`: thread t accumulates Uᴴ A of its rows in parts[t]."""
     total = U.shape[0] * U.shape[1]
     nthreads = parts.shape[0]
@@ -70,7 +72,7 @@ def _adjoint_products_parallel_kernel(U, A, Bt, parts, UB):  # pragma: no cover 
 
 
 @nb.njit(cache=True, nogil=True)
-def _apply_rows_kernel(U, L, K, out, start, stop):  # pragma: no cover - compiled
+def _write_rows_kernel(U, L, K, out, start, stop):  # pragma: no cover - compiled
     """out[b, i] = U[b, i] + L[b, i] @ K[b] for flattened rows start..stop (in place is safe)."""
     n, p = U.shape[1], U.shape[2]
     r = L.shape[2]
@@ -97,19 +99,19 @@ def _apply_rows_kernel(U, L, K, out, start, stop):  # pragma: no cover - compile
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
-def _apply_parallel_kernel(U, L, K, out, nthreads):  # pragma: no cover - compiled
-    """Threaded :func:`_apply_rows_kernel` over `nthreads` contiguous blocks of rows."""
+def _write_rows_parallel_kernel(U, L, K, out, nthreads):  # pragma: no cover - compiled
+    """Threaded :func:`_write_rows_kernel` over `nthreads` contiguous blocks of rows."""
     total = U.shape[0] * U.shape[1]
     chunk = (total + nthreads - 1) // nthreads
     for t in nb.prange(nthreads):
-        _apply_rows_kernel(U, L, K, out, t * chunk, min(total, (t + 1) * chunk))
+        _write_rows_kernel(U, L, K, out, t * chunk, min(total, (t + 1) * chunk))
 
 
 @nb.njit(cache=True, nogil=True)
-def _apply_inplace_rows_kernel(L, K, out, start, stop):  # pragma: no cover - compiled
+def _add_rows_kernel(L, K, out, start, stop):  # pragma: no cover - compiled
     """out[b, i] += L[b, i] @ K[b] for flattened rows start..stop.
 
-    The in-place twin of :func:`_apply_rows_kernel`: with U and out the same
+    The in-place twin of :func:`_write_rows_kernel`: with U and out the same
     memory, that kernel's vectorised loop would fail LLVM's run-time overlap
     check and run scalar; one array read and written is vectorised.
     """
@@ -135,12 +137,12 @@ def _apply_inplace_rows_kernel(L, K, out, start, stop):  # pragma: no cover - co
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
-def _apply_inplace_parallel_kernel(L, K, out, nthreads):  # pragma: no cover - compiled
-    """Threaded :func:`_apply_inplace_rows_kernel`."""
+def _add_rows_parallel_kernel(L, K, out, nthreads):  # pragma: no cover - compiled
+    """Threaded :func:`_add_rows_kernel`."""
     total = out.shape[0] * out.shape[1]
     chunk = (total + nthreads - 1) // nthreads
     for t in nb.prange(nthreads):
-        _apply_inplace_rows_kernel(L, K, out, t * chunk, min(total, (t + 1) * chunk))
+        _add_rows_kernel(L, K, out, t * chunk, min(total, (t + 1) * chunk))
 
 
 # Threads only pay off for large inputs: waking them costs more than the work for
@@ -172,27 +174,27 @@ def adjoint_products(U, A, B, batch):
         if nthreads == 1:
             _adjoint_rows_kernel(U3, A3, Bt, parts[0], UB, 0, nbatch * n)
         else:
-            _adjoint_products_parallel_kernel(U3, A3, Bt, parts, UB)
+            _adjoint_rows_parallel_kernel(U3, A3, Bt, parts, UB)
     UhA = np.swapaxes(parts.sum(axis=0), -1, -2)
     return UhA.reshape(*batch, p, k), UB.reshape(*batch, n, k)
 
 
-def _apply_rows(U3, L3, K3, out3):
+def _write_rows(U3, L3, K3, out3):
     """One kernel call, so that an exception (Ctrl-C) never leaves `out3` half written."""
     rows = U3.shape[0] * U3.shape[1]
     inplace = np.shares_memory(U3, out3)  # out is U: the single-array twin
     with _parallel.slot(_wanted_threads(U3)) as nthreads:
         if inplace and nthreads == 1:
-            _apply_inplace_rows_kernel(L3, K3, out3, 0, rows)
+            _add_rows_kernel(L3, K3, out3, 0, rows)
         elif inplace:
-            _apply_inplace_parallel_kernel(L3, K3, out3, nthreads)
+            _add_rows_parallel_kernel(L3, K3, out3, nthreads)
         elif nthreads == 1:
-            _apply_rows_kernel(U3, L3, K3, out3, 0, rows)
+            _write_rows_kernel(U3, L3, K3, out3, 0, rows)
         else:
-            _apply_parallel_kernel(U3, L3, K3, out3, nthreads)
+            _write_rows_parallel_kernel(U3, L3, K3, out3, nthreads)
 
 
-def apply(U, L, D, Q, batch, out=None):
+def write_update(U, L, D, Q, batch, out=None):
     """``U + L (D Qᴴ)`` in one pass over U, into `out` (which may be U itself)."""
     K = right_factor(D, Q, U.dtype)
     shape = (*batch, *U.shape[-2:])
@@ -201,10 +203,10 @@ def apply(U, L, D, Q, batch, out=None):
     if out is not None and out.flags.c_contiguous and (
         out is U or not np.shares_memory(out, U)
     ):
-        _apply_rows(U3, L3, K3, out.reshape(U3.shape))
+        _write_rows(U3, L3, K3, out.reshape(U3.shape))
         return out
     result = _pool.empty(U3.shape, U.dtype)  # recycled memory when large (_pool.py)
-    _apply_rows(U3, L3, K3, result)
+    _write_rows(U3, L3, K3, result)
     result = result.reshape(shape)
     if out is not None:
         out[...] = result

@@ -1,14 +1,15 @@
-"""Cache-blocked NumPy path of the square updates: two passes over U, BLAS inside.
+"""Cache-blocked BLAS engine of the square updates: two passes over U, BLAS inside.
 
-Same plan as the Numba kernels (``_numba/_updates.py``), with the arithmetic
-left to BLAS: U is walked in blocks of rows small enough to stay in cache, so
+One of the two implementations of :class:`~unitary_lowrank._engines.Engine`
+(the other, :mod:`.numba`, fuses the same plan into Numba kernels). U is
+walked in blocks of rows small enough to stay in cache, so
 
 1. :func:`adjoint_products` reads each block once for both ``U B`` and ``Uᴴ A``;
-2. :func:`left_basis` forms ``U Q = [U B, A] R⁻¹`` without touching U when R
-   is well conditioned (else one product ``U @ Q``);
-3. :func:`apply` writes ``U + L K`` block by block into a new array (copied
-   into ``out`` by one call when one is given, so an interrupt never leaves
-   it half written).
+2. :func:`basis_from_products` forms ``U Q = [U B, A] R⁻¹`` without touching U
+   when R is well conditioned (else one product ``U @ Q``);
+3. :func:`write_update` writes ``U + L K`` block by block into a new array
+   (copied into ``out`` by one call when one is given, so an interrupt never
+   leaves it half written).
 
 NumPy in, NumPy out; 3-D (batch, rows, cols) internally.
 """
@@ -17,13 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _pool
+from .. import _pool
+from ._shared import basis_from_products, right_factor
 
-__all__ = ["COND_LIMIT", "adjoint_products", "apply", "left_basis"]
-
-#: Largest condition number of the column-equilibrated R for which
-#: ``UQ = [UB, A] R⁻¹`` is used instead of a product with U.
-COND_LIMIT = 8.0
+__all__ = ["adjoint_products", "basis_from_products", "write_update"]
 
 #: Bytes of U per block: about the size of a core's L2 cache.
 _BLOCK_BYTES = 1 << 20
@@ -59,33 +57,7 @@ def adjoint_products(U, A, B, batch):
     return UhA.reshape(*batch, p, k), UB.reshape(*batch, n, k)
 
 
-def left_basis(U, A, UB, Q, beta, alpha, batch):
-    """``U Q`` (n×r), from ``[U B, A] R⁻¹`` when that is accurate, else ``U @ Q``.
-
-    With ``[B, Uᴴ A] = Q R`` and ``U Uᴴ = I``, ``U Q = [U B, A] R⁻¹``. The
-    solve loses ``cond(R)`` digits, so it is used only when R is square and,
-    with its columns scaled to unit norm (which does not change the accuracy
-    of the solve), has condition number at most :data:`COND_LIMIT`.
-    """
-    R = np.concatenate([beta, alpha], axis=-1)
-    r, kk = R.shape[-2:]
-    if r == kk:
-        norms = np.linalg.norm(R, axis=-2, keepdims=True)
-        if np.all(norms > 0):
-            s = np.linalg.svd(R / norms, compute_uv=False)
-            if np.all(s[..., -1] * COND_LIMIT >= s[..., 0]):
-                Rinv = np.linalg.inv(R).astype(U.dtype)
-                return np.concatenate([UB, np.broadcast_to(A, UB.shape)], axis=-1) @ Rinv
-    return U @ Q.astype(U.dtype)
-
-
-def right_factor(D, Q, dtype):
-    """``K = (F − I) Qᴴ`` (r×n) in the working dtype."""
-    Qw = Q.astype(dtype)
-    return D.astype(dtype) @ np.conj(np.swapaxes(Qw, -1, -2))
-
-
-def apply(U, L, D, Q, batch, out=None):
+def write_update(U, L, D, Q, batch, out=None):
     """``U + L (D Qᴴ)`` block by block into a new array, copied into `out` (U itself allowed).
 
     The blocks are written by a Python loop, between whose iterations a signal
