@@ -1,8 +1,8 @@
 """Fourier-domain orthogonal and unitary convolutions (unitary_lowrank.conv).
 
 References are independent of the library: explicit circular sums with
-``np.roll``, NumPy's full ``fft2`` in double precision, dense SVD polar factors,
-central finite differences.
+``np.roll``, NumPy's full ``fft2`` in double precision, the dense updates of
+:mod:`unitary_lowrank.testing.reference`, central finite differences.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import unitary_lowrank as ul
 from unitary_lowrank import conv
 from unitary_lowrank.testing import (
     assert_close,
@@ -23,6 +22,7 @@ from unitary_lowrank.testing import (
     to_numpy,
     unitarity_bound,
 )
+from unitary_lowrank.testing.reference import reference_step
 
 REAL = {"float32": "float32", "float64": "float64", "complex64": "float32",
         "complex128": "float64"}
@@ -137,7 +137,7 @@ def test_layout_rejects_bad_shapes():
 
 
 # ---------------------------------------------------------------------------
-# must hold 1: the layer is the circular convolution with its kernel
+# the layer is the circular convolution with its kernel
 
 
 @pytest.mark.parametrize("real", [True, False], ids=["real", "complex"])
@@ -189,12 +189,12 @@ def test_kernel_blocks_round_trip_and_dft(backend, dtype, real):
 
 
 # ---------------------------------------------------------------------------
-# must hold 2: norm preservation and adjoint = inverse, at initialisation and after updates
+# norm preservation and adjoint = inverse, at initialisation and after updates
 
 
 def _norm_tol(layout, C, dtype, steps=0):
     """Relative bound: FFT rounding (c·log₂(HW)·eps) plus the blocks' unitarity bound,
-    which grows like √steps (a random walk of rounding errors, algorithms.md §5)."""
+    which grows like √steps (a random walk of rounding errors, docs/theory.md, "Drift")."""
     H, W = layout.shape
     fft = compare_tol(2 + math.log2(H * W), dtype, factor=30)
     return fft + unitarity_bound(C, dtype) * math.sqrt(1 + steps)
@@ -302,7 +302,7 @@ def test_adjoint_identity_rectangular(backend, real):
 
 
 # ---------------------------------------------------------------------------
-# must hold 3: gradient factors = dense per-frequency gradient = finite differences
+# gradient factors = dense per-frequency gradient = finite differences
 
 
 @pytest.mark.parametrize("real", [True, False], ids=["real", "complex"])
@@ -365,8 +365,6 @@ def test_gradient_factors_finite_differences(real, xdtype, shape):
 @pytest.mark.parametrize("real", [True, False], ids=["real", "complex"])
 def test_update_matches_dense_per_frequency(backend, dtype, method, real):
     """Batch 3, rank 3: the exact step; each block is the dense retraction of W_f − lr·G_f."""
-    from scipy.linalg import expm
-
     rng = np.random.default_rng(4)
     layout = conv.FourierLayout((4, 3), real=real)
     C, lr = 3, 0.05
@@ -380,11 +378,7 @@ def test_update_matches_dense_per_frequency(backend, dtype, method, real):
     G = dense_gradient(layout, x, dy)[layout.frequencies[:, 0], layout.frequencies[:, 1]]
     S = layout.n_real_blocks
     Wn[:S], G[:S] = Wn[:S].real, G[:S].real
-    if method == "polar":
-        expect = ul.polar(Wn - lr * G)
-    else:
-        expect = np.stack([w @ expm(-lr * (w.conj().T @ g - g.conj().T @ w) / 2)
-                           for w, g in zip(Wn, G, strict=True)])
+    expect = reference_step(Wn, -lr * G, method)
     assert_close(new, expect, compare_tol(C, dtype), what=f"update({method}) vs dense")
     if real:
         assert np.all(to_numpy(new)[:S].imag == 0)
@@ -416,7 +410,7 @@ def test_update_sketched_rank1_is_best_rank1_step(backend, real):
     trunc = 1 + 2 * s[:, 0] / (s[:, 0] - s[:, 1])
     smin = np.linalg.svd(Wn - lr * G1, compute_uv=False)[:, -1]
     cond = float(np.max((1 + lr * s[:, 0] * trunc) / smin))
-    assert_close(new, ul.polar(Wn - lr * G1), compare_tol(C, "float64", condition=cond),
+    assert_close(new, reference_step(Wn, -lr * G1), compare_tol(C, "float64", condition=cond),
                  what="rank-1 sketched update vs dense")
 
 
@@ -455,10 +449,7 @@ def test_update_dense_gradient_out_and_cayley(backend):
     Wn, Gr = to_numpy(W), G.copy()
     Gr[:4] = Gr[:4].real
     Wn[:4] = Wn[:4].real
-    Om = np.einsum("fji,fjk->fik", Wn.conj(), -0.01 * Gr)
-    Om = (Om - np.conj(np.swapaxes(Om, 1, 2))) / 2
-    eye = np.eye(3)
-    expect = Wn @ np.linalg.solve(eye - Om / 2, eye + Om / 2)
+    expect = reference_step(Wn, -0.01 * Gr, "cayley")
     assert_close(new, expect, compare_tol(3, "float64"), what="cayley update with dense G")
     # rank above C with factors of more columns: sketched at rank C, which is exact here
     A = rng.standard_normal((layout.n_blocks, 3, 5)) + 0j
@@ -524,8 +515,19 @@ def test_validation_messages():
         conv.update(W, (x[0, :1], x[0, :1]), layout, lr=0.1, method="svd")
     with pytest.raises(ValueError, match="lr must be a finite"):
         conv.update(W, np.zeros_like(W), layout, lr=float("nan"))
-    with pytest.raises(ValueError, match="rank must be a positive"):
+    with pytest.raises(ValueError, match="rank must be at least 1, got 0"):
         conv.update(W, np.zeros_like(W), layout, lr=0.1, rank=0)
+    with pytest.raises(TypeError, match="rank must be an integer, got float 1.5"):
+        conv.update(W, np.zeros_like(W), layout, lr=0.1, rank=1.5)
+    with pytest.raises(TypeError, match="rank must be an integer, got True"):
+        conv.update(W, np.zeros_like(W), layout, lr=0.1, rank=True)
+    for pair in [(W,), (W, W, W)]:
+        with pytest.raises(ValueError, match="grad must be an array or a pair"):
+            conv.update(W, pair, layout, lr=0.1)
+    with pytest.raises(ValueError, match="channels must be at least 0, got -1"):
+        conv.identity_blocks(-1, layout, dtype="complex64")
+    with pytest.raises(TypeError, match="channels must be an integer"):
+        conv.random_blocks(2.0, layout, dtype="complex64")
     with pytest.raises(ValueError, match=r"A must have shape \(F, C, m\)"):
         conv.update(W, (np.zeros((9, 2, 1)), np.zeros((10, 2, 1))), layout, lr=0.1)
     with pytest.raises(ValueError, match="grad contains NaN"):

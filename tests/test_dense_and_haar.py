@@ -1,4 +1,5 @@
-"""polar, unitarity_error and random_unitary against NumPy, and Haar statistics."""
+"""polar, unitarity_error and random_unitary against NumPy, Haar statistics, and the dense
+reference of the updates (:mod:`unitary_lowrank.testing.reference`) against SciPy."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from unitary_lowrank.testing import (
     assert_unitary,
     compare_tol,
     eps_of,
+    lowrank_factors,
     rounded_unitarity_bound,
+)
+from unitary_lowrank.testing.reference import (
+    reference_polar,
+    reference_retract,
+    reference_step,
 )
 
 
@@ -116,3 +123,75 @@ def test_public_api():
         if callable(obj) and not isinstance(obj, type):
             for section in ("Parameters", "Returns", "Examples"):
                 assert section in doc, f"{name} docstring lacks {section}"
+
+
+# ---------------------------------------------------------------- the dense reference itself
+
+
+def _reference_cases(dtype):
+    """(U, A, B) with U square, Stiefel (p < n) and batched, steps of norm 0.5."""
+    rng = np.random.default_rng(3)
+    cases = []
+    for n, p, k, batch in [(6, 6, 2, ()), (9, 4, 3, ()), (5, 5, 1, (3,)), (1, 1, 1, ())]:
+        U = ul.random_unitary(n, p, dtype=dtype, batch_shape=batch, rng=rng)
+        size = int(np.prod(batch))
+        AB = [lowrank_factors(n, p, k, dtype, rng, norm=0.5) for _ in range(size)]
+        A = np.stack([a for a, _ in AB]).reshape(*batch, n, k)
+        B = np.stack([b for _, b in AB]).reshape(*batch, p, k)
+        cases.append((U, A, B))
+    return cases
+
+
+def _double(x):
+    return x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
+
+
+def test_reference_polar_matches_scipy_polar(dtype):
+    """reference_retract(..., "polar") and reference_polar against scipy.linalg.polar,
+    matrix by matrix, in double precision."""
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    for U, A, B in _reference_cases(dtype):
+        M = _double(U) + _double(A) @ np.swapaxes(_double(B), -1, -2).conj()
+        flat = M.reshape(-1, *M.shape[-2:])
+        expect = np.stack([scipy_linalg.polar(m)[0] for m in flat]).reshape(M.shape)
+        smin = float(np.min(np.linalg.svd(M, compute_uv=False)[..., -1]))
+        tol = compare_tol(M.shape[-2], "float64", condition=1.0 / smin)
+        got = reference_retract(U, A, B, "polar")
+        assert got.dtype == M.dtype and got.shape == M.shape
+        assert_close(got, expect, tol, what="reference_retract polar vs scipy.linalg.polar")
+        assert_close(reference_polar(M), expect, tol, what="reference_polar vs scipy")
+        assert_close(reference_step(U, M - _double(U), "polar"), expect, tol,
+                     what="reference_step polar vs scipy")
+
+
+def test_reference_tangent_updates_closed_form():
+    """exp and Cayley of a plane rotation: U = I, Ω = [[0, −θ], [θ, 0]] gives the rotation by
+    θ, and by 2·atan(θ/2) for Cayley; the step D = Ω has skew(Uᴴ D) = Ω."""
+    for theta in (1e-3, 0.4, 2.5):
+        Om = np.array([[0.0, -theta], [theta, 0.0]])
+
+        def rotation(t):
+            return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+
+        tol = compare_tol(2, "float64")
+        assert_close(reference_step(np.eye(2), Om, "exp"), rotation(theta), tol)
+        assert_close(reference_step(np.eye(2), Om, "cayley"), rotation(2 * np.arctan(theta / 2)),
+                     tol)
+        # the symmetric part of Uᴴ D plays no part in exp and Cayley
+        sym = np.array([[0.3, 0.1], [0.1, -0.2]])
+        assert_close(reference_step(np.eye(2), Om + sym, "exp"), rotation(theta), tol)
+
+
+def test_reference_precision_and_errors():
+    U = ul.random_unitary(4, dtype="complex64", rng=0)
+    A, B = lowrank_factors(4, 4, 1, "complex64", 1)
+    for method in ("polar", "exp", "cayley"):
+        assert reference_retract(U, A, B, method).dtype == np.complex128
+        single = reference_retract(U, A, B, method, double=False)
+        assert single.dtype == np.complex64
+        # the same matrix, in single precision: a backward-stable dense update
+        assert_close(single, reference_retract(U, A, B, method), compare_tol(4, "complex64"))
+    with pytest.raises(ValueError, match="method must be"):
+        reference_retract(U, A, B, "svd")
+    with pytest.raises(ValueError, match="needs a square U"):
+        reference_retract(U[:, :2], A, B[:2], "exp")

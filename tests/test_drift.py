@@ -1,7 +1,8 @@
 """Drift control: the probe estimate of ‖UᴴU − I‖₂, reunitarize and DriftGuard.
 
 References are dense NumPy computations in double precision: the singular
-values of U give ``‖UᴴU − I‖₂ = max |σᵢ² − 1|`` and its polar factor ``W Vᴴ``.
+values of U give ``‖UᴴU − I‖₂ = max |σᵢ² − 1|``, and its polar factor ``W Vᴴ`` is
+:func:`unitary_lowrank.testing.reference.reference_polar`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from unitary_lowrank.testing import (
     to_numpy,
     unitarity_bound,
 )
+from unitary_lowrank.testing.reference import reference_polar
 from unitary_lowrank.testing.strategies import dtypes, seeds
 
 # ---------------------------------------------------------------- references
@@ -35,11 +37,6 @@ def ref_error(U: np.ndarray) -> np.ndarray:
     U = np.asarray(U)
     s = np.linalg.svd(U.astype(_wide(U.dtype.name)), compute_uv=False)
     return np.max(np.abs(s**2 - 1.0), axis=-1)
-
-
-def ref_polar(U: np.ndarray) -> np.ndarray:
-    W, _, Vh = np.linalg.svd(U.astype(_wide(U.dtype.name)), full_matrices=False)
-    return W @ Vh
 
 
 def assert_repaired(X) -> None:
@@ -133,7 +130,7 @@ def test_probe_of_a_rank_one_error_is_exact():
 
 
 def test_probe_accuracy_statistics_1000_drifted_matrices():
-    """Issue #6, must-hold 3: within a factor 2 for >= 99 % of 1 000 drifted matrices."""
+    """Within a factor 2 for >= 99 % of 1 000 drifted matrices (docs/reliability.md §3)."""
     rng = np.random.default_rng(20240606)
     kinds = ("wigner", "spike", "additive", "diagonal")
     ratios = []
@@ -218,7 +215,7 @@ def test_reunitarize_is_the_polar_factor(backend, dtype, method, n, p):
     assert_repaired(X)  # double precision, then the rounding of one cast
     # the polar factor of U is Lipschitz with constant ~1/σ_min ≈ 1 here: the
     # documented dense-oracle tolerance 100·n·eps (compare_tol)
-    assert_close(X, ref_polar(U), compare_tol(n, dtype))
+    assert_close(X, reference_polar(U), compare_tol(n, dtype))
     assert_close(Ux, U, 0.0, what="input U (must not be modified)")
 
 
@@ -246,7 +243,7 @@ def test_newton_schulz_step_count_follows_the_quadratic_bound():
     X1 = ul.reunitarize(U, method="newton-schulz", iterations=1)
     X = ul.reunitarize(U, method="newton-schulz")
     e0, e1, e = ref_error(U), ref_error(X1), ref_error(X)
-    # the bound used to count steps (exact arithmetic), plus the rounding of one
+    # the bound that sets the number of steps (exact arithmetic), plus the rounding of one
     # backward-stable double-precision step (30·n·eps₆₄)
     assert e1 <= e0**2 * (3 + e0) / 4 + unitarity_bound(32, "float64")
     assert e <= rounded_unitarity_bound(32, "float64")
@@ -261,7 +258,7 @@ def test_reunitarize_far_from_the_group():
         X = ul.reunitarize(U, method=method)
         assert_repaired(X)
         # the polar factor moves by cond(U)·(relative rounding of U)
-        assert_close(X, ref_polar(U), compare_tol(10, "float64", condition=np.linalg.cond(U)))
+        assert_close(X, reference_polar(U), compare_tol(10, "float64", condition=np.linalg.cond(U)))
     # singular and zero matrices: one (non-unique) polar factor, still unitary
     assert_repaired(ul.reunitarize(np.zeros((4, 4))))
     assert_repaired(ul.reunitarize(np.diag([1.0, 1.0, 0.0])))
@@ -321,7 +318,7 @@ def test_reunitarize_property(n, dtype, seed, log_level, square, kind):
     X = ul.reunitarize(U)
     assert X.dtype == U.dtype
     assert_repaired(X)
-    assert_close(X, ref_polar(U), compare_tol(n, dtype, condition=cond))
+    assert_close(X, reference_polar(U), compare_tol(n, dtype, condition=cond))
 
 
 # ---------------------------------------------------------------- DriftGuard

@@ -1,4 +1,4 @@
-"""Hostile inputs for every public function (issue #6).
+"""Hostile inputs for every public function.
 
 Shapes (zero-size batch axes, n = 1, k = n, k > n, large batches of tiny
 matrices), layouts (Fortran order, negative strides, non-contiguous views,
@@ -9,16 +9,15 @@ libraries and devices.
 
 The contract checked by :func:`outcome`: each call either returns a correct
 result (finite, of the promoted dtype, unitary where it should be, and equal
-to a dense NumPy oracle in double precision where the problem is
-well-conditioned) or raises a `ValueError`/`TypeError` whose message names the
+to the dense oracle :mod:`unitary_lowrank.testing.reference` in double
+precision where the problem is well-conditioned) or raises a `ValueError`/`TypeError` whose message names the
 offending argument. Any other exception, any warning (the suite runs with
 ``filterwarnings=error``) or a change to an input fails the test, and a
 watchdog fails a call that hangs.
 
-Bugs of the core and of the sketching routines that this suite found are
-kept as ``xfail(strict=True)`` tests with the reason ``"core bug: ..."`` /
-``"sketch bug: ..."`` until fixed; the fixed ones keep a "(fixed in ...)"
-comment next to their test.
+A bug of the core or of the sketching routines that this suite finds is kept
+as an ``xfail(strict=True)`` test with the reason ``"core bug: ..."`` /
+``"sketch bug: ..."`` until it is fixed.
 """
 
 from __future__ import annotations
@@ -44,11 +43,12 @@ from unitary_lowrank.testing import (
     to_numpy,
     unitarity_bound,
 )
+from unitary_lowrank.testing.reference import reference_polar, reference_retract
 from unitary_lowrank.testing.strategies import seeds
 
 torch = pytest.importorskip("torch")
 xps = pytest.importorskip("array_api_strict")
-scipy_linalg = pytest.importorskip("scipy.linalg")
+pytest.importorskip("scipy.linalg")  # the dense oracle's expm
 
 #: A call that takes longer than this is a hang (the slowest calls here take ~0.1 s).
 HANG_SECONDS = 30
@@ -155,23 +155,6 @@ def _herm(x):
 # ------------------------------------------------------------------ oracles
 
 
-def oracle(method: str, U, A, B) -> np.ndarray:
-    """Dense reference in double precision: polar factor, expm or Cayley."""
-    U, A, B = (np.asarray(to_numpy(x)) for x in (U, A, B))
-    wide = np.result_type(_wide(U.dtype), _wide(A.dtype), _wide(B.dtype))
-    U, A, B = (x.astype(wide) for x in (U, A, B))
-    if method == "polar":
-        W, _, Vh = np.linalg.svd(U + A @ _herm(B), full_matrices=False)
-        return W @ Vh
-    S = _herm(U) @ A @ _herm(B)
-    Y = (S - _herm(S)) / 2
-    if method == "exp":
-        expY = np.vectorize(scipy_linalg.expm, signature="(n,n)->(n,n)")(Y)
-        return U @ expY
-    eye = np.eye(U.shape[-1])
-    return U @ np.linalg.solve(eye - Y / 2, eye + Y / 2)
-
-
 def step_norm(A, B) -> float:
     """‖A Bᴴ‖₂ (largest over the batch), inf when it overflows."""
     A, B = (np.asarray(to_numpy(x)).astype(_wide(np.asarray(to_numpy(x)).dtype)) for x in (A, B))
@@ -198,7 +181,7 @@ def check_update(method, U, A, B, X, *, compare=True):
     assert_unitary(Xn, factor=100)  # backward-stable: c·n·eps with a generous c
     if not compare:
         return
-    ref = oracle(method, Un, An, Bn)
+    ref = reference_retract(Un, An, Bn, method)
     if method == "polar":
         s = np.linalg.svd((Un + An @ _herm(Bn)).astype(ref.dtype), compute_uv=False)
         smin = float(np.min(s))
@@ -438,8 +421,8 @@ def test_torch_layouts():
 
 
 def test_torch_weight_that_requires_grad():
-    # (fixed in the core: check_unitary used to warn "Converting a tensor with
-    # requires_grad=True to a scalar")
+    # check_unitary reads its scalar without converting a tensor that requires grad
+    # (torch would warn, and warnings are errors here)
     U, A, B = _case(6, 2, "float64", 8)
     # a tensor that requires grad is used, not converted (no .numpy() behind the scenes)
     Ug = torch.asarray(U).requires_grad_()
@@ -493,8 +476,8 @@ def test_update_step_scales(name, dtype, n, k, seed, log_a, log_b):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_transport_huge_real_step_is_unitary(dtype):
-    # (fixed in the core: the real core is re-orthogonalised; it used to return an
-    # error of 1.5e-11 at step norm 1e10 and 0.56 at 1e50)
+    # the real core is re-orthogonalised: without that the error would be 1.5e-11 at
+    # step norm 1e10 and 0.56 at 1e50
     rng = np.random.default_rng(9)
     U = ul.random_unitary(8, dtype=dtype, rng=rng)
     for scale in (1e10, 1e30):
@@ -505,7 +488,7 @@ def test_transport_huge_real_step_is_unitary(dtype):
 
 
 def test_transport_largest_representable_step():
-    # (fixed in the core: used to raise numpy.linalg.LinAlgError)
+    # a result or a ValueError naming the step, never numpy.linalg.LinAlgError
     rng = np.random.default_rng(10)
     U = ul.random_unitary(5, dtype="float64", rng=rng)
     A, B = 1e150 * rng.standard_normal((5, 2)), 1e150 * rng.standard_normal((5, 2))
@@ -548,7 +531,8 @@ def test_update_zero_and_subnormal_values(name):
 @pytest.mark.parametrize("name", list(UPDATES))
 @pytest.mark.parametrize("U_kind", ["zeros", "scaled 1e150", "scaled 1e-150", "scaled 2"])
 def test_update_rejects_a_U_far_from_unitary(name, U_kind):
-    # (fixed in the core by check_unitary: it used to return ‖XᴴX − I‖ = 1 … 1e300)
+    # check_unitary refuses such a U (an update of it would be ‖XᴴX − I‖ = 1 … 1e300
+    # from unitary); a result, if any, must be unitary
     fn, method = UPDATES[name]
     U, A, B = _case(5, 1, "float64", 14)
     U = {"zeros": np.zeros_like(U), "scaled 1e150": 1e150 * U, "scaled 1e-150": 1e-150 * U,
@@ -589,7 +573,7 @@ def test_update_mixed_precision_promotes(name, du, da, db):
     assert X.dtype == np.result_type(U, A, B)
     # the result is exact for the rounded inputs, so it is as unitary as U is (float32)
     assert float(np.max(ul.unitarity_error(X))) <= unitarity_bound(6, "float32")
-    assert_close(X, oracle(method, U, A, B), compare_tol(6, "float32"))
+    assert_close(X, reference_retract(U, A, B, method), compare_tol(6, "float32"))
 
 
 def test_torch_bad_dtypes():
@@ -699,9 +683,8 @@ def test_reunitarize_hostile(U, method):
         err = float(np.max(ul.unitarity_error(X)))
         assert err <= rounded_unitarity_bound(U.shape[-2], U.dtype), err
         if np.linalg.matrix_rank(U.reshape(-1, *U.shape[-2:])[0]) == U.shape[-1]:
-            W, _, Vh = np.linalg.svd(U.astype(_wide(U.dtype)), full_matrices=False)
             # the documented dense-oracle tolerance (these U are well conditioned)
-            assert_close(X, W @ Vh, compare_tol(U.shape[-2], U.dtype))
+            assert_close(X, reference_polar(U), compare_tol(U.shape[-2], U.dtype))
 
 
 def test_drift_guard_hostile():
@@ -824,8 +807,8 @@ def test_sketch_value_scales(name, scale):
     _sketch_ok(name, G, 2)
 
 
-# (fixed in the sketch: squared norms used to overflow for entries ~1e155+, giving
-# error = NaN and rank 1, and underflow for ~1e-155 and below, giving error = 0.0)
+# Entries ~1e155 and up would overflow squared norms (error NaN, rank 1) and ~1e-155 and
+# below underflow them (error 0.0): the sketch scales such gradients first.
 @pytest.mark.parametrize(("name", "scale"), [
     ("range_finder", 1e300), ("lowrank", 1e300), ("lsi", 1e300), ("info", 1e200),
     ("tol", 1e200), ("column", 1e200), ("info", 1e-200), ("tol", 1e-200), ("column", 1e-200),

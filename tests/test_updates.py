@@ -1,15 +1,15 @@
 """project / transport / retract against dense references, on NumPy.
 
-Dense oracles, computed in double precision from the (possibly single
-precision) inputs: the SVD polar factor of ``U + ABᴴ``, ``U @ scipy.linalg.expm(Ω)``
-and ``U @ solve(I − Ω/2, I + Ω/2)`` with ``Ω = skew(Uᴴ A Bᴴ)``.
+The dense oracle is :func:`unitary_lowrank.testing.reference.reference_retract`,
+computed in double precision from the (possibly single precision) inputs: the
+SVD polar factor of ``U + ABᴴ``, ``U @ scipy.linalg.expm(Ω)`` and
+``U @ solve(I − Ω/2, I + Ω/2)`` with ``Ω = skew(Uᴴ A Bᴴ)``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.linalg as sl
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,6 +22,7 @@ from unitary_lowrank.testing import (
     lowrank_factors,
     unitarity_bound,
 )
+from unitary_lowrank.testing.reference import reference_retract
 from unitary_lowrank.testing.strategies import update_cases
 
 METHODS = ("polar", "exp", "cayley")
@@ -29,30 +30,6 @@ METHODS = ("polar", "exp", "cayley")
 
 def _double(x):
     return x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
-
-
-def dense_reference(U, A, B, method):
-    """The dense O(n³) update in double precision (batched through a loop)."""
-    U, A, B = _double(U), _double(A), _double(B)
-    if U.ndim > 2:
-        batch = np.broadcast_shapes(U.shape[:-2], A.shape[:-2], B.shape[:-2])
-        U = np.broadcast_to(U, batch + U.shape[-2:])
-        A = np.broadcast_to(A, batch + A.shape[-2:])
-        B = np.broadcast_to(B, batch + B.shape[-2:])
-        out = [dense_reference(u, a, b, method) for u, a, b in zip(
-            U.reshape(-1, *U.shape[-2:]), A.reshape(-1, *A.shape[-2:]),
-            B.reshape(-1, *B.shape[-2:]), strict=True)]
-        return np.stack(out).reshape(batch + U.shape[-2:])
-    M = U + A @ B.conj().T
-    if method == "polar":
-        W, _, Vh = np.linalg.svd(M, full_matrices=False)
-        return W @ Vh
-    S = U.conj().T @ A @ B.conj().T
-    Om = (S - S.conj().T) / 2
-    if method == "exp":
-        return U @ sl.expm(Om)
-    eye = np.eye(U.shape[-1])
-    return U @ np.linalg.solve(eye - Om / 2, eye + Om / 2)
 
 
 def oracle_tol(U, A, B, method, dtype, factor=100.0):
@@ -84,7 +61,7 @@ def test_square_matches_dense(method, n, k, norm, dtype):
     U, A, B = _case(n, n, k, dtype, norm, seed=n * 100 + k)
     X = ul.retract(U, A, B, method=method)
     assert X.dtype == U.dtype and X.shape == U.shape
-    assert_close(X, dense_reference(U, A, B, method), oracle_tol(U, A, B, method, dtype))
+    assert_close(X, reference_retract(U, A, B, method), oracle_tol(U, A, B, method, dtype))
     assert_unitary(X)
 
 
@@ -95,7 +72,7 @@ def test_stiefel_matches_dense(n, p, k, norm, dtype):
     U, A, B = _case(n, p, k, dtype, norm, seed=n + p + k)
     X = ul.project(U, A, B)
     assert X.shape == (n, p)
-    assert_close(X, dense_reference(U, A, B, "polar"), oracle_tol(U, A, B, "polar", dtype))
+    assert_close(X, reference_retract(U, A, B, "polar"), oracle_tol(U, A, B, "polar", dtype))
     assert_unitary(X)
 
 
@@ -104,7 +81,7 @@ def test_batched_matches_dense_and_loop(method, dtype):
     U, A, B = _case(12, 12, 3, dtype, 0.3, seed=7, batch=(2, 3))
     X = ul.retract(U, A, B, method=method)
     assert X.shape == (2, 3, 12, 12)
-    assert_close(X, dense_reference(U, A, B, method), oracle_tol(U, A, B, method, dtype))
+    assert_close(X, reference_retract(U, A, B, method), oracle_tol(U, A, B, method, dtype))
     loop = np.stack([ul.retract(U[i, j], A[i, j], B[i, j], method=method)
                      for i in range(2) for j in range(3)]).reshape(X.shape)
     # batched and looped (other kernels may run): both within the oracle tolerance
@@ -117,7 +94,7 @@ def test_batch_axes_broadcast(dtype):
     X = ul.project(U[0], A, B)
     assert X.shape == (4, 6, 6)
     Ub = np.broadcast_to(U[0], U.shape)
-    assert_close(X, dense_reference(Ub, A, B, "polar"), oracle_tol(Ub, A, B, "polar", dtype))
+    assert_close(X, reference_retract(Ub, A, B, "polar"), oracle_tol(Ub, A, B, "polar", dtype))
     Y = ul.transport(U, A[0], B[0])
     assert_close(Y[2], ul.transport(U[2], A[0], B[0]), compare_tol(6, dtype))
 
@@ -125,7 +102,7 @@ def test_batch_axes_broadcast(dtype):
 def test_stiefel_batched(dtype):
     U, A, B = _case(9, 4, 2, dtype, 0.4, seed=11, batch=(3,))
     X = ul.project(U, A, B)
-    assert_close(X, dense_reference(U, A, B, "polar"), oracle_tol(U, A, B, "polar", dtype))
+    assert_close(X, reference_retract(U, A, B, "polar"), oracle_tol(U, A, B, "polar", dtype))
     assert_unitary(X)
 
 
@@ -222,7 +199,7 @@ def test_rank_deficient_steps(case, dtype):
     for method in METHODS:
         X = ul.retract(U, A, B, method=method)
         assert_unitary(X)
-        assert_close(X, dense_reference(U, A, B, method),
+        assert_close(X, reference_retract(U, A, B, method),
                      oracle_tol(U, A, B, method, dtype))
     if case == "normal":  # the tangent part is zero: exp and Cayley do not move
         assert_close(ul.transport(U, A, B), U, compare_tol(n, dtype))
@@ -244,7 +221,7 @@ def test_stiefel_singular_gives_orthonormal_columns(dtype):
 @pytest.mark.parametrize(("dtype_", "limit"), [("float64", 1e-12), ("float32", 3e-5),
                                                ("complex128", 1e-12), ("complex64", 3e-5)])
 def test_chained_rank1_updates_stay_unitary(method, dtype_, limit):
-    """1 500 rank-1 steps of norm 0.05 at n = 100 (the issue's bound).
+    """1 500 rank-1 steps of norm 0.05 at n = 100.
 
     The limits are the ones the library documents for exactly this run (README,
     "Accuracy and robustness"; docs/theory.md, "Accuracy"): below 1e-12 in
@@ -284,7 +261,7 @@ def test_property_matches_dense_oracle(case, method):
         method = "polar"
     X = ul.retract(case.U, case.A, case.B, method=method)
     tol = oracle_tol(case.U, case.A, case.B, method, case.dtype)
-    assert_close(X, dense_reference(case.U, case.A, case.B, method), tol)
+    assert_close(X, reference_retract(case.U, case.A, case.B, method), tol)
 
 
 @given(update_cases(square=None, kinds=("generic", "large", "lowrank")), st.integers(0, 2**32 - 1))
@@ -312,7 +289,7 @@ def test_property_unitary_change_of_basis(case, seed):
 
 @given(update_cases(kinds=("generic",), min_norm=1e-4, max_norm=0.05))
 def test_property_polar_and_exp_agree_to_second_order(case):
-    """D and T differ by O(‖step‖²) (algorithms.md §5)."""
+    """D and T differ by O(‖step‖²) (docs/theory.md, "Accuracy")."""
     D = ul.project(case.U, case.A, case.B)
     T = ul.transport(case.U, case.A, case.B)
     n = case.U.shape[0]

@@ -53,9 +53,16 @@ import numpy as np
 
 from ._agnostic import _conv
 from ._array_api import device_of, dtype_name, get_namespace, is_complex, real_dtype
-from ._validation import check_dtype, check_finite, check_lr, check_out, check_same_device
+from ._validation import (
+    as_int,
+    check_dtype,
+    check_finite,
+    check_lr,
+    check_out,
+    check_same_device,
+)
 from .dense import unitarity_error
-from .haar import _haar_numpy, as_generator, resolve_dtype
+from .haar import as_generator, haar_samples, resolve_dtype
 from .updates import retract
 
 __all__ = [
@@ -548,7 +555,7 @@ def identity_blocks(channels, layout, *, dtype, xp=None, device=None):
     Raises
     ------
     TypeError
-        If `dtype` is not supported.
+        If `channels` is not an integer or `dtype` is not supported.
     ValueError
         If `channels` is negative.
 
@@ -569,9 +576,7 @@ def identity_blocks(channels, layout, *, dtype, xp=None, device=None):
     True
     """
     _check_layout(layout)
-    C = operator.index(channels)
-    if C < 0:
-        raise ValueError(f"channels must be non-negative, got {C}")
+    C = as_int(channels, "channels", 0)
     name, xp = _block_dtype(dtype, xp)
     eye = xp.eye(C, dtype=getattr(xp, name), device=device)
     return xp.asarray(xp.broadcast_to(eye, (layout.n_blocks, C, C)), copy=True)
@@ -610,9 +615,9 @@ def random_blocks(channels, layout, *, dtype, rng=None, xp=None, device=None):
     Raises
     ------
     TypeError
-        If `dtype` or `rng` is not supported.
+        If `channels` is not an integer, or `dtype` or `rng` is not supported.
     ValueError
-        If `channels` is negative.
+        If `channels` is negative (or `rng` is a negative seed).
 
     See Also
     --------
@@ -631,14 +636,12 @@ def random_blocks(channels, layout, *, dtype, rng=None, xp=None, device=None):
     dtype('float64')
     """
     _check_layout(layout)
-    C = operator.index(channels)
-    if C < 0:
-        raise ValueError(f"channels must be non-negative, got {C}")
+    C = as_int(channels, "channels", 0)
     name, xp = _block_dtype(dtype, xp)
     gen = as_generator(rng)
     S, F = layout.n_real_blocks, layout.n_blocks
-    real_part = _haar_numpy((S, C, C), False, gen)
-    complex_part = _haar_numpy((F - S, C, C), True, gen)
+    real_part = haar_samples((S, C, C), False, gen)
+    complex_part = haar_samples((F - S, C, C), True, gen)
     host = np.ascontiguousarray(np.concatenate([real_part, complex_part]).astype(name))
     return xp.asarray(host, dtype=getattr(xp, name), device=device)
 
@@ -795,6 +798,56 @@ def gradient_factors(x, dy, layout, /, *, xp=None):
     return _conv.gradient_factors(xf, df, layout.real, layout.n_real_blocks, orbit, xp)
 
 
+def _gradient_arrays(grad: Any) -> list[tuple[str, Any]]:
+    """The arrays of `grad` with their names: ``[("grad", G)]`` or ``[("A", A), ("B", B)]``."""
+    if not isinstance(grad, tuple):
+        return [("grad", grad)]
+    if len(grad) != 2:
+        raise ValueError(f"grad must be an array or a pair (A, B), got a tuple of {len(grad)}")
+    return [("A", grad[0]), ("B", grad[1])]
+
+
+def _check_gradient(named: list[tuple[str, Any]], F: int, C: int, xp: ModuleType) -> None:
+    """Dtype, shape and values of a dense gradient (F, C, C) or of factors (F, C, m)."""
+    dense = len(named) == 1
+    for name, g in named:
+        check_dtype(g, name, xp)
+        want = f"(F, C, C) = {(F, C, C)}" if dense else f"(F, C, m) with F, C = {F}, {C}"
+        if g.ndim != 3 or tuple(g.shape[:2]) != (F, C) or (dense and g.shape[2] != C):
+            raise ValueError(f"{name} must have shape {want}, got {tuple(g.shape)}")
+        check_finite(g, name, xp)
+    if not dense and named[0][1].shape[2] != named[1][1].shape[2]:
+        raise ValueError(f"A and B must have the same number of columns m, got "
+                         f"{tuple(named[0][1].shape)} and {tuple(named[1][1].shape)}")
+
+
+def _rows(grad: Any, rows: slice) -> Any:
+    """The gradient of the blocks `rows`: dense, or a pair of factors."""
+    if isinstance(grad, tuple):
+        return (grad[0][rows, ...], grad[1][rows, ...])
+    return grad[rows, ...]
+
+
+def _retract_blocks(W, grad, S, lr, rank, method, sketch, xp):
+    """The step of all F blocks: one batched call for the S self-conjugate (real) blocks of a
+    real layer, one for the others.
+
+    The self-conjugate blocks are real orthogonal matrices updated with the real part of
+    their gradient (``docs/theory.md``, orthogonal convolutions), so the real operator
+    stays exactly orthogonal.
+    """
+    F = W.shape[0]
+    parts = []
+    if S:
+        head = _conv.real_projection(_rows(grad, slice(None, S)), xp)
+        new = _lowrank_step(xp.real(W[:S, ...]), head, lr, rank, method, sketch, xp)
+        parts.append(xp.astype(new, W.dtype))
+    if F > S:
+        parts.append(_lowrank_step(W[S:, ...], _rows(grad, slice(S, None)), lr, rank, method,
+                                   sketch, xp))
+    return xp.concat(parts, axis=0) if len(parts) > 1 else parts[0] if parts else W
+
+
 def _lowrank_step(U, grad, lr, rank, method, sketch, xp):
     """One batched retraction of ``U − lr·grad`` (grad a pair or dense), sketched to `rank`."""
     C = U.shape[-1]
@@ -866,13 +919,14 @@ def update(W, grad, layout, /, *, lr, rank=1, method="polar", sampler="randomize
     ------
     TypeError
         If an input is not floating, `W` is not complex, the inputs come from
-        different libraries, `lr` is not a real number, `xp` is not an array
-        namespace (or not the inputs'), or `out` is not an array of the
-        inputs' library.
+        different libraries, `lr` is not a real number, `rank` is not an
+        integer, `xp` is not an array namespace (or not the inputs'), or `out`
+        is not an array of the inputs' library.
     ValueError
-        If the shapes do not fit, `lr` is not finite, `rank` is not positive,
-        `method` is unknown, the gradient holds NaN or infinity, or `out` does
-        not match `W` (shape, dtype, device) or is read-only.
+        If the shapes do not fit, `grad` is a tuple of other than two arrays,
+        `lr` is not finite, `rank` is below 1, `method` is unknown, the
+        gradient holds NaN or infinity, or `out` does not match `W` (shape,
+        dtype, device) or is read-only.
 
     See Also
     --------
@@ -893,48 +947,21 @@ def update(W, grad, layout, /, *, lr, rank=1, method="polar", sampler="randomize
     (dtype('complex64'), True)
     """
     _check_layout(layout)
-    dense = not isinstance(grad, tuple)
-    named = [("W", W), ("grad", grad)] if dense else [("W", W), ("A", grad[0]), ("B", grad[1])]
-    if not dense and len(grad) != 2:
-        raise ValueError(f"grad must be an array or a pair (A, B), got a tuple of {len(grad)}")
-    xp = get_namespace(*named, xp=xp)
+    named = _gradient_arrays(grad)
+    xp = get_namespace(("W", W), *named, xp=xp)
     _check_blocks(W, layout, xp, square=True)
     if method not in _METHODS:
         raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
-    rank = operator.index(rank)
-    if rank < 1:
-        raise ValueError(f"rank must be a positive integer, got {rank}")
+    rank = as_int(rank, "rank", 1)
     lr = check_lr(lr)
-    F, C = W.shape[:2]
-    for name, g in named[1:]:
-        check_dtype(g, name, xp)
-        want = f"(F, C, C) = {(F, C, C)}" if dense else f"(F, C, m) with F, C = {F}, {C}"
-        if g.ndim != 3 or tuple(g.shape[:2]) != (F, C) or (dense and g.shape[2] != C):
-            raise ValueError(f"{name} must have shape {want}, got {tuple(g.shape)}")
-        check_finite(g, name, xp)
-    if not dense and grad[0].shape[2] != grad[1].shape[2]:
-        raise ValueError(f"A and B must have the same number of columns m, got "
-                         f"{tuple(grad[0].shape)} and {tuple(grad[1].shape)}")
-    check_same_device(named)
+    _check_gradient(named, W.shape[0], W.shape[1], xp)
+    check_same_device([("W", W), *named])
     check_out(out, xp, tuple(W.shape), W.dtype, ("W", W))
-    ct = W.dtype
-    grad = xp.astype(grad, ct) if dense else (xp.astype(grad[0], ct), xp.astype(grad[1], ct))
+    cast = [xp.astype(g, W.dtype) for _, g in named]
+    grad = cast[0] if len(cast) == 1 else tuple(cast)
     sketch = {"sampler": sampler, "oversample": oversample, "n_iter": n_iter,
               "shared": shared, "rng": as_generator(rng)}
-
-    S = layout.n_real_blocks
-    parts = []
-    if S:
-        # Self-conjugate frequencies of a real layer: real orthogonal blocks,
-        # real gradient Re G, the real update (docs/theory.md, convolutions).
-        head = grad[:S, ...] if dense else (grad[0][:S, ...], grad[1][:S, ...])
-        Wr = xp.real(W[:S, ...])
-        new = _lowrank_step(Wr, _conv.real_projection(head, xp), lr, rank, method, sketch, xp)
-        parts.append(xp.astype(new, ct))
-    if F > S:
-        tail = grad[S:, ...] if dense else (grad[0][S:, ...], grad[1][S:, ...])
-        parts.append(_lowrank_step(W[S:, ...], tail, lr, rank, method, sketch, xp))
-    result = xp.concat(parts, axis=0) if len(parts) > 1 else parts[0] if parts else W
+    result = _retract_blocks(W, grad, layout.n_real_blocks, lr, rank, method, sketch, xp)
     if out is None:
         return result
     out[...] = result

@@ -49,8 +49,12 @@ def resolve_dtype(dtype: Any, xp: ModuleType | None) -> tuple[str, ModuleType]:
     return name, xp
 
 
-def _haar_numpy(shape: tuple[int, ...], complex_: bool, rng: np.random.Generator) -> np.ndarray:
-    """Haar samples in double precision: QR of a Gaussian with the phases of diag(R) fixed."""
+def haar_samples(shape: tuple[int, ...], complex_: bool, rng: np.random.Generator) -> np.ndarray:
+    """Haar samples of shape ``(..., n, p)`` on the host, in double precision.
+
+    The QR factorisation of a Gaussian with the phases of diag(R) fixed (see
+    :func:`random_unitary`); shared with :func:`unitary_lowrank.conv.random_blocks`.
+    """
     Z = rng.standard_normal(shape)
     if complex_:
         Z = (Z + 1j * rng.standard_normal(shape)) / np.sqrt(2.0)
@@ -129,7 +133,7 @@ def random_unitary(n, p=None, *, dtype, batch_shape=(), rng=None, xp=None, devic
         raise ValueError(f"batch_shape must hold non-negative sizes, got {batch_shape}")
     name, xp = resolve_dtype(dtype, xp)
     gen = as_generator(rng)
-    Q = _haar_numpy((*batch_shape, n, p), name.startswith("complex"), gen)
+    Q = haar_samples((*batch_shape, n, p), name.startswith("complex"), gen)
     host = np.ascontiguousarray(Q.astype(name))
     target = getattr(xp, name)
     return xp.asarray(host, dtype=target, device=device)

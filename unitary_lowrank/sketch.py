@@ -111,8 +111,12 @@ def _finite_and_scaled(x: Any, name: str, xp: ModuleType) -> tuple[Any, Any]:
     return x, s
 
 
-def _operator(G: Any, xp: ModuleType | None, name: str = "G") -> _Operator:
-    """Validate G (array or pair (X, Y)) and cast a pair to its common dtype."""
+def as_operator(G: Any, xp: ModuleType | None, name: str = "G") -> _Operator:
+    """Validate G (array or pair (X, Y)) and cast a pair to its common dtype.
+
+    The input of :func:`lowrank_operator`; :func:`unitary_lowrank.step` validates
+    its gradient with it too.
+    """
     if isinstance(G, tuple | list):
         if len(G) != 2:
             raise ValueError(
@@ -151,6 +155,10 @@ def _operator(G: Any, xp: ModuleType | None, name: str = "G") -> _Operator:
     return _Operator(
         G, xp, tuple(G.shape[:-2]), G.shape[-2], G.shape[-1], None, G.dtype, device_of(G), sg,
     )
+
+
+#: Alias of :func:`as_operator` for ``training.py``, which imports it under this name.
+_operator = as_operator
 
 
 def _check_sampler(sampler: Any) -> None:
@@ -261,7 +269,7 @@ def range_finder(G, size, *, n_iter=2, shared=False, rng=None, xp=None):
     >>> bool(np.allclose(Qf @ Qf.conj().T, Q @ Q.conj().T))
     True
     """
-    op = _operator(G, xp)
+    op = as_operator(G, xp)
     size = as_int(size, "size", 1, min(op.m, op.n), f" = min(m, n) for G of size {op.m}×{op.n}")
     n_iter = as_int(n_iter, "n_iter", 0)
     gen = as_generator(rng)
@@ -410,7 +418,7 @@ def lowrank(G, rank=None, *, tol=None, max_rank=None, sampler="randomized", over
     >>> info.rank, bool(info.error < 1e-6)
     (3, True)
     """
-    return lowrank_operator(_operator(G, xp), rank, tol=tol, max_rank=max_rank,
+    return lowrank_operator(as_operator(G, xp), rank, tol=tol, max_rank=max_rank,
                             sampler=sampler, oversample=oversample, n_iter=n_iter,
                             shared=shared, rng=rng, return_info=return_info)
 

@@ -1,13 +1,18 @@
 r"""Dense O(n³) references of the updates, for tests: SVD polar factor, ``expm``, Cayley solve.
 
 What the low-rank updates compute without forming anything n×n, computed here
-the direct way in double precision on the host (NumPy and SciPy), batched over
-leading axes:
+the direct way, on the host (NumPy and SciPy), batched over leading axes:
 
-- ``"polar"``: the polar factor of ``U + D`` from a thin SVD, ``W Vᴴ``;
+- ``"polar"``: the polar factor of ``U + D`` from a thin SVD, ``W Vᴴ``
+  (:func:`reference_polar`);
 - ``"exp"``: ``U expm(Ω)`` with ``Ω = skew(Uᴴ D) = (Uᴴ D − Dᴴ U)/2``
   (:func:`scipy.linalg.expm`);
 - ``"cayley"``: ``U (I − Ω/2)⁻¹ (I + Ω/2)`` by a dense solve.
+
+By default the inputs are widened to double precision (float64/complex128)
+first, so the reference is exact to about ``eps₆₄``; ``double=False`` keeps
+their (promoted) dtype instead, to time the dense update at the precision of
+the low-rank one (``benchmarks/``).
 
 Compare a low-rank result with these at :func:`~unitary_lowrank.testing.compare_tol`
 (for ``"polar"``, with ``condition`` the inverse of the smallest singular value
@@ -22,22 +27,73 @@ import numpy as np
 
 from . import to_numpy
 
-__all__ = ["METHODS", "reference_retract", "reference_step"]
+__all__ = ["METHODS", "reference_polar", "reference_retract", "reference_step"]
 
 #: The updates a reference exists for.
 METHODS = ("polar", "exp", "cayley")
 
 
-def _double(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
+def _host(x: Any, double: bool) -> np.ndarray:
+    """`x` as a NumPy array (NumPy input is not copied), widened to double precision if asked."""
+    x = np.asarray(x) if isinstance(x, np.ndarray) else to_numpy(x)
+    if double:
+        return x.astype(np.complex128 if np.iscomplexobj(x) else np.float64, copy=False)
+    return x
 
 
 def _herm(x: np.ndarray) -> np.ndarray:
     return np.conj(np.swapaxes(x, -1, -2))
 
 
-def reference_step(U: Any, D: Any, /, method: str = "polar") -> np.ndarray:
-    """Dense reference of the update of `U` by the step `D` (n×p), in double precision.
+def _check_method(method: str, U: np.ndarray) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
+    if method != "polar" and U.shape[-1] != U.shape[-2]:
+        raise ValueError(f"method {method!r} needs a square U, got shape {U.shape}")
+
+
+def _tangent_update(U: np.ndarray, S: np.ndarray, method: str) -> np.ndarray:
+    """``U expm(Ω)`` or ``U (I − Ω/2)⁻¹ (I + Ω/2)`` for ``Ω = skew(S)``, ``S = Uᴴ D``."""
+    Om = (S - _herm(S)) / 2
+    if method == "exp":
+        from scipy.linalg import expm
+
+        return U @ np.vectorize(expm, signature="(n,n)->(n,n)")(Om)
+    eye = np.eye(U.shape[-1], dtype=Om.dtype)
+    return U @ np.linalg.solve(eye - Om / 2, eye + Om / 2)
+
+
+def reference_polar(M: Any, /, *, double: bool = True) -> np.ndarray:
+    """Polar factor ``W Vᴴ`` of `M` from its thin SVD ``M = W Σ Vᴴ``.
+
+    Parameters
+    ----------
+    M : array, shape (..., m, n)
+        Matrices of any supported library (copied to the host).
+    double : bool, default: True
+        Compute in double precision; False keeps the dtype of `M`.
+
+    Returns
+    -------
+    numpy.ndarray, shape (..., m, n)
+        The polar factor (for singular `M` one of the nearest matrices with
+        orthonormal columns, which are then not unique).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from unitary_lowrank.testing.reference import reference_polar
+    >>> reference_polar(np.diag([2.0, -0.5]))
+    array([[ 1.,  0.],
+           [ 0., -1.]])
+    """
+    W, _, Vh = np.linalg.svd(_host(M, double), full_matrices=False)
+    return W @ Vh
+
+
+def reference_step(U: Any, D: Any, /, method: str = "polar", *,
+                   double: bool = True) -> np.ndarray:
+    """Dense reference of the update of `U` by the step `D` (n×p).
 
     Parameters
     ----------
@@ -48,11 +104,15 @@ def reference_step(U: Any, D: Any, /, method: str = "polar") -> np.ndarray:
         The Euclidean step (for gradient descent ``-lr * G``).
     method : {"polar", "exp", "cayley"}, default: "polar"
         Which update.
+    double : bool, default: True
+        Compute in double precision; False keeps the promoted dtype of `U`
+        and `D`.
 
     Returns
     -------
     numpy.ndarray, shape (..., n, p)
-        float64 or complex128, leading axes broadcast.
+        float64 or complex128 (with ``double=False``, the promoted dtype),
+        leading axes broadcast.
 
     Raises
     ------
@@ -67,28 +127,21 @@ def reference_step(U: Any, D: Any, /, method: str = "polar") -> np.ndarray:
     >>> bool(np.allclose(X, np.eye(3)))
     True
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
-    U, D = _double(to_numpy(U)), _double(to_numpy(D))
+    U, D = _host(U, double), _host(D, double)
+    _check_method(method, U)
     wide = np.result_type(U.dtype, D.dtype)
-    U, D = U.astype(wide), D.astype(wide)
+    U, D = U.astype(wide, copy=False), D.astype(wide, copy=False)
     if method == "polar":
-        W, _, Vh = np.linalg.svd(U + D, full_matrices=False)
-        return W @ Vh
-    if U.shape[-1] != U.shape[-2]:
-        raise ValueError(f"method {method!r} needs a square U, got shape {U.shape}")
-    S = _herm(U) @ D
-    Om = (S - _herm(S)) / 2
-    if method == "exp":
-        from scipy.linalg import expm
-
-        return U @ np.vectorize(expm, signature="(n,n)->(n,n)")(Om)
-    eye = np.eye(U.shape[-1], dtype=wide)
-    return U @ np.linalg.solve(eye - Om / 2, eye + Om / 2)
+        return reference_polar(U + D, double=double)
+    return _tangent_update(U, _herm(U) @ D, method)
 
 
-def reference_retract(U: Any, A: Any, B: Any, /, method: str = "polar") -> np.ndarray:
+def reference_retract(U: Any, A: Any, B: Any, /, method: str = "polar", *,
+                      double: bool = True) -> np.ndarray:
     """Dense reference of ``retract(U, A, B, method)``: :func:`reference_step` of ``A @ Bᴴ``.
+
+    ``Uᴴ A Bᴴ`` is formed as ``(Uᴴ A) Bᴴ``, in O(n²k): timing this times the
+    dense O(n³) update itself, not the forming of its argument.
 
     Parameters
     ----------
@@ -100,11 +153,20 @@ def reference_retract(U: Any, A: Any, B: Any, /, method: str = "polar") -> np.nd
         Right factor of the step.
     method : {"polar", "exp", "cayley"}, default: "polar"
         Which update.
+    double : bool, default: True
+        Compute in double precision; False keeps the promoted dtype of the
+        inputs.
 
     Returns
     -------
     numpy.ndarray, shape (..., n, p)
-        The dense update in float64 or complex128.
+        The dense update, in float64 or complex128 (with ``double=False``, the
+        promoted dtype), leading axes broadcast.
+
+    Raises
+    ------
+    ValueError
+        If `method` is unknown, or `U` is not square for ``"exp"``/``"cayley"``.
 
     Examples
     --------
@@ -118,5 +180,11 @@ def reference_retract(U: Any, A: Any, B: Any, /, method: str = "polar") -> np.nd
     ...     for m in ("polar", "exp", "cayley"))
     True
     """
-    A, B = _double(to_numpy(A)), _double(to_numpy(B))
-    return reference_step(U, A @ _herm(B), method)
+    U, A, B = _host(U, double), _host(A, double), _host(B, double)
+    _check_method(method, U)
+    wide = np.result_type(U.dtype, A.dtype, B.dtype)
+    U, A, B = (x.astype(wide, copy=False) for x in (U, A, B))
+    Bh = _herm(B)
+    if method == "polar":
+        return reference_polar(U + A @ Bh, double=double)
+    return _tangent_update(U, (_herm(U) @ A) @ Bh, method)
