@@ -308,7 +308,7 @@ class ProjUNN(torch.optim.Optimizer):
         grad = p.grad
         if grad.is_sparse:
             raise ValueError(f"ProjUNN: {name} has a sparse gradient, which is not supported")
-        state = self.state[p]
+        state = self.state.get(p, {})  # no empty entry for a weight whose step fails
         steps = int(state.get("step", 0))
         wide = p.shape[-1] > p.shape[-2]
         W = p.detach().mH if wide else p.detach()  # orthonormal columns
