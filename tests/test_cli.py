@@ -415,7 +415,8 @@ def test_a_diverging_run_says_why_on_its_progress_lines(capsys):
     code, out, err = run(["adding", *TINY, "--steps", "200", "--lr", "1e6"], capsys)
     assert code == 1
     assert "stopping (diverged)" in err and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("unitary-lowrank adding: error: the run diverged")
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("unitary-lowrank adding: error: the run diverged")
 
 
 def test_a_healthy_run_is_not_called_diverged(tmp_path, capsys):

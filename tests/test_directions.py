@@ -1,5 +1,7 @@
-"""``rmsprop_direction``: against the NumPy formula on every backend, complex moduli, jax.jit,
-inputs left alone, argument errors."""
+"""``rmsprop_direction`` against the NumPy formula on every backend.
+
+Also: complex moduli, ``jax.jit``, inputs left alone, argument errors.
+"""
 
 from __future__ import annotations
 

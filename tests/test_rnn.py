@@ -237,8 +237,10 @@ def test_bptt_factors_are_sum_over_time():
 
 @pytest.mark.parametrize("nonlinearity", ["relu", "modrelu"])
 def test_forward_backward_on_array_api_strict(nonlinearity):
-    """The network is written against the namespace: array-api-strict runs it unchanged
-    (and checks the NumPy fast path of the ReLU loops against the generic one)."""
+    """The network is written against the namespace: array-api-strict runs it unchanged.
+
+    This also checks the NumPy fast path of the ReLU loops against the generic one.
+    """
     xps = pytest.importorskip("array_api_strict")
     rng = np.random.default_rng(3)
     p, inputs, _, readout = _problem("adding", nonlinearity, rng)
@@ -311,7 +313,8 @@ def test_rmsprop_updates_only_given_parameters():
     assert q["b"] is p["b"] and np.all(q["a"] < 1) and np.all(p["a"] == 1)
 
 
-@pytest.mark.parametrize(("kw", "match"), [({"lr": 0.0}, "lr"), ({"lr": 0.1, "alpha": 1.0}, "alpha")])
+@pytest.mark.parametrize(("kw", "match"),
+                         [({"lr": 0.0}, "lr"), ({"lr": 0.1, "alpha": 1.0}, "alpha")])
 def test_rmsprop_rejects_bad_settings(kw, match):
     with pytest.raises(ValueError, match=match):
         RMSprop(xp=npx, **kw)

@@ -1,8 +1,9 @@
-"""The application: a command line that trains orthogonal RNNs on the copy and adding tasks,
-or times the updates.
+"""The application: a command line that trains orthogonal RNNs and times the updates.
 
-It uses the library only through its public names (``import unitary_lowrank as ul``);
-nothing in :mod:`unitary_lowrank` imports it.
+It trains recurrent networks on the copy and adding tasks, or times the low-rank
+updates against their dense references. It uses the library only through its
+public names (``import unitary_lowrank as ul``); nothing in :mod:`unitary_lowrank`
+imports it.
 
 Run ``python -m unitary_lowrank --help`` (or the ``unitary-lowrank`` console
 script). Subcommands:

@@ -92,8 +92,8 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
     d = T.default_config(task)
     p.add_argument("--preset", choices=["paper"],
                    help="the paper's sizes (copy: T=1000, hidden 190, batch 128, lr 7e-4, "
-                        "divider 32, rank 1; adding: T=200, hidden 170, batch 50); meant for a GPU. "
-                        "Explicit options override it")
+                        "divider 32, rank 1; adding: T=200, hidden 170, batch 50); meant for a "
+                        "GPU. Explicit options override it")
     p.add_argument("--method", choices=T.METHODS, default="transport",
                    help="update of U: transport (projUNN-T), project (projUNN-D), cayley, "
                         "dense-polar (dense SVD each step), unconstrained (RMSprop on U), "
@@ -178,7 +178,8 @@ def _build_parser() -> _Parser:
         _add_train_options(p, task)
     b = sub.add_parser("bench", help="time the low-rank updates against dense references",
                        description="Time project, transport and Cayley updates of an n x n "
-                                   "unitary against the dense SciPy computations.")
+                                   "unitary against their dense references in double "
+                                   "precision (SVD polar factor, SciPy's expm, Cayley solve).")
     b.add_argument("--n", type=_positive_int, default=1024, help="matrix size; default: 1024")
     b.add_argument("--rank", type=_int_list, action="append",
                    help="rank(s) of the step, repeatable or comma separated; default: 1,4")

@@ -111,10 +111,12 @@ def blas_threads(n: int | None) -> Iterator[int]:
 
 
 def _numba():
-    """numba, when installed: the library's kernels (``engine="auto"``) may use its
-    parallel loops, which suffer from shared cores like BLAS threads do. Imported
-    here, not lazily by the first kernel call, so that its thread count can be set
-    for the whole run."""
+    """Numba, when installed (else None).
+
+    The library's kernels (``engine="auto"``) may use its parallel loops, which
+    suffer from shared cores like BLAS threads do. It is imported here, not lazily
+    by the first kernel call, so that its thread count can be set for the whole run.
+    """
     if "numba" not in sys.modules and importlib.util.find_spec("numba") is None:
         return None
     try:

@@ -646,8 +646,11 @@ class _Run:
         return False
 
     def step(self, step: int) -> Any:
-        """One training step on a fresh batch; the training loss (an array), or None
-        when the step on U is not finite (the parameters are then left as they were)."""
+        """Take one training step on a fresh batch and return its loss (an array).
+
+        Returns None when the step on U is not finite; the parameters are then left
+        as they were.
+        """
         cfg, task, xp = self.cfg, self.task, self.xp
         x, y = task.batch(cfg.batch, self.gen_train)
         out, cache = rnn.forward(self.params, x, nonlinearity=cfg.nonlinearity,
@@ -714,8 +717,11 @@ def _evaluate(run: _Run, step: int) -> bool:
 
 
 def _maybe_decay(run: _Run, step: int, frac: float) -> None:
-    """Multiply both learning rates by ``lr_decay``, once, when the test loss is below
-    ``decay_below`` times the baseline (`frac` is the test loss over the baseline)."""
+    """Multiply both learning rates by ``lr_decay`` once the task is solved.
+
+    That is, the first time the test loss is below ``decay_below`` times the
+    baseline (`frac` is the test loss over the baseline).
+    """
     cfg = run.cfg
     if run.decayed or cfg.lr_decay >= 1 or frac >= cfg.decay_below:
         return
@@ -727,8 +733,10 @@ def _maybe_decay(run: _Run, step: int, frac: float) -> None:
 
 
 def _should_stop(cfg: Config, frac: float, accuracy: float | None) -> bool:
-    """Whether a test loss of `frac` times the baseline (and the recall `accuracy`, on
-    copy) passes the ``stop_below`` test (None or 0: never)."""
+    """Whether the run may stop early: the ``stop_below`` test (None or 0: never).
+
+    `frac` is the test loss over the baseline, `accuracy` the recall (copy) or None.
+    """
     return bool(
         cfg.stop_below
         and frac < cfg.stop_below
@@ -765,8 +773,11 @@ _NOT_TESTED = {"step": 0, "loss": math.nan, "accuracy": None, "unitarity_error":
 
 
 def _final_test(run: _Run) -> dict[str, Any]:
-    """The test of the state the summary reports: the last one, or a new one if the
-    run stopped between tests (a second Ctrl-C skips it)."""
+    """The test of the state the summary reports.
+
+    The last test, or a new one if the run stopped between tests (a second Ctrl-C
+    skips it).
+    """
     if not run.history or run.history[-1]["step"] != run.done:
         try:
             run.history.append(run.test(run.done))
@@ -832,8 +843,10 @@ def _summary(run: _Run, final: dict[str, Any], wall: float) -> dict[str, Any]:
 
 
 def _target_met(task: str, final: dict[str, Any], baseline: float) -> bool:
-    """The summary's target: copy below 2 % of the baseline with >= 99 % recall; adding
-    MSE below 0.01."""
+    """Whether the run met its target.
+
+    Copy: below 2 % of the baseline with >= 99 % recall; adding: MSE below 0.01.
+    """
     loss = final["loss"]
     if not math.isfinite(loss):
         return False
