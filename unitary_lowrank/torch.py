@@ -323,13 +323,18 @@ class ProjUNN(torch.optim.Optimizer):
         gen = _generator(state.get("rng_state"), self._entropy, index)
         try:
             new = ul.step(W, D.mH if wide else D, group["lr"], rank=group["rank"],
-                          method=group["method"], sampler=group["sampler"], rng=gen,
-                          check_finite=True)
+                          method=group["method"], sampler=group["sampler"], rng=gen)
             every = group["repair_every"]
             if every is not None and (steps + 1) % every == 0:
                 guard = ul.DriftGuard(every=1, rng=gen)
                 new = guard(new)
                 new_state["repairs"] = int(state.get("repairs", 0)) + guard.repairs
+            # One reduction instead of an elementwise scan: NaN or ±inf anywhere makes the
+            # sum non-finite, and the entries of a matrix with orthonormal columns are at
+            # most 1 in modulus, so a finite result cannot overflow it.
+            if not bool(torch.isfinite(new.sum())):
+                raise ValueError("the new weight holds NaN or infinity (is the weight itself "
+                                 "finite?)")
         except ValueError as exc:
             raise ValueError(f"ProjUNN: the step of {name} failed, nothing was changed: "
                              f"{exc}") from exc
