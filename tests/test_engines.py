@@ -1,7 +1,10 @@
-"""The two-pass NumPy engines (Numba kernels, cache-blocked BLAS) agree with the
-array-agnostic body to a few eps; engine switch errors; the engines implement
-the written interface (``_engines.Engine``) and ``_engines.select`` picks them as
-documented."""
+"""The two-pass NumPy engines: parity, the written interface, the choice.
+
+The engines (Numba kernels, cache-blocked BLAS) agree with the array-agnostic
+body to a few eps; engine switch errors; the engine modules implement the
+written interface (``_engines.Engine``) and ``_engines.select`` picks them as
+documented.
+"""
 
 from __future__ import annotations
 
@@ -34,8 +37,11 @@ ENGINES = [
 
 
 def parity_tol(dtype) -> float:
-    """Engine parity: docs/theory.md documents that the two-pass engines "agree with
-    the portable path to a few eps" (both are backward stable); 20·eps per entry."""
+    """Tolerance of engine parity: 20·eps per entry.
+
+    docs/theory.md documents that the two-pass engines "agree with the portable
+    path to a few eps" (both are backward stable).
+    """
     return compare_tol(1, dtype, 20)
 
 
@@ -64,7 +70,7 @@ def test_engine_matches_array_api(engine, method, n, k, batch, dtype):
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("dtype_", ["float32", "complex128"])
 def test_large_inputs_threaded_path(engine, dtype_):
-    """n = 1030 crosses the size from which the kernels run threaded (and BLAS blocks)."""
+    """At n = 1030, past the size from which the kernels run threaded (and BLAS blocks)."""
     rng = np.random.default_rng(8)
     n = 1030
     # a Householder reflection times a diagonal of phases: exactly unitary and O(n²) to build

@@ -1,5 +1,8 @@
-"""The result pool: large results of the NumPy engines reuse the memory of dropped ones,
-never of an array (or view, or tensor) still alive, bounded, and bit-identical to fresh."""
+"""The result pool: large results of the NumPy engines reuse the memory of dropped ones.
+
+Never the memory of an array (or view, or tensor) still alive; bounded; and
+bit-identical to fresh memory.
+"""
 
 from __future__ import annotations
 
@@ -149,7 +152,8 @@ def test_bound_on_idle_memory(small_pool, engine):
     U, A, B = _case(n=16, dtype="float64")
     nbytes = U.nbytes
     ul.set_result_pool(nbytes)
-    results = [ul.project(U, A, B, engine=engine) for _ in range(3)]  # three live results, three blocks
+    # three live results, three blocks
+    results = [ul.project(U, A, B, engine=engine) for _ in range(3)]
     assert len({_address(r) for r in results}) == 3
     del results
     info = ul.result_pool_info()
@@ -260,7 +264,9 @@ def test_bound_of_wrong_type_is_a_type_error(bad):
         ul.set_result_pool(bad)
 
 
-@pytest.mark.parametrize(("value", "expected"), [("0", "0"), ("4096", "4096"), ("", str(_pool.DEFAULT_MAX_IDLE_BYTES))])
+@pytest.mark.parametrize(("value", "expected"), [
+    ("0", "0"), ("4096", "4096"), ("", str(_pool.DEFAULT_MAX_IDLE_BYTES)),
+])
 def test_environment_variable_sets_the_bound(value, expected):
     env = {**os.environ, "UNITARY_LOWRANK_RESULT_POOL": value}
     code = "import unitary_lowrank as ul; print(ul.result_pool_info().max_idle_bytes)"

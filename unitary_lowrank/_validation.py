@@ -77,8 +77,10 @@ def as_real(value: Any, name: str, *, positive: bool = False) -> float:
 
 
 def check_method(method: Any) -> str:
-    """The name of a retraction, one of :data:`~unitary_lowrank._agnostic._updates.METHODS`,
-    else a `ValueError`."""
+    """The name of a retraction, else a `ValueError`.
+
+    One of :data:`~unitary_lowrank._agnostic._updates.METHODS`.
+    """
     if method not in METHODS:
         raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
     return method
@@ -208,8 +210,11 @@ def validate_checked_step(
     check_finite_U: bool,
     func: str,
 ) -> Step:
-    """:func:`validate_step` without the checks of the single arrays, for a U that
-    passed :func:`check_matrix` and factors A, B that the library computed in `xp`."""
+    """:func:`validate_step` without the checks of the single arrays.
+
+    For a U that passed :func:`check_matrix` and factors A, B that the library
+    computed in `xp`.
+    """
     _pool.check_environment()
     return _fit_step(U, A, B, xp, square=square, check_finite_U=check_finite_U, func=func)
 

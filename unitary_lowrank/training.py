@@ -146,8 +146,10 @@ _CORE_OVERFLOW = "the step A @ B^H is too large"
 
 
 def _scaled_step(A: Any, B: Any, lr: float, xp: Any) -> tuple[Any, Any]:
-    """``(−lr·A, B)`` or ``(A, −lr·B)``, whichever factor has fewer rows; a
-    `ValueError` naming `lr` and `G` when the scaled factor overflows (O(nk))."""
+    """``(−lr·A, B)`` or ``(A, −lr·B)``, whichever factor has fewer rows.
+
+    A `ValueError` naming `lr` and `G` when the scaled factor overflows (O(nk)).
+    """
     scale_b = B.shape[-2] < A.shape[-2]
     with _no_fp_warnings(xp):
         scaled = (B if scale_b else A) * (-lr)

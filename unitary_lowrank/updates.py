@@ -79,17 +79,21 @@ def _check_unitary_along_step(UQ: Any, xp: ModuleType, u_dtype: Any) -> None:
 
 
 def _run(U, A, B, method, *, square, check_finite_U, check_unitary, out, engine, xp, func):
-    """`project`, `transport` and `retract` after their own checks: validate the
-    caller's arrays, then update."""
+    """`project`, `transport` and `retract` after their own checks.
+
+    Validates the caller's arrays, then updates.
+    """
     xp = get_namespace(("U", U), ("A", A), ("B", B), xp=xp)
     step = validate_step(U, A, B, xp, square=square, check_finite_U=check_finite_U, func=func)
     return _update(U, step, method, check_unitary=check_unitary, out=out, engine=engine, xp=xp)
 
 
 def _retract_checked(U, A, B, method, *, check_finite_U, out, xp):
-    """``retract(U, A, B, method, check_finite=check_finite_U, out=out)`` for a
-    `method` already checked, a U that passed ``check_matrix`` and factors A, B
-    that the library computed in the namespace `xp` (``training.step``)."""
+    """``retract(U, A, B, method, check_finite=check_finite_U, out=out)`` without repeated checks.
+
+    For ``training.step``: `method` is already checked, U passed ``check_matrix``,
+    and A, B are factors that the library computed in the namespace `xp`.
+    """
     step = validate_checked_step(U, A, B, xp, square=method != "polar",
                                  check_finite_U=check_finite_U,
                                  func=f"retract(method={method!r})")
@@ -100,7 +104,8 @@ def _update(U_given, step: Step, method, *, check_unitary, out, engine, xp):
     """The update of validated arrays, into `out` if given.
 
     `U_given` is U as the caller passed it: `out` must be on its device, and its
-    dtype sets the tolerance of the unitarity check.
+    dtype sets the tolerance of the unitarity check (``unitarity_dtype`` below,
+    None when the check is off).
     """
     U, A, B, batch = step
     shape = (*batch, *U.shape[-2:])
@@ -108,26 +113,26 @@ def _update(U_given, step: Step, method, *, check_unitary, out, engine, xp):
     if A.shape[-1] == 0 or 0 in shape:  # empty step or empty batch: nothing moves
         return _deliver(xp.asarray(xp.broadcast_to(U, shape), copy=True), out)
     engine_module = _engines.select(engine, xp, tuple(U.shape), A.shape[-1])
-    unitary_dtype = U_given.dtype if check_unitary else None
+    unitarity_dtype = U_given.dtype if check_unitary else None
     with _no_fp_warnings(xp):
         if engine_module is not None:
-            return _two_pass_update(engine_module, U, A, B, batch, method, unitary_dtype, out, xp)
-        result = _portable_update(U, A, B, batch, method, unitary_dtype, xp)
+            return _two_pass_update(engine_module, U, A, B, batch, method, unitarity_dtype, out, xp)
+        result = _portable_update(U, A, B, batch, method, unitarity_dtype, xp)
     return _deliver(result, out)
 
 
-def _two_pass_update(engine, U, A, B, batch, method, unitary_dtype, out, xp):
+def _two_pass_update(engine, U, A, B, batch, method, unitarity_dtype, out, xp):
     """The square update by a NumPy engine (:class:`~unitary_lowrank._engines.Engine`)."""
     UhA, UB = engine.adjoint_products(U, A, B, batch)  # one pass over U
     Q, beta, alpha = _updates.step_subspace(UhA, B, batch, xp)
     D = _square_core(U, alpha, beta, method, xp)
     L = engine.basis_from_products(U, A, UB, Q, beta, alpha, batch)
-    if unitary_dtype is not None:
-        _check_unitary_along_step(L, xp, unitary_dtype)
+    if unitarity_dtype is not None:
+        _check_unitary_along_step(L, xp, unitarity_dtype)
     return engine.write_update(U, L, D, Q, batch, out)  # the second pass
 
 
-def _portable_update(U, A, B, batch, method, unitary_dtype, xp):
+def _portable_update(U, A, B, batch, method, unitarity_dtype, xp):
     """The update by the array-agnostic body: square U, or U with fewer columns (polar)."""
     if U.shape[-2] == U.shape[-1]:
         Q, beta, alpha = _updates.square_subspace(U, A, B, batch, xp)
@@ -140,8 +145,8 @@ def _portable_update(U, A, B, batch, method, unitary_dtype, xp):
         Z, D = _updates.stiefel_core(A, Aperp, beta, alpha, batch, eps, xp)
         _check_core_input(U, xp, D)
     L = _updates.times_basis(U, Q, xp)
-    if unitary_dtype is not None:
-        _check_unitary_along_step(L, xp, unitary_dtype)
+    if unitarity_dtype is not None:
+        _check_unitary_along_step(L, xp, unitarity_dtype)
     return _updates.add_low_rank(U, L, Q, D, xp, Z)
 
 
@@ -182,9 +187,11 @@ engine : {"auto", "blas", "numba", "array_api"}, default: "auto"
 
 
 def _describe_engine(func):
-    """Put :data:`_ENGINE_PARAMETER` in place of the line ``{engine}`` of `func`'s
-    docstring, indented like that line (the compiler strips the indentation of
-    docstrings from Python 3.13 on)."""
+    """Put :data:`_ENGINE_PARAMETER` in place of the line ``{engine}`` of `func`'s docstring.
+
+    It is indented like that line (the compiler strips the indentation of
+    docstrings from Python 3.13 on).
+    """
     if func.__doc__:  # None under python -OO
         func.__doc__ = re.sub(
             r"^( *)\{engine\}\n",

@@ -99,8 +99,11 @@ class Engine(Protocol):
 
 @functools.cache
 def load_numba() -> ModuleType | None:
-    """The Numba engine, or None when numba is missing or disabled by
-    ``UNITARY_LOWRANK_DISABLE_NUMBA=1``. Imports numba on the first call only."""
+    """The Numba engine, or None when numba is missing or disabled.
+
+    ``UNITARY_LOWRANK_DISABLE_NUMBA=1`` disables it. numba is imported on the
+    first call only.
+    """
     if os.environ.get(DISABLE_NUMBA_VAR, "0") == "1":
         return None
     try:
@@ -110,8 +113,9 @@ def load_numba() -> ModuleType | None:
 
 
 def select(engine: str, xp: ModuleType, shape: tuple[int, ...], k: int) -> Engine | None:
-    """The engine for an update of a U of `shape` by a rank-`k` step, or None for the
-    array-agnostic body.
+    """The engine of an update, or None for the array-agnostic body.
+
+    U has `shape`, the step has rank `k` and the arrays come from the namespace `xp`.
 
     - ``"array_api"``: None.
     - ``"numba"``: the Numba engine, ``"blas"``: the blocked engine, each for a

@@ -1,5 +1,8 @@
-"""The parts of the engines that need no pass over U: the left basis from the
-products of the first pass, and the right factor ``(F − I) Qᴴ`` of the second."""
+"""The parts of the engines that need no pass over U.
+
+The left basis from the products of the first pass, and the right factor
+``(F − I) Qᴴ`` of the second.
+"""
 
 from __future__ import annotations
 

@@ -32,7 +32,10 @@ __all__ = ["adjoint_products", "basis_from_products", "write_update"]
 # row dot products run 1.6x (float64) to 4x (float32, complex64) faster with it.
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc"})
 def _adjoint_rows_kernel(U, A, Bt, acc, UB, start, stop):  # pragma: no cover - compiled
-    """Rows start..stop of the flattened (batch, row) index: acc[b] += U[b,i]ᴴ ⊗ A[b,i]; UB[b,i] = U[b,i] B[b]."""
+    """Rows start..stop of the flattened (batch, row) index.
+
+    ``acc[b] += U[b,i]ᴴ ⊗ A[b,i]`` and ``UB[b,i] = U[b,i] B[b]``.
+    """
     n, p = U.shape[1], U.shape[2]
     k = A.shape[2]
     for idx in range(start, stop):
