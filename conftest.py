@@ -1,0 +1,16 @@
+"""Doctest collection: skip the modules whose optional dependency is not installed.
+
+``pytest`` collects the doctests of every module of the package; a module that
+imports an optional library at its top (the Numba kernels, the PyTorch
+optimizer) cannot be imported without it, which is not a failure of the tests.
+"""
+
+import importlib.util
+
+_OPTIONAL = {
+    "numba": "unitary_lowrank/_engines/numba.py",
+    "torch": "unitary_lowrank/torch.py",
+}
+
+collect_ignore = [path for module, path in _OPTIONAL.items()
+                  if importlib.util.find_spec(module) is None]
