@@ -5,8 +5,9 @@ frequency blocks of size 64×64. A rank-1 step of all of them is one batched
 :func:`unitary_lowrank.project` (projUNN-D) or :func:`unitary_lowrank.transport`
 (projUNN-T) call on the (1024, 64, 64) stack (also ``project`` with the result
 pool off: its 32 MiB result on fresh memory), compared with the dense baseline:
-a batched SVD polar factor of the same stepped blocks (``np.linalg.svd`` on the
-(1024, 64, 64) stack). The last rows time the whole layer step
+the SVD polar factor of each of the same stepped blocks
+(:func:`unitary_lowrank.testing.reference.reference_retract` in complex64:
+``scipy.linalg.svd`` block by block). The last rows time the whole layer step
 :func:`unitary_lowrank.conv.update` from batch-8 gradient factors (batched
 rank-1 sketch, then the batched retraction), and one forward convolution of
 the batch for scale. Every variant runs in the same process on the same data.
@@ -19,6 +20,7 @@ import numpy as np
 import unitary_lowrank as ul
 from benchmarks._timing import measure, without_result_pool
 from unitary_lowrank import conv
+from unitary_lowrank.testing.reference import reference_retract
 
 __all__ = ["run"]
 
@@ -36,12 +38,6 @@ def _case(N: int, C: int, batch: int, dtype: str, seed: int = 0):
     return layout, W, a.astype(dtype), b.astype(dtype), x, dy
 
 
-def _dense_polar(W: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    M = W + a @ np.conj(np.swapaxes(b, -1, -2))
-    U, _, Vh = np.linalg.svd(M, full_matrices=False)
-    return U @ Vh
-
-
 def run(quick: bool) -> list[dict]:
     """Benchmark rows (see the module docstring); `quick` uses a 4×4 grid with 8 channels."""
     N, C, batch = (4, 8, 4) if quick else (32, 64, 8)
@@ -53,7 +49,8 @@ def run(quick: bool) -> list[dict]:
     lr = 0.01
 
     variants = {
-        "dense SVD polar (np.linalg.svd on the stack)": lambda: _dense_polar(W, a, b),
+        "dense SVD polar (testing.reference)": lambda: reference_retract(
+            W, a, b, "polar", double=False),
         "project (projUNN-D), one batched call": lambda: ul.project(W, a, b),
         "transport (projUNN-T), one batched call": lambda: ul.transport(W, a, b),
         "conv.update polar: sketch + project": lambda: conv.update(
@@ -64,13 +61,12 @@ def run(quick: bool) -> list[dict]:
     }
     times = {name: measure(fn, repeats=repeats, warmup=warmup) for name, fn in variants.items()}
     with without_result_pool():  # every result on fresh memory (the default reuses dropped ones)
-        times["project, result pool off"] = measure(variants["project (projUNN-D), one batched call"],
-                                                    repeats=repeats, warmup=warmup)
-    dense = times["dense SVD polar (np.linalg.svd on the stack)"]
+        times["project, result pool off"] = measure(
+            variants["project (projUNN-D), one batched call"], repeats=repeats, warmup=warmup)
+    dense = times["dense SVD polar (testing.reference)"]
 
     # accuracy of the compared variants, so a fast wrong answer cannot hide
-    ref = _dense_polar(W.astype(np.complex128), a.astype(np.complex128),
-                       b.astype(np.complex128))
+    ref = reference_retract(W, a, b, "polar")  # in complex128
     proj_err = float(np.max(np.abs(ul.project(W, a, b) - ref)))
     new = conv.update(W, grad, layout, lr=lr, rank=1, method="exp", rng=0)
     orth = float(conv.orthogonality_error(new, layout))

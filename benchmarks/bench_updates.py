@@ -12,15 +12,18 @@ warm-up:
   reused (``unitary_lowrank/_pool.py``);
 - the two-pass NumPy engines over the pure-array path (``engine="blas"`` and
   ``"numba"`` over ``"array_api"``), and numba over blas;
-- ``scipy.linalg.polar(U + ABᴴ)``, ``U @ scipy.linalg.expm(Ω)`` and the dense
-  Cayley solve ``U @ solve(I − Ω/2, I + Ω/2)``, each divided by the low-rank
-  update that computes the same matrix;
+- the dense O(n³) updates of :mod:`unitary_lowrank.testing.reference` at the
+  precision of U (``double=False``): the SVD polar factor ``W Vᴴ`` of
+  ``U + ABᴴ`` (``scipy.linalg.svd``), ``U @ scipy.linalg.expm(Ω)`` and the
+  dense Cayley solve ``U @ scipy.linalg.solve(I − Ω/2, I + Ω/2)``, each divided
+  by the low-rank update that computes the same matrix;
 - the Wen–Yin low-rank Cayley update (Sherman–Morrison–Woodbury), written here
   as a peer baseline, over ours;
 - float64 over float32 at the same n, k (half the bytes to move).
 
-The dense O(n³) baselines do not depend on k: they are timed once per (dtype, n)
-(medians of three after a warm-up up to n = 2048, one run beyond) and reused for every k.
+The dense O(n³) baselines hardly depend on k (forming the step ``A Bᴴ`` or
+``(Uᴴ A) Bᴴ`` costs O(n²k)): they are timed once per (dtype, n) (medians of
+three after a warm-up up to n = 2048, one run beyond) and reused for every k.
 
 Rows also carry the accuracy (largest difference from the dense result, and
 ``‖XᴴX − I‖₂``), so a fast wrong answer cannot hide.
@@ -36,6 +39,7 @@ import unitary_lowrank as ul
 from benchmarks._timing import measure, without_result_pool
 from unitary_lowrank import _pool
 from unitary_lowrank.testing import lowrank_factors
+from unitary_lowrank.testing.reference import reference_retract
 
 __all__ = ["run", "wen_yin_cayley"]
 
@@ -60,16 +64,9 @@ def wen_yin_cayley(U: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def _dense(U, A, B):
-    import scipy.linalg as sl
-
-    S = U.conj().T @ A @ B.conj().T
-    Om = (S - S.conj().T) / 2
-    eye = np.eye(U.shape[0], dtype=U.dtype)
-    return {
-        "polar": lambda: sl.polar(U + A @ B.conj().T)[0],
-        "exp": lambda: U @ sl.expm(Om),
-        "cayley": lambda: U @ sl.solve(eye - Om / 2, eye + Om / 2),
-    }
+    """The dense updates of `U` by ``A Bᴴ``, at `U`'s precision, as functions to time."""
+    return {m: (lambda m=m: reference_retract(U, A, B, m, double=False))
+            for m in ("polar", "exp", "cayley")}
 
 
 def run(quick: bool, *, sizes=None, ranks=None, dtypes=None, dense_max_n: int = 4096,

@@ -12,21 +12,21 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
 # One BLAS thread for the test suite (set before NumPy is imported): the tests
 # check results, not speed, and on a shared 2-core machine a second OpenBLAS
 # thread made small products up to 27x slower. An explicit setting wins.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
-from dataclasses import dataclass
-from types import ModuleType
-from typing import Any
 
-import numpy as np
-import pytest
-from hypothesis import HealthCheck, settings
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
-from unitary_lowrank.testing import DTYPE_NAMES, to_numpy
+from unitary_lowrank.testing import DTYPE_NAMES, to_numpy  # noqa: E402
 
 settings.register_profile(
     "ci",
@@ -66,7 +66,7 @@ class Backend:
         return self.xp.asarray(np.array(x, copy=True), device=self.device)
 
     def dtype(self, name: str) -> Any:
-        """This backend's dtype object of a dtype name."""
+        """The dtype object of a dtype name, in this backend."""
         return getattr(self.xp, name)
 
     def numpy(self, x: Any) -> np.ndarray:
@@ -119,8 +119,10 @@ def _make_backend(name: str) -> Backend:
 
 @contextlib.contextmanager
 def _jax_x64():
-    """JAX with ``jax_enable_x64`` on (float64 small cores need it), restored afterwards,
-    so that no test sees the setting an earlier one left (tests pass in any order)."""
+    """JAX with ``jax_enable_x64`` on (float64 small cores need it), restored afterwards.
+
+    No test sees the setting an earlier one left, so the tests pass in any order.
+    """
     jax = pytest.importorskip("jax")
     old = bool(jax.config.jax_enable_x64)
     jax.config.update("jax_enable_x64", True)

@@ -144,8 +144,10 @@ def test_plain_torch_module_and_compat_namespace_are_accepted_as_xp(call, namesp
 
 
 def _unique_part(res):
-    """What a result determines uniquely: ``A Bᴴ`` of factors, ``Q Qᴴ`` of a basis
-    (their signs depend on the LAPACK of the library)."""
+    """What a result determines uniquely: ``A Bᴴ`` of factors, ``Q Qᴴ`` of a basis.
+
+    The signs of the factors and of the basis depend on the LAPACK of the library.
+    """
     if len(res) == 2:
         a, b = res
         return a @ np.conj(np.swapaxes(b, -1, -2))
@@ -374,9 +376,12 @@ def test_step_names_g_and_lr_when_the_step_overflows():
     ("lr", "where"), [(1e28, "core"), (-1e28, "core"), (1e29, "factor")]
 )
 def test_step_names_g_and_lr_when_the_step_overflows_float32(method, lr, where):
-    """float32, U an 8×8 Hadamard matrix / √8 and G = 1e10 everywhere: at lr = 1e28
-    the scaled factor (entries 2.8e38) fits the dtype but ``Uᴴ(lr·G)`` (√8 times
-    more) in the core of the retraction does not; at 1e29 the factor overflows."""
+    """Float32, U an 8×8 Hadamard matrix / √8 and G = 1e10 everywhere.
+
+    At lr = 1e28 the scaled factor (entries 2.8e38) fits the dtype but
+    ``Uᴴ(lr·G)`` (√8 times more) in the core of the retraction does not; at 1e29
+    the factor overflows.
+    """
     h2 = np.array([[1.0, 1.0], [1.0, -1.0]])
     U8 = (np.kron(np.kron(h2, h2), h2) / np.sqrt(8.0)).astype(np.float32)
     G8 = np.full((8, 8), 1e10, np.float32)

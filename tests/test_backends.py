@@ -137,7 +137,7 @@ def test_mixed_devices_raise_value_error():
 
 
 def test_torch_conjugate_views():
-    """torch's lazily conjugated tensors must be read as their values."""
+    """Torch's lazily conjugated tensors must be read as their values."""
     torch = pytest.importorskip("torch")
     (U, A, B), _ = _inputs(_Host(), "complex128")
     Ut = torch.asarray(U.conj()).conj()  # a conj view of the conjugate

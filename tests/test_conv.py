@@ -193,8 +193,11 @@ def test_kernel_blocks_round_trip_and_dft(backend, dtype, real):
 
 
 def _norm_tol(layout, C, dtype, steps=0):
-    """Relative bound: FFT rounding (c·log₂(HW)·eps) plus the blocks' unitarity bound,
-    which grows like √steps (a random walk of rounding errors, docs/theory.md, "Drift")."""
+    """Relative bound on the change of norm.
+
+    FFT rounding (c·log₂(HW)·eps) plus the blocks' unitarity bound, which grows
+    like √steps (a random walk of rounding errors, docs/theory.md, "Drift").
+    """
     H, W = layout.shape
     fft = compare_tol(2 + math.log2(H * W), dtype, factor=30)
     return fft + unitarity_bound(C, dtype) * math.sqrt(1 + steps)
@@ -258,8 +261,11 @@ def test_isometry_after_500_updates(dtype_, shape, real, method):
 
 
 def test_untied_half_plane_blocks_are_not_orthogonal():
-    """The defect the tying prevents: unitary but untied rfft2 blocks give a non-orthogonal
-    real operator, which per-block checks cannot see and norm preservation does."""
+    """The defect the tying prevents.
+
+    Unitary but untied rfft2 blocks give a non-orthogonal real operator, which
+    per-block checks cannot see and norm preservation does.
+    """
     rng = np.random.default_rng(0)
     N, C = 4, 2
     blocks = haar_full(rng, (N, N // 2 + 1, C, C))  # every block unitary, nothing tied
@@ -387,8 +393,10 @@ def test_update_matches_dense_per_frequency(backend, dtype, method, real):
 
 @pytest.mark.parametrize("real", [True, False], ids=["real", "complex"])
 def test_update_sketched_rank1_is_best_rank1_step(backend, real):
-    """Batch 4 > rank 1: the batched sketch (exact here, the factors have 4 <= 1 + oversample
-    columns) gives the step along the top singular pair of every G_f."""
+    """Batch 4 > rank 1: the step along the top singular pair of every G_f.
+
+    The batched sketch is exact here: the factors have 4 <= 1 + oversample columns.
+    """
     rng = np.random.default_rng(6)
     layout = conv.FourierLayout((4, 4), real=real)
     C, lr = 4, 0.1

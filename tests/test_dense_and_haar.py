@@ -1,5 +1,9 @@
-"""polar, unitarity_error and random_unitary against NumPy, Haar statistics, and the dense
-reference of the updates (:mod:`unitary_lowrank.testing.reference`) against SciPy."""
+"""Dense routines and the Haar sampler, checked against NumPy and SciPy.
+
+polar, unitarity_error and random_unitary against NumPy, Haar statistics, and
+the dense reference of the updates (:mod:`unitary_lowrank.testing.reference`)
+against SciPy.
+"""
 
 from __future__ import annotations
 
@@ -147,8 +151,11 @@ def _double(x):
 
 
 def test_reference_polar_matches_scipy_polar(dtype):
-    """reference_retract(..., "polar") and reference_polar against scipy.linalg.polar,
-    matrix by matrix, in double precision."""
+    """The reference's polar factor against scipy.linalg.polar.
+
+    reference_retract(..., "polar"), reference_step(..., "polar") and
+    reference_polar, matrix by matrix, in double precision.
+    """
     scipy_linalg = pytest.importorskip("scipy.linalg")
     for U, A, B in _reference_cases(dtype):
         M = _double(U) + _double(A) @ np.swapaxes(_double(B), -1, -2).conj()
@@ -165,8 +172,11 @@ def test_reference_polar_matches_scipy_polar(dtype):
 
 
 def test_reference_tangent_updates_closed_form():
-    """exp and Cayley of a plane rotation: U = I, Ω = [[0, −θ], [θ, 0]] gives the rotation by
-    θ, and by 2·atan(θ/2) for Cayley; the step D = Ω has skew(Uᴴ D) = Ω."""
+    """The reference's exp and Cayley updates of a plane rotation.
+
+    U = I, Ω = [[0, −θ], [θ, 0]] gives the rotation by θ, and by 2·atan(θ/2)
+    for Cayley; the step D = Ω has skew(Uᴴ D) = Ω.
+    """
     for theta in (1e-3, 0.4, 2.5):
         Om = np.array([[0.0, -theta], [theta, 0.0]])
 

@@ -40,10 +40,12 @@ def ref_error(U: np.ndarray) -> np.ndarray:
 
 
 def assert_repaired(X) -> None:
-    """X (any backend) is as unitary as a double-precision result rounded to its dtype:
-    ``reunitarize`` computes in double precision and is documented as "unitary to the
-    rounding of its own dtype" (``rounded_unitarity_bound``: eps·√n for the rounding,
-    plus the 30·n·eps₆₄ of a backward-stable double-precision result)."""
+    """Assert X (any backend) is as unitary as a double-precision result rounded to its dtype.
+
+    ``reunitarize`` computes in double precision and is documented as "unitary to
+    the rounding of its own dtype" (``rounded_unitarity_bound``: eps·√n for the
+    rounding, plus the 30·n·eps₆₄ of a backward-stable double-precision result).
+    """
     err = float(np.max(to_numpy(ul.unitarity_error(X)), initial=0.0))
     dtype = to_numpy(X).dtype.name
     bound = rounded_unitarity_bound(X.shape[-2], dtype)
@@ -387,8 +389,11 @@ def test_guard_bad_arguments(kwargs, exc, pattern):
 
 @pytest.mark.parametrize("update", [ul.transport, ul.project])
 def test_guard_keeps_a_float32_training_run_below_tolerance(update):
-    """A short version of the benchmark: the error at every check point stays
-    below 2·tol plus the drift of one interval, and without the guard it does not."""
+    """A short version of the benchmark.
+
+    The error at every check point stays below 2·tol plus the drift of one
+    interval, and without the guard it does not.
+    """
     n, every, steps = 16, 20, 2000
     rng = np.random.default_rng(11)
     U = ul.random_unitary(n, dtype="float32", rng=rng)

@@ -10,10 +10,10 @@ libraries and devices.
 The contract checked by :func:`outcome`: each call either returns a correct
 result (finite, of the promoted dtype, unitary where it should be, and equal
 to the dense oracle :mod:`unitary_lowrank.testing.reference` in double
-precision where the problem is well-conditioned) or raises a `ValueError`/`TypeError` whose message names the
-offending argument. Any other exception, any warning (the suite runs with
-``filterwarnings=error``) or a change to an input fails the test, and a
-watchdog fails a call that hangs.
+precision where the problem is well-conditioned) or raises a
+`ValueError`/`TypeError` whose message names the offending argument. Any
+other exception, any warning (the suite runs with ``filterwarnings=error``) or
+a change to an input fails the test, and a watchdog fails a call that hangs.
 
 A bug of the core or of the sketching routines that this suite finds is kept
 as an ``xfail(strict=True)`` test with the reason ``"core bug: ..."`` /
@@ -202,14 +202,20 @@ def check_update(method, U, A, B, X, *, compare=True):
 
 
 def parity_tol(n, dtype) -> float:
-    """Two code paths of the library (another layout, out=, batch, library) on the same
-    inputs: each is documented within 100·n·eps of the dense oracle (compare_tol)."""
+    """Tolerance between two code paths of the library on the same inputs.
+
+    Another layout, out=, batch or library: each is documented within 100·n·eps
+    of the dense oracle (compare_tol).
+    """
     return compare_tol(n, dtype)
 
 
 def engine_parity_tol(dtype) -> float:
-    """A NumPy engine against the array-agnostic body: docs/theory.md documents that
-    they "agree with the portable path to a few eps" (as tests/test_engines.py)."""
+    """Tolerance between a NumPy engine and the array-agnostic body.
+
+    docs/theory.md documents that they "agree with the portable path to a few
+    eps" (as tests/test_engines.py).
+    """
     return compare_tol(1, dtype, 20)
 
 
@@ -376,8 +382,10 @@ def test_update_readonly_out(name, engine, n):
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("name", list(UPDATES))
 def test_update_engines_on_hostile_layouts(name, engine):
-    """The NumPy engines (numba, blocked BLAS, ...) on every layout, an out= view and a
-    stride-0 batch, against the array-agnostic body."""
+    """The NumPy engines (numba, blocked BLAS, ...) against the array-agnostic body.
+
+    On every layout, an out= view and a stride-0 batch.
+    """
     fn, method = UPDATES[name]
     U, A, B = _case(7, 2, "float64", 33, batch=(2,))
     ref = fn(U, A, B, engine="array_api")
@@ -451,8 +459,11 @@ def _special(x: np.ndarray, value: float, seed: int) -> np.ndarray:
 @example(name="project", dtype="float64", n=4, k=2, seed=0, log_a=-310, log_b=0)
 @example(name="transport", dtype="float32", n=3, k=1, seed=0, log_a=-40, log_b=0)
 def test_update_step_scales(name, dtype, n, k, seed, log_a, log_b):
-    """Steps of any representable size: a unitary result (and the oracle's when the
-    step is moderate), or a ValueError naming the step."""
+    """Steps of any representable size.
+
+    A unitary result (and the oracle's when the step is moderate), or a
+    ValueError naming the step.
+    """
     fn, method = UPDATES[name]
     big = float(np.finfo(dtype).max)
     rng = np.random.default_rng(seed)
@@ -614,7 +625,7 @@ def test_out_from_another_library():
     assert kind == "error"
 
 
-# ================================================================== polar, unitarity_error, random_unitary
+# ======================================================= polar, unitarity_error, random_unitary
 
 
 @pytest.mark.parametrize("M", [

@@ -403,7 +403,7 @@ def test_column_sampling_probabilities_are_squared_norms():
 
 
 def test_column_sampling_keeps_the_largest_directions(dtype):
-    """c = k + oversample columns, truncated to the k *largest* directions of the projection."""
+    """Column sampling keeps the k *largest* directions of its c = k + oversample columns."""
     rng = np.random.default_rng(13)
     s = np.array([3.0, 2.0, 1.0, 0.5])
     G = spectral_matrix(20, 4, s, _wide(dtype), rng)

@@ -163,7 +163,7 @@ def test_overflowing_step_raises_before_out_is_written():
 # ---------------------------------------------------------------- degenerate cases
 
 def _singular(n, dtype, seed):
-    """k = 1 with bᴴ Uᴴ a = −1: U + abᴴ is singular."""
+    """Return U, a, b with k = 1 and bᴴ Uᴴ a = −1: U + abᴴ is singular."""
     rng = np.random.default_rng(seed)
     U = ul.random_unitary(n, dtype=dtype, rng=rng)
     b = lowrank_factors(n, n, 1, dtype, rng, norm=1.0)[1]

@@ -148,14 +148,17 @@ class FourierLayout:
         self.real: bool = bool(real)
 
     def __repr__(self) -> str:
+        """``FourierLayout((H, W), real=...)``."""
         return f"FourierLayout({self.shape}, real={self.real})"
 
     def __eq__(self, other: object) -> bool:
+        """Layouts are equal when their grids and kinds (real or complex) are."""
         if not isinstance(other, FourierLayout):
             return NotImplemented
         return (self.shape, self.real) == (other.shape, other.real)
 
     def __hash__(self) -> int:
+        """Hash of the grid and the kind, consistent with ``==``."""
         return hash((self.shape, self.real))
 
     @property
@@ -829,10 +832,10 @@ def _rows(grad: Any, rows: slice) -> Any:
 
 
 def _retract_blocks(W, grad, S, lr, rank, method, sketch, xp):
-    """The step of all F blocks: one batched call for the S self-conjugate (real) blocks of a
-    real layer, one for the others.
+    """The step of all F blocks, in one batched call per kind of block.
 
-    The self-conjugate blocks are real orthogonal matrices updated with the real part of
+    One call for the S self-conjugate (real) blocks of a real layer, one for the
+    others. The self-conjugate blocks are real orthogonal matrices updated with the real part of
     their gradient (``docs/theory.md``, orthogonal convolutions), so the real operator
     stays exactly orthogonal.
     """
@@ -868,7 +871,7 @@ def _lowrank_step(U, grad, lr, rank, method, sketch, xp):
 
 def update(W, grad, layout, /, *, lr, rank=1, method="polar", sampler="randomized",
            oversample=10, n_iter=2, shared=False, rng=None, out=None, xp=None):
-    r"""projUNN step of every frequency block of a layer, in one batched call.
+    r"""Take the projUNN step of every frequency block of a layer, in one batched call.
 
     Sketches the per-frequency gradient to rank `rank` (batched
     :func:`unitary_lowrank.lowrank`) and retracts ``W_f − lr·G_f`` onto

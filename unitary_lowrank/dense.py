@@ -167,8 +167,11 @@ def unitarity_error(U, /, *, method="exact", probes=4, depth=4, rng=None, xp=Non
 
 
 def _cast_error(err, U, xp):
-    """Cast a double-precision error to the real dtype of `U`; values beyond its
-    range become ``inf`` explicitly (a plain cast would warn about the overflow)."""
+    """Cast a double-precision error to the real dtype of `U`.
+
+    Values beyond its range become ``inf`` explicitly (a plain cast would warn
+    about the overflow).
+    """
     rdt = real_dtype(xp, U.dtype)
     if rdt == err.dtype:
         return err

@@ -49,14 +49,20 @@ def _ns_steps(bound: float, target: float) -> int:
 
 
 def _scalar(x: Any) -> float:
-    """A 0-d array as a Python float (torch: detached first, so that a weight that
-    requires grad does not warn about the conversion)."""
+    """A 0-d array as a Python float.
+
+    A torch tensor is detached first, so that a weight that requires grad does
+    not warn about the conversion.
+    """
     return float(x.detach() if hasattr(x, "detach") else x)
 
 
 def _spectral_bound(E: Any, xp) -> float:
-    """Largest ``‖E‖₂`` over the batch, read on the host: the Frobenius norm when it
-    already proves ``‖E‖₂ < 1``, the exact eigenvalues otherwise."""
+    """Largest ``‖E‖₂`` over the batch, read on the host.
+
+    The Frobenius norm when it already proves ``‖E‖₂ < 1``, the exact
+    eigenvalues otherwise.
+    """
     fro = _scalar(xp.max(xp.linalg.vector_norm(E, axis=(-2, -1))))
     if fro < 1.0 or math.isnan(fro):
         return fro
@@ -169,8 +175,11 @@ def reunitarize(U, /, *, method="auto", iterations=None, out=None, xp=None):
 
 
 def _repair(U: Any, method: str, iterations: int | None, xp) -> Any:
-    """The polar factor of `U`: Newton–Schulz steps when they converge (and are asked
-    for), the SVD in double precision otherwise."""
+    """The polar factor of `U`, in double precision, rounded to `U`'s dtype.
+
+    Newton–Schulz steps when they converge (and are asked for), the SVD
+    otherwise.
+    """
     if 0 in U.shape:  # static: nothing to repair (or no column to orthonormalise)
         return xp.asarray(U, copy=True)
     if method == "polar":
@@ -233,12 +242,12 @@ class DriftGuard:
     every : int, default: 100
         Steps between two checks (K).
     tol : float, optional
-        Repair when the estimate exceeds this (a positive finite number). Default ``32 · eps`` of the
-        weight's dtype (3.8e-6 for float32/complex64, 7.1e-15 for
-        float64/complex128), a few times the rounding level of a freshly
-        repaired matrix. The probe estimate is a lower bound, within a factor
-        2 of the truth in our tests, so the true error at a check that does
-        not repair is below about ``2 · tol``.
+        Repair when the estimate exceeds this (a positive finite number).
+        Default ``32 · eps`` of the weight's dtype (3.8e-6 for
+        float32/complex64, 7.1e-15 for float64/complex128), a few times the
+        rounding level of a freshly repaired matrix. The probe estimate is a
+        lower bound, within a factor 2 of the truth in our tests, so the true
+        error at a check that does not repair is below about ``2 · tol``.
     probes, depth : int, default: 4
         Parameters of the probe estimate (see :func:`unitarity_error`).
     method : {"auto", "newton-schulz", "polar"}, default: "auto"
@@ -314,6 +323,7 @@ class DriftGuard:
         self.max_estimate = 0.0
 
     def __repr__(self) -> str:
+        """Settings and counters."""
         return (
             f"DriftGuard(every={self.every}, tol={self.tol}, steps={self.steps}, "
             f"checks={self.checks}, repairs={self.repairs}, "

@@ -186,9 +186,11 @@ def _gaussian(op: _Operator, gen, rows: int, cols: int, shared: bool) -> Any:
 
 
 def _basis(op: _Operator, sampler: str, size: int, n_iter: int, shared: bool, gen) -> Any:
-    """Orthonormal basis of the sketch of `sampler`: (..., m, size) for "randomized";
-    for "column", (..., m, min(m, size)) with zero columns where the drawn columns
-    of G span fewer dimensions (repeats)."""
+    """Orthonormal basis of the sketch of `sampler`.
+
+    Of shape (..., m, size) for "randomized"; for "column", (..., m, min(m, size))
+    with zero columns where the drawn columns of G span fewer dimensions (repeats).
+    """
     xp = op.xp
     if sampler == "column":
         u = _to_device(op, gen.random((*op.batch, size)), xp.float64)

@@ -39,9 +39,12 @@ def _eye(p: int, like: Any, xp: ModuleType) -> Any:
 
 
 def _prepare(U: Any, xp: ModuleType) -> tuple[Any, Any, Any]:
-    """``(Y, s, finite)``: U in double precision with non-finite entries zeroed and
-    scaled by ``s`` (shape ``(..., 1, 1)``, 1 unless the matrix is huge), and the
-    per-matrix finiteness mask (shape ``(...)``)."""
+    """Return ``(Y, s, finite)``: U prepared for a Gram matrix.
+
+    ``Y`` is U in double precision with non-finite entries zeroed and scaled by
+    ``s`` (shape ``(..., 1, 1)``, 1 unless the matrix is huge); ``finite`` is the
+    per-matrix finiteness mask (shape ``(...)``).
+    """
     X = xp.astype(U, core_dtype(xp, U.dtype))
     ok = xp.isfinite(X)
     finite = xp.all(ok, axis=(-2, -1))
@@ -66,7 +69,8 @@ def _finish(err: Any, s: Any, finite: Any, xp: ModuleType) -> Any:
 
     ``err · s²`` beyond the largest double is ``inf`` (the correctly rounded
     answer), produced by a comparison rather than by an overflowing product, so
-    that no floating-point warning is raised."""
+    that no floating-point warning is raised.
+    """
     s = s[..., 0, 0]
     big = err > _inv_square(s) * float(xp.finfo(err.dtype).max)
     safe = xp.where(big, xp.zeros_like(err), err)
@@ -93,8 +97,9 @@ def exact_error(U: Any, xp: ModuleType) -> Any:
 
 
 def probe_error(U: Any, X0: Any, depth: int, xp: ModuleType) -> Any:
-    """Lower estimate of ``‖UᴴU − I‖₂`` from a block Krylov space (body of
-    ``unitarity_error(method="probe")``).
+    """Lower estimate of ``‖UᴴU − I‖₂`` from a block Krylov space.
+
+    The body of ``unitarity_error(method="probe")``.
 
     With ``E = UᴴU − I`` (applied as ``Uᴴ(U V) − V``, never formed) and the
     start block `X0` (p×s, double precision), builds an orthonormal basis V of
@@ -149,8 +154,11 @@ def newton_schulz_step(X: Any, E: Any, xp: ModuleType) -> Any:
 
 
 def polar_double(U: Any, xp: ModuleType) -> Any:
-    """Polar factor ``W Vᴴ`` of U from an SVD in double precision, scaled first
-    (``polar(cU) = polar(U)`` for c > 0) so that huge entries do not overflow."""
+    """Polar factor ``W Vᴴ`` of U from an SVD in double precision.
+
+    U is scaled first (``polar(cU) = polar(U)`` for c > 0), so that huge entries
+    do not overflow.
+    """
     X = xp.astype(U, core_dtype(xp, U.dtype))
     if X.shape[-2] * X.shape[-1]:  # static shape branch
         m = xp.max(xp.abs(X), axis=(-2, -1), keepdims=True)

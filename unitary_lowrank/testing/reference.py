@@ -1,13 +1,15 @@
 r"""Dense O(n³) references of the updates, for tests: SVD polar factor, ``expm``, Cayley solve.
 
 What the low-rank updates compute without forming anything n×n, computed here
-the direct way, on the host (NumPy and SciPy), batched over leading axes:
+the direct way, on the host with SciPy's LAPACK routines (one matrix at a time
+over leading batch axes):
 
 - ``"polar"``: the polar factor of ``U + D`` from a thin SVD, ``W Vᴴ``
-  (:func:`reference_polar`);
+  (:func:`scipy.linalg.svd`, :func:`reference_polar`);
 - ``"exp"``: ``U expm(Ω)`` with ``Ω = skew(Uᴴ D) = (Uᴴ D − Dᴴ U)/2``
   (:func:`scipy.linalg.expm`);
-- ``"cayley"``: ``U (I − Ω/2)⁻¹ (I + Ω/2)`` by a dense solve.
+- ``"cayley"``: ``U (I − Ω/2)⁻¹ (I + Ω/2)`` by a dense solve
+  (:func:`scipy.linalg.solve`).
 
 By default the inputs are widened to double precision (float64/complex128)
 first, so the reference is exact to about ``eps₆₄``; ``double=False`` keeps
@@ -52,15 +54,32 @@ def _check_method(method: str, U: np.ndarray) -> None:
         raise ValueError(f"method {method!r} needs a square U, got shape {U.shape}")
 
 
+def _per_matrix(func: Any, signature: str, dtype: np.dtype) -> Any:
+    """`func` of 2-D arrays applied to every matrix of a batch (SciPy >= 1.11 has no batches)."""
+    return np.vectorize(func, signature=signature, otypes=[dtype])
+
+
+def _polar_2d(M: np.ndarray) -> np.ndarray:
+    from scipy.linalg import svd
+
+    W, _, Vh = svd(M, full_matrices=False)
+    return W @ Vh
+
+
+def _cayley_2d(Om: np.ndarray) -> np.ndarray:
+    from scipy.linalg import solve
+
+    eye = np.eye(Om.shape[-1], dtype=Om.dtype)
+    return solve(eye - Om / 2, eye + Om / 2)
+
+
 def _tangent_update(U: np.ndarray, S: np.ndarray, method: str) -> np.ndarray:
     """``U expm(Ω)`` or ``U (I − Ω/2)⁻¹ (I + Ω/2)`` for ``Ω = skew(S)``, ``S = Uᴴ D``."""
-    Om = (S - _herm(S)) / 2
-    if method == "exp":
-        from scipy.linalg import expm
+    from scipy.linalg import expm
 
-        return U @ np.vectorize(expm, signature="(n,n)->(n,n)")(Om)
-    eye = np.eye(U.shape[-1], dtype=Om.dtype)
-    return U @ np.linalg.solve(eye - Om / 2, eye + Om / 2)
+    Om = (S - _herm(S)) / 2
+    rotation = _per_matrix(expm if method == "exp" else _cayley_2d, "(n,n)->(n,n)", Om.dtype)
+    return U @ rotation(Om)
 
 
 def reference_polar(M: Any, /, *, double: bool = True) -> np.ndarray:
@@ -87,8 +106,8 @@ def reference_polar(M: Any, /, *, double: bool = True) -> np.ndarray:
     array([[ 1.,  0.],
            [ 0., -1.]])
     """
-    W, _, Vh = np.linalg.svd(_host(M, double), full_matrices=False)
-    return W @ Vh
+    M = _host(M, double)
+    return _per_matrix(_polar_2d, "(m,n)->(m,n)", M.dtype)(M)
 
 
 def reference_step(U: Any, D: Any, /, method: str = "polar", *,

@@ -122,7 +122,8 @@ def _step(kind: str, U: np.ndarray, k: int, dtype: str, norm: float, gen) -> tup
         _, B = lowrank_factors(n, p, k, dtype, gen, norm=1.0)
         return np.zeros((n, k), dtype), B
     if kind == "lowrank":
-        return lowrank_factors(n, p, k, dtype, gen, norm=norm, rank=int(gen.integers(0, min(k, n, p))))
+        rank = int(gen.integers(0, min(k, n, p)))
+        return lowrank_factors(n, p, k, dtype, gen, norm=norm, rank=rank)
     _, B = lowrank_factors(n, p, k, cdt, gen, norm=1.0)
     if kind == "normal":  # A = U B S with S Hermitian: ABᴴ = U (B S Bᴴ), normal to the group
         S = gen.standard_normal((k, k)) * norm
