@@ -1,9 +1,17 @@
 """Helpers for testing code that uses unitary matrices (ours and yours).
 
 Tolerances are derived from the dtype's machine epsilon and the problem size,
-never chosen to make a test pass. Hypothesis strategies live in
-:mod:`unitary_lowrank.testing.strategies` (it imports hypothesis; this module
-does not).
+never chosen to make a test pass. Two submodules complete it:
+
+- :mod:`unitary_lowrank.testing.reference`: the dense O(n³) references of the
+  updates, :func:`~unitary_lowrank.testing.reference.reference_retract` (of
+  ``U + A Bᴴ``), :func:`~unitary_lowrank.testing.reference.reference_step`
+  (of ``U + D``) and :func:`~unitary_lowrank.testing.reference.reference_polar`,
+  in double precision on the host (they call SciPy);
+- :mod:`unitary_lowrank.testing.strategies`: Hypothesis strategies (it imports
+  hypothesis).
+
+This module imports neither SciPy nor hypothesis.
 
 Examples
 --------
