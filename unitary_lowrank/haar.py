@@ -29,8 +29,8 @@ def as_generator(rng: Any) -> np.random.Generator:
 def resolve_dtype(dtype: Any, xp: ModuleType | None) -> tuple[str, ModuleType]:
     """Name of a supported dtype given as a string or a dtype object, and its namespace.
 
-    A given `xp` is checked and mapped as by
-    :func:`~unitary_lowrank._array_api.resolve_namespace` (`TypeError` naming `xp`).
+    A given `xp` is checked and mapped to the namespace to compute with, as every
+    ``xp=`` argument is (``resolve_namespace``: `TypeError` naming `xp`).
     """
     if xp is not None:
         xp = resolve_namespace(xp)
