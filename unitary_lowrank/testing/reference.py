@@ -55,7 +55,7 @@ def _check_method(method: str, U: np.ndarray) -> None:
 
 
 def _per_matrix(func: Any, signature: str, dtype: np.dtype) -> Any:
-    """`func` of 2-D arrays applied to every matrix of a batch (SciPy >= 1.11 has no batches)."""
+    """`func` of 2-D arrays applied to every matrix of a batch (SciPy < 1.15 has no batches)."""
     return np.vectorize(func, signature=signature, otypes=[dtype])
 
 
