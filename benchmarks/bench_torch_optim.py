@@ -18,12 +18,16 @@ passes cost O(n²) and the optimizer's own work shows): ``zero_grad``, forward,
 Ratios: ``over_rmsprop`` (time over the floor's) on every constrained case,
 and ``param_over_projunn`` (the parametrisation's time over ProjUNN's) on the
 ProjUNN rows. ``params`` carries the weight's ``‖WᵀW − I‖₂`` after the timed
-steps. Full: n = 128, 512, 1024 (the parametrisation timed with three samples
-of one call at n = 1024); ``quick``: n = 16, one sample each. Run with
-``OPENBLAS_NUM_THREADS=1``.
+steps. The cases alternate sample by sample (each sample loops for at least
+0.2 s), and ``time_s`` is the median of 7 samples per case, so that all cases
+see the same machine load. Full: n = 128, 512, 1024 (the parametrisation
+timed with three samples of one call at n = 1024); ``quick``: n = 16, one
+sample each. Run with ``OPENBLAS_NUM_THREADS=1``.
 """
 
 from __future__ import annotations
+
+import statistics
 
 import numpy as np
 
@@ -94,13 +98,21 @@ def _run(quick: bool) -> list[dict]:
     mt = 0.0 if quick else 0.2
     rows: list[dict] = []
     for n in sizes:
-        times: dict[str, float] = {}
-        errors: dict[str, float | None] = {}
-        for name, fn, weight in _cases(n, seed=n):
-            slow = name == "parametrization" and n >= 1024
-            times[name] = measure(fn, repeats=3 if slow else reps, min_time=0.0 if slow else mt)
-            errors[name] = None if weight is None else float(np.max(ul.unitarity_error(
-                weight().double().numpy())))
+        cases = _cases(n, seed=n)
+        samples: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+        for _, fn, _ in cases:  # warm-up: first-step checks, lazy state, caches
+            fn()
+        # the cases alternate, sample by sample, so that all see the same machine load
+        for r in range(reps):
+            for name, fn, _ in cases:
+                slow = name == "parametrization" and n >= 1024
+                if slow and r >= 3:
+                    continue
+                samples[name].append(measure(fn, repeats=1, warmup=0,
+                                             min_time=0.0 if slow else mt))
+        times = {name: statistics.median(v) for name, v in samples.items()}
+        errors = {name: None if weight is None else float(np.max(ul.unitarity_error(
+            weight().double().numpy()))) for name, _, weight in cases}
         for name, t in times.items():
             ratios = {}
             if name != "rmsprop":

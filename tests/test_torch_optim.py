@@ -9,6 +9,7 @@ and failure atomicity.
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import re
@@ -262,6 +263,36 @@ def test_state_dict_round_trip_is_bit_identical():
     assert opt2.state[resumed.wide]["square_avg"].dtype == torch.float64
 
 
+def test_rewinding_and_copying_the_optimizer_repeat_the_same_steps():
+    gen = torch.Generator().manual_seed(0)
+    W = torch.nn.Parameter(orthonormal((6, 6), seed=1))
+    opt = ProjUNN([W], lr=0.05, rank=2, generator=4)
+    grads = [gaussian((6, 6), torch.float64, gen) for _ in range(5)]
+    for G in grads[:3]:
+        W.grad = G.clone()
+        opt.step()
+    saved, W3 = copy.deepcopy(opt.state_dict()), W.detach().clone()
+    # a deep copy of weight and optimizer together: its pickled state carries the root
+    # entropy and the generators' states
+    twin_W, twin = copy.deepcopy((W, opt))
+    after = []
+    for G in grads[3:]:
+        W.grad = G.clone()
+        opt.step()
+        after.append(W.detach().clone())
+    with torch.no_grad():  # rewind to step 3
+        W.copy_(W3)
+    opt.load_state_dict(saved)
+    for G, want in zip(grads[3:], after, strict=True):
+        W.grad = G.clone()
+        opt.step()
+        assert torch.equal(W.detach(), want)
+        twin_W.grad = G.clone()
+        twin.step()
+        assert torch.equal(twin_W.detach(), want)
+    assert twin.state_dict()["projunn_entropy"] == 4
+
+
 def test_torch_generator_seeds_reproducibly():
     def run(gen):
         W = torch.nn.Parameter(orthonormal((6, 6), seed=0))
@@ -405,9 +436,17 @@ def test_non_finite_gradient_raises_and_changes_nothing(bad, direction):
         for k, v in states[id(x)].items():
             assert (torch.equal(opt.state[x][k], v) if torch.is_tensor(v)
                     else opt.state[x][k] == v), k
-    # the caller may skip the batch and go on: the next finite step is the one it would have been
-    b.grad = gaussian((6, 4), torch.float64, gen)
+    # the caller may skip the batch and go on: the next step is the one it would have been
+    twin_a = torch.nn.Parameter(before[id(a)].clone())
+    twin_b = torch.nn.Parameter(before[id(b)].clone())
+    twin = ProjUNN([twin_a, twin_b], lr=0.05, method="polar", direction=direction, generator=0)
+    twin.load_state_dict(opt.state_dict())
+    for x, y in ((a, twin_a), (b, twin_b)):
+        x.grad = gaussian(tuple(x.shape), torch.float64, gen)
+        y.grad = x.grad.clone()
     opt.step()
+    twin.step()
+    assert torch.equal(a.detach(), twin_a.detach()) and torch.equal(b.detach(), twin_b.detach())
     assert error(b) <= unitarity_bound(6, "float64") * math.sqrt(2)
 
 

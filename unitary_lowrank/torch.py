@@ -201,7 +201,22 @@ class ProjUNN(torch.optim.Optimizer):
                     "repair_every": repair_every}
         _check_hyper(defaults, "")
         self._entropy = _root_entropy(generator)
+        # each weight's live generator and the state tuple it was saved as: reused while
+        # state[p]["rng_state"] is still that very tuple (rebuilding one costs ~0.1 ms)
+        self._live: dict[torch.Tensor, tuple[np.random.Generator, tuple[int, ...]]] = {}
         super().__init__(params, defaults)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled state (and that of ``copy.deepcopy``): torch's, plus the root entropy."""
+        state = super().__getstate__()
+        state["_entropy"] = self._entropy
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled state; the live generators are rebuilt from ``state``."""
+        super().__setstate__(state)
+        self.__dict__.setdefault("_entropy", _root_entropy(None))
+        self._live = {}
 
     # ------------------------------------------------------------------ groups
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -290,20 +305,26 @@ class ProjUNN(torch.optim.Optimizer):
                 loss = closure()
         pending = []
         index = 0
-        for g, group in enumerate(self.param_groups):
-            _check_hyper(group, f" (param group {g})")
-            for i, p in enumerate(group["params"]):
-                if p.grad is not None:
-                    pending.append(self._prepare(p, group, _describe(group, g, i), index + i))
-            index += len(group["params"])
-        for p, new, state in pending:  # every new value is complete and finite: write them
+        try:
+            for g, group in enumerate(self.param_groups):
+                _check_hyper(group, f" (param group {g})")
+                for i, p in enumerate(group["params"]):
+                    if p.grad is not None:
+                        pending.append(self._prepare(p, group, _describe(group, g, i),
+                                                     index + i))
+                index += len(group["params"])
+        except BaseException:
+            self._live.clear()  # generators drawn from: rebuilt from the (unchanged) state
+            raise
+        for p, new, state, gen in pending:  # every new value is complete and finite
             p.copy_(new)
             self.state[p].update(state)
+            self._live[p] = (gen, state["rng_state"])
         return loss
 
-    def _prepare(self, p: torch.Tensor, group: dict[str, Any], name: str,
-                 index: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """The new value of `p` and its new state, without changing either."""
+    def _prepare(self, p: torch.Tensor, group: dict[str, Any], name: str, index: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any], np.random.Generator]:
+        """The new value of `p`, its new state and its generator; `p` and its state unchanged."""
         _check_weight(p, group, name)
         grad = p.grad
         if grad.is_sparse:
@@ -320,7 +341,12 @@ class ProjUNN(torch.optim.Optimizer):
                 grad, state.get("square_avg"), alpha=group["alpha"], eps=group["eps"])
         else:
             D = grad
-        gen = _generator(state.get("rng_state"), self._entropy, index)
+        packed = state.get("rng_state")
+        live = self._live.get(p)
+        if live is not None and packed is not None and live[1] is packed:
+            gen = live[0]
+        else:
+            gen = _generator(packed, self._entropy, index)
         try:
             new = ul.step(W, D.mH if wide else D, group["lr"], rank=group["rank"],
                           method=group["method"], sampler=group["sampler"], rng=gen)
@@ -339,7 +365,7 @@ class ProjUNN(torch.optim.Optimizer):
             raise ValueError(f"ProjUNN: the step of {name} failed, nothing was changed: "
                              f"{exc}") from exc
         new_state["rng_state"] = _pack(gen)
-        return p, new.mH if wide else new, new_state
+        return p, new.mH if wide else new, new_state, gen
 
 
 # ---------------------------------------------------------------------- helpers
