@@ -1,10 +1,10 @@
-"""Run the benchmark suite: print a table, write JSON and a log-log plot.
+r"""Run the benchmark suite: print a table, write JSON and a log-log plot.
 
 Usage (from the repository root)::
 
     python -m benchmarks.run                       # full suite (about 15-25 min on 2 cores)
     python -m benchmarks.run --quick               # smoke test, seconds
-    python -m benchmarks.run --sections updates --sizes 1024 2048 --ranks 1 \\
+    python -m benchmarks.run --sections updates --sizes 1024 2048 --ranks 1 \
         --dtypes float64 --json results.json --plot scaling.png
 
 Every section module ``benchmarks/bench_<name>.py`` exposes ``run(quick) ->
