@@ -18,7 +18,8 @@ import pytest
 
 from unitary_lowrank.cli import main
 from unitary_lowrank.cli.tasks import train as T
-from unitary_lowrank.testing import eps_of, unitarity_bound
+from unitary_lowrank.testing import compare_tol, eps_of, unitarity_bound
+from unitary_lowrank.testing.reference import reference_step
 
 TINY = ["--seq-len", "4", "--hidden", "6", "--batch", "4", "--steps", "4", "--eval-every", "2",
         "--test-batch", "8"]
@@ -101,9 +102,9 @@ def test_frozen_U_does_not_move_but_transport_does():
 def test_rmsprop_direction_of_the_unitary_step(method):
     """``--unitary-direction rmsprop``: U moves along ``G / (√v + ε)`` (the paper's code).
 
-    Checked over three steps against the dense formulas with scipy, at full rank so
-    the sketch is exact: projUNN-T ``U expm(skew(Uᵀ Δ))``, projUNN-D and dense-polar
-    ``polar(U + Δ)``, Cayley ``(I − W/2)⁻¹ (I + W/2) U`` with ``W = skew(Δ Uᵀ)``.
+    Checked over three steps against the dense references (``testing.reference``), at
+    full rank so the sketch is exact: projUNN-T ``U expm(skew(Uᵀ Δ))``, projUNN-D and
+    dense-polar ``polar(U + Δ)``, Cayley ``U (I − Ω/2)⁻¹ (I + Ω/2)``.
     """
     scipy_linalg = pytest.importorskip("scipy.linalg")
     n, m = 6, 9
@@ -119,18 +120,12 @@ def test_rmsprop_direction_of_the_unitary_step(method):
         G = X @ Y.T
         v = 0.99 * v + 0.01 * G * G
         step = -(0.05 / 2.0) * G / (np.sqrt(v) + 1e-8)  # entries of size lr_U · 10 at first
-        if method == "transport":
-            M = U.T @ step
-            want = U @ scipy_linalg.expm((M - M.T) / 2)
-        elif method == "cayley":
-            W = (step @ U.T - U @ step.T) / 2
-            want = np.linalg.solve(np.eye(n) - W / 2, (np.eye(n) + W / 2) @ U)
-        else:
-            want = scipy_linalg.polar(U + step)[0]
+        want = reference_step(U, step, {"transport": "exp", "cayley": "cayley"}.get(
+            method, "polar"))
         U_in = U.copy()
         got = update(U, (X, Y))
         assert np.array_equal(U, U_in)  # the caller's U is not modified
-        assert np.abs(got - want).max() <= 100 * n * eps_of("float64")
+        assert np.abs(got - want).max() <= compare_tol(n, "float64")  # 100·n·eps
         U = want
 
 

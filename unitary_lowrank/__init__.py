@@ -1,4 +1,4 @@
-"""Cheap unitary and orthogonal weight updates: projUNN's low-rank retractions for any array library.
+"""Cheap unitary and orthogonal weight updates: projUNN's low-rank retractions, any array library.
 
 A rank-k step ``A @ Bᴴ`` is retracted onto the unitary group in O(n²k)
 operations, instead of the O(n³) of a dense SVD, matrix exponential or solve:
