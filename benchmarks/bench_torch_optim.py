@@ -30,9 +30,12 @@ from __future__ import annotations
 import statistics
 
 import numpy as np
+import torch  # without torch, benchmarks.run skips this section (ModuleNotFoundError)
+from torch.nn.utils.parametrizations import orthogonal
 
 import unitary_lowrank as ul
 from benchmarks._timing import measure
+from unitary_lowrank.torch import ProjUNN
 
 __all__ = ["run"]
 
@@ -53,11 +56,6 @@ def _iteration(loss_fn, opt):
 
 def _cases(n: int, seed: int):
     """(name, iteration, weight getter) for every case at size n, on the same T."""
-    import torch
-    from torch.nn.utils.parametrizations import orthogonal
-
-    from unitary_lowrank.torch import ProjUNN
-
     gen = torch.Generator().manual_seed(seed)
     T = torch.randn(n, n, generator=gen) / n
     cases = []
@@ -82,8 +80,6 @@ def _cases(n: int, seed: int):
 
 def run(quick: bool) -> list[dict]:
     """Benchmark rows (see the module docstring); `quick`: n = 16 for the CI smoke test."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as BLAS elsewhere in the suite: one thread, like with like
     try:
