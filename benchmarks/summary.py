@@ -1,4 +1,4 @@
-"""Check a saved benchmark run against the speed targets of the performance issue.
+"""Check a saved benchmark run against the project's speed targets.
 
 Usage::
 

@@ -289,7 +289,7 @@ BAD = [
     (["bench", "--dtype", "float16"], "--dtype"),
     (["bench", "--n", "4", "--rank", "5"], "--rank"),
     (["plot", "missing.json", "--out", "x.png"], "missing.json"),
-    # Values the parser used to accept and the run rejected later (with a traceback),
+    # Values the run itself would reject (each must fail in the parser, in one line),
     # and the other limits of each option.
     (["copy", "--seed", "-1"], "--seed"),
     (["adding", "--seed", "1.5"], "--seed"),

@@ -41,7 +41,7 @@ def test_copy_batch_is_seeded_and_uses_all_symbols():
 
 
 def test_copy_baseline_values():
-    # algorithms.md §6: 0.0204 at T = 1000 and 0.0103 at T = 2000.
+    # K·ln 8 / (T + 2K) with K = 10 (docs/tasks.md): 0.0204 at T = 1000, 0.0103 at T = 2000.
     assert round(data.copy_baseline(1000), 4) == 0.0204
     assert round(data.copy_baseline(2000), 4) == 0.0103
     assert data.copy_baseline(100) == pytest.approx(10 * math.log(8) / 120)
