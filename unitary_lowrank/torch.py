@@ -138,6 +138,13 @@ class ProjUNN(torch.optim.Optimizer):
     state has changed: the caller may skip the batch and go on. (The weights
     being all updated at once, a step holds one new copy of each of them.)
 
+    **Devices and dtypes.** Weights, gradients and running means stay on
+    their device and in their dtype (the running mean of a complex weight is
+    real). The sketch's random test vectors are drawn on the host by the
+    weight's NumPy generator and moved to the device once per step, as
+    :func:`unitary_lowrank.step` does, so a seed gives the same sketch on every
+    device. With ``repair_every``, ``state[p]["repairs"]`` counts the repairs.
+
     **Complex weights.** For a real loss of a complex weight, torch's
     ``.grad`` is already the steepest-ascent direction (``∂L/∂W̄``), so
     ``−lr·G`` descends; RMSprop's running mean is of ``|G|²`` (real).
