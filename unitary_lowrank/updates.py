@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 import textwrap
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from . import _engines
+from . import _engines, _pool
 from ._agnostic import _updates
 from ._array_api import get_namespace, is_lazy_array, is_numpy_namespace, real_dtype
 from ._validation import (
@@ -78,11 +79,149 @@ def _check_unitary_along_step(UQ: Any, xp: ModuleType, u_dtype: Any) -> None:
     )
 
 
+#: Square matrices of fewer entries than this (n < 512), with a step of rank at most
+#: :data:`_SMALL_MAX_RANK`, take the one-call Numba update (``_engines/small.py``) under
+#: ``engine="auto"``; larger ones the two-pass engines.
+_SMALL_MAX_ENTRIES = _engines.AUTO_MIN_ENTRIES
+_SMALL_MAX_RANK = 4
+#: The tolerance of the unitarity check, sqrt(eps), per supported (native) NumPy dtype.
+_SMALL_TOL = {np.dtype(name): float(np.finfo(np.dtype(name)).eps) ** 0.5
+              for name in ("float32", "float64", "complex64", "complex128")}
+
+
+def _fast_update(U, A, B, method, check_finite_U, check_unitary, out):
+    """The update by the one-call kernel of ``_engines/small.py``, or None when not for it.
+
+    Taken for 2-D square NumPy arrays (or CPU torch tensors that need no autograd,
+    read through zero-copy NumPy views) of one supported dtype, n < 512, k <= 4.
+    Every other call, and every call whose values the kernel refuses (non-finite
+    A, B, U or core, U not unitary along the step), returns None: the general
+    path then runs and raises the documented error, so messages and checks are
+    those of the general path. Nothing of the caller's is written unless the
+    result is returned.
+    """
+    kernel = _engines.load_small()
+    if kernel is None:
+        return None
+    if isinstance(U, np.ndarray):
+        plain = [_plain_ndarray(x) for x in (U, A, B)]
+        if any(x is None for x in plain):
+            return None
+        result = _fast_numpy(kernel, *plain, method, check_finite_U, check_unitary, out)
+        if result is None or out is not None or type(U) is np.ndarray:
+            return result
+        return result.view(type(U))  # as the general path's ``U + ...``
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    return _fast_torch(torch, kernel, U, A, B, method, check_finite_U, check_unitary, out)
+
+
+def _plain_ndarray(x):
+    """`x` as a plain ndarray (a view for a subclass that keeps NumPy's arithmetic), else None.
+
+    None for masked arrays and ``numpy.matrix`` (which the general path refuses)
+    and for subclasses that override ufuncs or array functions.
+    """
+    if type(x) is np.ndarray:
+        return x
+    if not isinstance(x, np.ndarray) or isinstance(x, np.matrix | np.ma.MaskedArray):
+        return None
+    cls = type(x)
+    if (cls.__array_ufunc__ is not np.ndarray.__array_ufunc__
+            or cls.__array_function__ is not np.ndarray.__array_function__):
+        return None
+    return x.view(np.ndarray)
+
+
+def _fast_numpy(kernel, U, A, B, method, check_finite_U, check_unitary, out):
+    """:func:`_fast_update` of NumPy arrays (O(1) checks, then one kernel call)."""
+    if U.ndim != 2 or A.ndim != 2 or B.ndim != 2:
+        return None
+    n, p = U.shape
+    k = A.shape[1]
+    if n != p or n * n >= _SMALL_MAX_ENTRIES or not 0 < k <= _SMALL_MAX_RANK or n == 0:
+        return None
+    if A.shape[0] != n or B.shape != (n, k):
+        return None
+    dt = U.dtype
+    tol = _SMALL_TOL.get(dt)
+    if tol is None or A.dtype != dt or B.dtype != dt or not U.flags.c_contiguous:
+        return None
+    if out is None:
+        result = np.empty((n, n), dtype=dt)
+    else:
+        if (type(out) is not np.ndarray or out.shape != (n, n) or out.dtype != dt
+                or not out.flags.c_contiguous or not out.flags.writeable):
+            return None
+        if out is not U and np.may_share_memory(out, U):
+            return None
+        result = out
+    _pool.check_environment()
+    status = kernel.update(U, np.ascontiguousarray(A), np.ascontiguousarray(B), result,
+                           kernel.METHOD_CODES[method], bool(check_finite_U),
+                           tol if check_unitary else -1.0)
+    return result if status == kernel.OK else None
+
+
+def _fast_torch(torch, kernel, U, A, B, method, check_finite_U, check_unitary, out):
+    """:func:`_fast_update` of CPU torch tensors, through zero-copy NumPy views.
+
+    Only when autograd is not involved (grad mode off, or no input requires grad):
+    the result is a new tensor, and `out` receives it by one ``copy_`` (which
+    bumps its version counter like any in-place write).
+    """
+    kinds = (torch.Tensor, torch.nn.Parameter)
+    if type(U) not in kinds or type(A) not in kinds or type(B) not in kinds:
+        return None
+    tensors = (U, A, B) if out is None else (U, A, B, out)
+    if out is not None and type(out) not in kinds:
+        return None
+    if any(t.device.type != "cpu" or t.layout != torch.strided for t in tensors):
+        return None
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return None
+    if out is not None and (out.shape != U.shape or out.dtype != U.dtype):
+        return None
+    try:  # conjugate or negative views, functorch wrappers: no zero-copy view
+        Un, An, Bn = U.detach().numpy(), A.detach().numpy(), B.detach().numpy()
+    except (RuntimeError, TypeError):
+        return None
+    result = _fast_numpy(kernel, Un, An, Bn, method, check_finite_U, check_unitary, None)
+    if result is None:
+        return None
+    result = torch.from_numpy(result)
+    if out is None:
+        return result
+    out.copy_(result)  # one call: wholly old or wholly new
+    return out
+
+
+def _fast_namespace(xp, U) -> bool:
+    """Whether a given ``xp=`` lets :func:`_fast_update` run: None, or U's own library.
+
+    Anything else (another namespace, a bad value) goes to the general path, which
+    checks it.
+    """
+    if xp is None:
+        return True
+    if not isinstance(xp, ModuleType):
+        return False
+    ours = ("numpy", "array_api_compat.numpy") if type(U) is np.ndarray else (
+        "torch", "array_api_compat.torch")
+    return xp.__name__ in ours
+
+
 def _run(U, A, B, method, *, square, check_finite_U, check_unitary, out, engine, xp, func):
     """`project`, `transport` and `retract` after their own checks.
 
-    Validates the caller's arrays, then updates.
+    Validates the caller's arrays, then updates. Small square NumPy and CPU torch
+    inputs under ``engine="auto"`` take the one-call kernel first (:func:`_fast_update`).
     """
+    if isinstance(engine, str) and engine == "auto" and _fast_namespace(xp, U):
+        result = _fast_update(U, A, B, method, check_finite_U, check_unitary, out)
+        if result is not None:
+            return result
     xp = get_namespace(("U", U), ("A", A), ("B", B), xp=xp)
     step = validate_step(U, A, B, xp, square=square, check_finite_U=check_finite_U, func=func)
     return _update(U, step, method, check_unitary=check_unitary, out=out, engine=engine, xp=xp)
@@ -94,6 +233,9 @@ def _retract_checked(U, A, B, method, *, check_finite_U, out, xp):
     For ``training.step``: `method` is already checked, U passed ``check_matrix``,
     and A, B are factors that the library computed in the namespace `xp`.
     """
+    result = _fast_update(U, A, B, method, check_finite_U, True, out)
+    if result is not None:
+        return result
     step = validate_checked_step(U, A, B, xp, square=method != "polar",
                                  check_finite_U=check_finite_U,
                                  func=f"retract(method={method!r})")

@@ -37,7 +37,7 @@ import numpy as np
 from .._array_api import is_numpy_namespace
 from . import blocked
 
-__all__ = ["AUTO_MIN_ENTRIES", "ENGINES", "Engine", "load_numba", "select"]
+__all__ = ["AUTO_MIN_ENTRIES", "ENGINES", "Engine", "load_numba", "load_small", "select"]
 
 #: Values of the ``engine`` argument of the updates.
 ENGINES = ("auto", "numba", "blas", "array_api")
@@ -110,6 +110,25 @@ def load_numba() -> ModuleType | None:
         return importlib.import_module(f"{__name__}.numba")
     except ImportError:
         return None
+
+
+@functools.cache
+def _import_small() -> ModuleType | None:
+    try:
+        return importlib.import_module(f"{__name__}.small")
+    except ImportError:
+        return None
+
+
+def load_small() -> ModuleType | None:
+    """The one-call Numba update of small square matrices (:mod:`.small`), or None.
+
+    None whenever :func:`load_numba` is None (numba missing or disabled), or when
+    scipy, which numba's LAPACK calls need, is missing.
+    """
+    if load_numba() is None:
+        return None
+    return _import_small()
 
 
 def select(engine: str, xp: ModuleType, shape: tuple[int, ...], k: int) -> Engine | None:
