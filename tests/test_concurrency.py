@@ -290,3 +290,18 @@ def test_in_place_update_survives_a_raising_signal_handler():
                 f"{float(ul.unitarity_error(W)):.2e}")
     finally:
         signal.signal(signal.SIGALRM, old_handler)
+
+
+@needs_numba
+def test_single_threaded_updates_do_not_start_numbas_thread_pool():
+    """Numba's idle pool threads slowed torch's OpenMP loops in the same process ~90x.
+
+    With the default of one thread, the kernels never ask Numba for its thread
+    count, which is what starts the pool.
+    """
+    out = _run_script("""
+        from numba.np.ufunc import parallel
+        worst()  # the Numba engine (k = 1, n = 1024) at the default setting
+        print(parallel._is_initialized)
+    """, layer="default", threads=1)
+    assert out.split() == ["False"]

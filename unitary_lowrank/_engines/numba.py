@@ -154,7 +154,10 @@ _PARALLEL_MIN = 1 << 20  # entries of U (n = 1024)
 
 
 def _wanted_threads(U3: np.ndarray) -> int:
-    if U3.size < _PARALLEL_MIN:
+    # Numba's thread pool starts at the first nb.get_num_threads(): ask only when threads
+    # are allowed, so that a single-threaded process never gets the pool's idle threads
+    # (which slowed torch's own OpenMP loops in the same process by up to 90x).
+    if U3.size < _PARALLEL_MIN or _parallel.get_num_threads() <= 1:
         return 1
     return max(1, min(nb.get_num_threads(), U3.shape[0] * U3.shape[1]))
 
