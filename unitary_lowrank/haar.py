@@ -2,15 +2,50 @@
 
 from __future__ import annotations
 
+import sys
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from ._array_api import DTYPE_NAMES, dtype_name, resolve_namespace
+from ._array_api import DTYPE_NAMES, dtype_name, namespace_library, resolve_namespace
 from ._validation import as_int
 
-__all__ = ["as_generator", "random_unitary", "resolve_dtype"]
+__all__ = ["as_generator", "random_unitary", "resolve_dtype", "rng_library"]
+
+
+def rng_library(rng: Any) -> str | None:
+    """``"jax"`` for a JAX PRNG key, ``"torch"`` for a ``torch.Generator``, else None.
+
+    A JAX key is a typed key array (``jax.random.key``) or a raw ``uint32`` key of
+    shape (2,) (``jax.random.PRNGKey``), concrete or traced. None means a seed or
+    NumPy generator (or anything else, which :func:`as_generator` then refuses).
+    Neither library is imported: a key or generator exists only once it is.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(rng, torch.Generator):
+        return "torch"
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(rng, jax.Array):
+        if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+            return "jax"
+        if rng.dtype == np.uint32 and tuple(rng.shape) == (2,):
+            return "jax"
+    return None
+
+
+def _rng_kind(library: str) -> str:
+    return {"jax": "a JAX PRNG key", "torch": "a torch.Generator"}[library]
+
+
+def check_rng_library(rng_lib: str, xp: ModuleType, what: str) -> None:
+    """`TypeError` naming `rng` when a key or generator of `rng_lib` meets another library."""
+    have = namespace_library(xp)
+    if have != rng_lib:
+        raise TypeError(
+            f"rng is {_rng_kind(rng_lib)}, which draws {rng_lib} arrays only, but {what} "
+            f"a {have} array; pass an int seed or a numpy.random.Generator instead"
+        )
 
 
 def as_generator(rng: Any) -> np.random.Generator:
@@ -32,12 +67,17 @@ def resolve_dtype(dtype: Any, xp: ModuleType | None) -> tuple[str, ModuleType]:
     A given `xp` is checked and mapped to the namespace to compute with, as every
     ``xp=`` argument is (``resolve_namespace``: `TypeError` naming `xp`).
     """
+    library = type(dtype).__module__.split(".")[0]
     if xp is not None:
         xp = resolve_namespace(xp)
-    elif type(dtype).__module__.split(".")[0] == "torch":
+    elif library == "torch":
         import torch
 
         xp = resolve_namespace(torch)
+    elif library in ("jax", "jaxlib"):  # jnp.float32 (equal to np.float32, but JAX's)
+        import jax.numpy as jnp
+
+        xp = resolve_namespace(jnp)
     else:
         xp = resolve_namespace(np)
     name = dtype if isinstance(dtype, str) else dtype_name(xp, dtype)
@@ -65,6 +105,47 @@ def haar_samples(shape: tuple[int, ...], complex_: bool, rng: np.random.Generato
     return Q * phase[..., None, :]
 
 
+def _fix_phases(Q: Any, R: Any, xp: ModuleType) -> Any:
+    """``Q`` with each column scaled by the phase of the matching diagonal entry of R."""
+    d = xp.linalg.diagonal(R)
+    absd = xp.abs(d)
+    one = xp.ones_like(d)
+    phase = xp.where(absd > 0, d / xp.where(absd > 0, xp.astype(absd, d.dtype), one), one)
+    return Q * xp.expand_dims(phase, axis=-2)
+
+
+def _haar_jax(shape: tuple[int, ...], name: str, key: Any, device: Any) -> Any:
+    """Haar samples drawn with ``jax.random`` from `key`, in double precision under x64."""
+    import jax
+    import jax.numpy as jnp
+
+    from ._array_api import get_namespace
+
+    complex_ = name.startswith("complex")
+    wide = name
+    if jax.config.jax_enable_x64:
+        wide = "complex128" if complex_ else "float64"
+    Z = jax.random.normal(key, shape, dtype=getattr(jnp, wide))
+    xp = get_namespace(("rng", Z))
+    Q, R = xp.linalg.qr(Z)
+    Q = xp.astype(_fix_phases(Q, R, xp), getattr(jnp, name))
+    return Q if device is None else jax.device_put(Q, device)
+
+
+def _haar_torch(shape: tuple[int, ...], name: str, gen: Any, device: Any) -> Any:
+    """Haar samples drawn with torch from `gen`, in double precision on its device."""
+    import torch
+
+    from ._array_api import get_namespace
+
+    wide = torch.complex128 if name.startswith("complex") else torch.float64
+    Z = torch.randn(shape, generator=gen, dtype=wide, device=gen.device)
+    xp = get_namespace(("rng", Z))
+    Q, R = xp.linalg.qr(Z)
+    Q = _fix_phases(Q, R, xp)
+    return Q.to(dtype=getattr(torch, name), device=gen.device if device is None else device)
+
+
 def random_unitary(n, p=None, *, dtype, batch_shape=(), rng=None, xp=None, device=None):
     r"""Haar-distributed unitary or orthogonal matrices, or their first `p` columns.
 
@@ -80,14 +161,21 @@ def random_unitary(n, p=None, *, dtype, batch_shape=(), rng=None, xp=None, devic
         ``"complex128"`` (unitary group), or the matching dtype object of `xp`.
     batch_shape : tuple of int, default: ()
         Leading batch axes of independent samples.
-    rng : None, int or numpy.random.Generator, optional
-        Source of randomness. Samples are drawn on the host in double
-        precision, so a seed gives the same matrices on every backend.
+    rng : None, int, numpy.random.Generator, JAX PRNG key or torch.Generator, optional
+        Source of randomness. Seeds and NumPy generators draw on the host in
+        double precision, so a seed gives the same matrices on every backend.
+        A JAX key (``jax.random.key``, or ``jax.random.PRNGKey``) draws with
+        ``jax.random`` (in double precision when ``jax_enable_x64`` is on, else
+        in the dtype's own precision), also under ``jax.jit``; a
+        ``torch.Generator`` draws with torch in double precision on its own
+        device. Each is for results of its own library only.
     xp : array namespace, optional
-        Namespace of the result; default NumPy (or torch when `dtype` is a torch
-        dtype).
+        Namespace of the result; by default that of `dtype` (NumPy for a name or
+        a NumPy dtype, torch for a torch dtype, JAX for ``jax.numpy`` dtypes)
+        or, for a dtype given by name, that of a JAX key or torch generator.
     device : device, optional
-        Device of the result, in the sense of `xp`.
+        Device of the result, in the sense of `xp` (with a ``torch.Generator``,
+        by default the generator's device).
 
     Returns
     -------
@@ -98,7 +186,8 @@ def random_unitary(n, p=None, *, dtype, batch_shape=(), rng=None, xp=None, devic
     ------
     TypeError
         If `dtype` is not one of the four supported dtypes, `rng` is not a
-        seed or Generator, or `xp` is not an array namespace.
+        seed or generator (or is a JAX key or torch generator for another
+        library's result), or `xp` is not an array namespace.
     ValueError
         If `n` or `p` is negative or ``p > n``.
 
@@ -112,6 +201,10 @@ def random_unitary(n, p=None, *, dtype, batch_shape=(), rng=None, xp=None, devic
     column of Q with the phase (sign, if real) of the matching diagonal entry of
     R; without this the distribution is not Haar (Mezzadri 2007).
 
+    With ``jax_enable_x64`` off, a JAX key draws and factors in single
+    precision: the result is then unitary to ``unitarity_bound`` (a backward
+    stable QR), not to the rounding of its dtype.
+
     Examples
     --------
     >>> import numpy as np
@@ -122,6 +215,14 @@ def random_unitary(n, p=None, *, dtype, batch_shape=(), rng=None, xp=None, devic
     >>> from unitary_lowrank.testing import rounded_unitarity_bound   # ≈ eps·√n
     >>> bool(np.all(ul.unitarity_error(U) <= rounded_unitarity_bound(4, "complex64")))
     True
+
+    With a JAX dtype the result is a JAX array (``jax.random.key`` draws it with
+    JAX):
+
+    >>> import jax, jax.numpy as jnp
+    >>> V = ul.random_unitary(4, dtype=jnp.float32, rng=jax.random.key(0))
+    >>> isinstance(V, jax.Array), V.dtype
+    (True, dtype('float32'))
     """
     n = as_int(n, "n")
     p = n if p is None else as_int(p, "p")
@@ -132,9 +233,18 @@ def random_unitary(n, p=None, *, dtype, batch_shape=(), rng=None, xp=None, devic
     batch_shape = tuple(as_int(b, "batch_shape entry") for b in batch_shape)
     if any(b < 0 for b in batch_shape):
         raise ValueError(f"batch_shape must hold non-negative sizes, got {batch_shape}")
+    rng_lib = rng_library(rng)
+    if rng_lib is not None and xp is None and isinstance(dtype, str):
+        xp = sys.modules["jax.numpy" if rng_lib == "jax" else "torch"]
     name, xp = resolve_dtype(dtype, xp)
+    shape = (*batch_shape, n, p)
+    if rng_lib is not None:
+        check_rng_library(rng_lib, xp, "the result would be")
+        if rng_lib == "jax":
+            return _haar_jax(shape, name, rng, device)
+        return _haar_torch(shape, name, rng, device)
     gen = as_generator(rng)
-    Q = haar_samples((*batch_shape, n, p), name.startswith("complex"), gen)
+    Q = haar_samples(shape, name.startswith("complex"), gen)
     host = np.ascontiguousarray(Q.astype(name))
     target = getattr(xp, name)
     return xp.asarray(host, dtype=target, device=device)

@@ -28,7 +28,7 @@ from ._array_api import (
     real_dtype,
 )
 from ._validation import as_int, check_matrix, check_same_device
-from .haar import as_generator
+from .haar import as_generator, check_rng_library, rng_library
 
 __all__ = ["SAMPLERS", "LowRank", "lowrank", "range_finder"]
 
@@ -180,9 +180,89 @@ def _to_device(op: _Operator, host: np.ndarray, dtype: Any = None) -> Any:
     return op.xp.asarray(host, dtype=dtype, device=op.device)
 
 
+class _HostDraws:
+    """Random numbers of a NumPy generator, drawn on the host and moved once to the device."""
+
+    def __init__(self, gen: np.random.Generator):
+        self.gen = gen
+
+    def gaussian(self, op: _Operator, shape: tuple[int, ...]) -> Any:
+        return _to_device(op, _host_gaussian(self.gen, shape, dtype_name(op.xp, op.dtype)))
+
+    def uniform(self, op: _Operator, shape: tuple[int, ...]) -> Any:
+        return _to_device(op, self.gen.random(shape), op.xp.float64)
+
+
+class _JaxDraws:
+    """Random numbers of a JAX PRNG key, split at every draw (traceable under ``jax.jit``)."""
+
+    def __init__(self, key: Any):
+        self.key = key
+
+    def _subkey(self) -> Any:
+        import jax
+
+        self.key, sub = jax.random.split(self.key)
+        return sub
+
+    def _place(self, op: _Operator, x: Any) -> Any:
+        if is_lazy_array(x):  # traced: placement is the jit's
+            return x
+        import jax
+
+        return jax.device_put(x, op.device)
+
+    def gaussian(self, op: _Operator, shape: tuple[int, ...]) -> Any:
+        import jax
+
+        # a complex dtype draws real and imaginary parts of variance 1/2 each
+        return self._place(op, jax.random.normal(self._subkey(), shape, dtype=op.dtype))
+
+    def uniform(self, op: _Operator, shape: tuple[int, ...]) -> Any:
+        import jax
+
+        dtype = real_dtype(op.xp, op.dtype)
+        return self._place(op, jax.random.uniform(self._subkey(), shape, dtype=dtype))
+
+
+class _TorchDraws:
+    """Random numbers of a ``torch.Generator``, drawn on its device, moved to G's."""
+
+    def __init__(self, gen: Any):
+        self.gen = gen
+
+    def gaussian(self, op: _Operator, shape: tuple[int, ...]) -> Any:
+        import torch
+
+        # a complex dtype draws real and imaginary parts of variance 1/2 each
+        Z = torch.randn(shape, generator=self.gen, dtype=op.dtype, device=self.gen.device)
+        return Z.to(op.device)
+
+    def uniform(self, op: _Operator, shape: tuple[int, ...]) -> Any:
+        import torch
+
+        u = torch.rand(shape, generator=self.gen, dtype=torch.float64, device=self.gen.device)
+        return u.to(op.device)
+
+
+def _draws(rng: Any, op: _Operator) -> _HostDraws | _JaxDraws | _TorchDraws:
+    """The source of the sketch's random numbers for `rng` and G's library.
+
+    None, an int seed or a NumPy generator draw on the host (the same numbers on
+    every backend); a JAX key draws with ``jax.random`` for JAX arrays, a
+    ``torch.Generator`` with torch for torch tensors. A key or generator of another
+    library than G's is a `TypeError` naming `rng`.
+    """
+    lib = rng_library(rng)
+    if lib is None:
+        return _HostDraws(as_generator(rng))
+    check_rng_library(lib, op.xp, "G is")
+    return _JaxDraws(rng) if lib == "jax" else _TorchDraws(rng)
+
+
 def _gaussian(op: _Operator, gen, rows: int, cols: int, shared: bool) -> Any:
     shape = (rows, cols) if shared else (*op.batch, rows, cols)
-    return _to_device(op, _host_gaussian(gen, shape, dtype_name(op.xp, op.dtype)))
+    return gen.gaussian(op, shape)
 
 
 def _basis(op: _Operator, sampler: str, size: int, n_iter: int, shared: bool, gen) -> Any:
@@ -193,7 +273,7 @@ def _basis(op: _Operator, sampler: str, size: int, n_iter: int, shared: bool, ge
     """
     xp = op.xp
     if sampler == "column":
-        u = _to_device(op, gen.random((*op.batch, size)), xp.float64)
+        u = gen.uniform(op, (*op.batch, size))
         S = _sketch.column_selection(op.G, u, xp)
         return _sketch.orth_span(_sketch.apply(op.G, S, xp), xp)
     Omega = _gaussian(op, gen, op.n, size, shared)
@@ -220,10 +300,16 @@ def range_finder(G, size, *, n_iter=2, shared=False, rng=None, xp=None):
         Number of power iterations (each costs two more passes over G).
     shared : bool, default: False
         Use one test matrix for the whole batch instead of one per matrix.
-    rng : None, int or numpy.random.Generator, optional
-        Randomness. The test matrix is drawn on the host in double precision,
-        cast there and moved once to G's device, so a seed gives the same
-        range on every backend.
+    rng : None, int, numpy.random.Generator, JAX PRNG key or torch.Generator, optional
+        Randomness. From a seed or NumPy generator the test matrix is drawn on
+        the host in double precision, cast there and moved once to G's device,
+        so a seed gives the same range on every backend. For JAX arrays a JAX
+        key (``jax.random.key`` or ``jax.random.PRNGKey``) draws it with
+        ``jax.random`` in G's dtype (traceable: under ``jax.jit`` a key passed
+        as an argument gives fresh numbers, where a seed is a constant); for
+        torch tensors a ``torch.Generator`` draws it with torch on the
+        generator's device (moved to G's if another). A key or generator of
+        another library than G's is a `TypeError`.
     xp : array namespace, optional
         Namespace of G; inferred by default.
 
@@ -239,8 +325,9 @@ def range_finder(G, size, *, n_iter=2, shared=False, rng=None, xp=None):
     TypeError
         If G (or a factor) is not a floating array (or is a masked array, a
         ``numpy.matrix`` or a torch ``meta`` tensor), the factors come from
-        different libraries, `size`/`n_iter` is not an integer, or `xp` is not
-        an array namespace (or not that of G).
+        different libraries, `size`/`n_iter` is not an integer, `rng` is not a
+        seed or generator (or is a JAX key or torch generator for another
+        library's G), or `xp` is not an array namespace (or not that of G).
     ValueError
         If `size` is out of range, the factors' shapes do not fit, or G holds
         NaN or infinity.
@@ -274,7 +361,7 @@ def range_finder(G, size, *, n_iter=2, shared=False, rng=None, xp=None):
     op = as_operator(G, xp)
     size = as_int(size, "size", 1, min(op.m, op.n), f" = min(m, n) for G of size {op.m}×{op.n}")
     n_iter = as_int(n_iter, "n_iter", 0)
-    gen = as_generator(rng)
+    gen = _draws(rng, op)
     if 0 in op.batch:
         return op.xp.zeros((*op.batch, op.m, size), dtype=op.dtype, device=op.device)
     return _basis(op, "randomized", size, n_iter, bool(shared), gen)
@@ -350,9 +437,12 @@ def lowrank(G, rank=None, *, tol=None, max_rank=None, sampler="randomized", over
     shared : bool, default: False
         One Gaussian test matrix for the whole batch (``"randomized"``,
         ``"lsi"``), as the paper does across the frequencies of a convolution.
-    rng : None, int or numpy.random.Generator, optional
-        Randomness, drawn on the host in double precision and moved once to G's
-        device: a seed gives the same factors on every backend.
+    rng : None, int, numpy.random.Generator, JAX PRNG key or torch.Generator, optional
+        Randomness. A seed or NumPy generator draws on the host in double
+        precision, moved once to G's device: a seed gives the same factors on
+        every backend. A JAX key draws with ``jax.random`` for JAX arrays (also
+        under ``jax.jit``), a ``torch.Generator`` with torch for torch tensors,
+        as in :func:`range_finder`.
     return_info : bool, default: False
         Return a :class:`LowRank` ``(A, B, rank, error)`` instead of ``(A, B)``.
     xp : array namespace, optional
@@ -374,8 +464,9 @@ def lowrank(G, rank=None, *, tol=None, max_rank=None, sampler="randomized", over
     TypeError
         If G (or a factor) is not a floating array (or is a masked array, a
         ``numpy.matrix`` or a torch ``meta`` tensor), the factors come from
-        different libraries, a count is not an integer, or `xp` is not an
-        array namespace (or not that of G).
+        different libraries, a count is not an integer, `rng` is not a seed or
+        generator (or is a JAX key or torch generator for another library's
+        G), or `xp` is not an array namespace (or not that of G).
     ValueError
         If `rank` is out of range (``< 1`` or ``> min(m, n)``), neither or an
         invalid `tol` is given, the sampler is unknown, the factors' shapes do
@@ -419,6 +510,14 @@ def lowrank(G, rank=None, *, tol=None, max_rank=None, sampler="randomized", over
     >>> info = ul.lowrank((X, Y), tol=1e-6, return_info=True)
     >>> info.rank, bool(info.error < 1e-6)
     (3, True)
+
+    JAX arrays take a JAX key, which can be traced (a new sketch for each key):
+
+    >>> import jax, jax.numpy as jnp
+    >>> sketch = jax.jit(lambda G, key: ul.lowrank(G, 2, sampler="lsi", rng=key))
+    >>> A, B = sketch(jnp.asarray(G, dtype=jnp.float32), jax.random.key(0))
+    >>> A.shape, B.dtype
+    ((40, 2), dtype('float32'))
     """
     return lowrank_operator(as_operator(G, xp), rank, tol=tol, max_rank=max_rank,
                             sampler=sampler, oversample=oversample, n_iter=n_iter,
@@ -434,7 +533,7 @@ def lowrank_operator(op, rank, *, tol, max_rank, sampler, oversample, n_iter, sh
     oversample = as_int(oversample, "oversample", 0)
     n_iter = as_int(n_iter, "n_iter", 0)
     shared = bool(shared)
-    gen = as_generator(rng)
+    gen = _draws(rng, op)
     if tol is None:
         if rank is None:
             raise ValueError("lowrank needs a rank (an integer >= 1) or a tol=, got neither")

@@ -7,8 +7,9 @@ never multiplied out, so every product below costs O((m + n)·r·size) for it
 (``docs/theory.md``, sketches).
 
 The random test matrices (Gaussian, or the uniform numbers of column sampling)
-are drawn on the host by the public wrapper and arrive here already on the
-operator's device, so a seed means the same thing on every backend.
+are drawn by the public wrapper (on the host from a seed, so that a seed means
+the same thing on every backend; with ``jax.random`` from a JAX key; with torch
+from a ``torch.Generator``) and arrive here already on the operator's device.
 """
 
 from __future__ import annotations
