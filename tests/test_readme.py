@@ -36,3 +36,12 @@ def test_readme_testing_example_runs():
     pytest.importorskip("hypothesis")
     namespace = _run_readme_block("Testing your own code")
     namespace["test_my_layer_stays_unitary"]()
+
+
+def test_readme_pytorch_example_runs():
+    torch = pytest.importorskip("torch")
+    namespace = _run_readme_block("Training with PyTorch")
+    W = namespace["rnn"].weight_hh_l0.detach()
+    assert_unitary(W)  # three ProjUNN steps: orthogonal to 30·n·eps
+    assert namespace["opt_u"].state[namespace["rnn"].weight_hh_l0]  # it did step
+    assert torch.isfinite(namespace["loss"])
