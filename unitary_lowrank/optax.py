@@ -1,0 +1,305 @@
+r"""projUNN as an optax gradient transformation, for JAX users (needs optax).
+
+:func:`projunn` keeps unitary (or orthogonal) matrices of a JAX model on their
+group while it trains: every leaf it is given takes a rank-`rank` step along
+the gradient (or RMSprop's direction), retracted in O(n²·rank) with
+:func:`unitary_lowrank.retract`. Route the other parameters to an ordinary
+optimiser with ``optax.multi_transform``.
+
+The transformation uses only the library's public functions
+(:func:`~unitary_lowrank.rmsprop_direction`, :func:`~unitary_lowrank.lowrank`,
+:func:`~unitary_lowrank.retract`), all of which trace under ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import unitary_lowrank as ul
+
+from .sketch import SAMPLERS
+
+__all__ = ["ProjUNNState", "projunn"]
+
+#: The retractions of :func:`unitary_lowrank.retract`.
+_METHODS = ("exp", "polar", "cayley")
+#: The step directions of :func:`projunn`.
+_DIRECTIONS = ("gradient", "rmsprop")
+
+
+class ProjUNNState(NamedTuple):
+    """State of :func:`projunn`.
+
+    Attributes
+    ----------
+    count : jax.Array
+        Number of updates so far (int32 scalar): the argument of a schedule.
+    key : jax.Array
+        The JAX PRNG key of the next update's sketches, split at every update.
+    square_avg : pytree or None
+        RMSprop's running mean of ``|g|²`` per leaf (the leaf's shape and real
+        dtype); None for ``direction="gradient"``.
+    """
+
+    count: Any
+    key: Any
+    square_avg: Any
+
+
+def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+    return value
+
+
+def _check_real(value: Any, name: str, low: float, high: float, *, open_low: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    below = value <= low if open_low else value < low
+    if below or not value < high:
+        lo = "(" if open_low else "["
+        raise ValueError(f"{name} must be in {lo}{low:g}, {high:g}), got {value!r}")
+    return value
+
+
+def _check_key(key: Any) -> Any:
+    """A JAX PRNG key from an int seed or a key (typed or raw uint32 of shape (2,))."""
+    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+        if key < 0:
+            raise ValueError(f"key must be a non-negative int seed or a JAX PRNG key, got {key}")
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) and (
+        jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        or (key.dtype == jnp.uint32 and tuple(key.shape) == (2,))
+    ):
+        return key
+    raise TypeError(
+        "key must be a non-negative int seed or a JAX PRNG key (jax.random.key(seed)), "
+        f"got {type(key).__name__}"
+    )
+
+
+def _check_leaf(path: Any, p: Any, method: str, rank: int) -> None:
+    """`ValueError`/`TypeError` for a leaf that cannot be a unitary weight of this method."""
+    where = jax.tree_util.keystr(path) or "params"
+    dtype = getattr(p, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
+        raise TypeError(
+            f"projunn needs floating or complex matrices, got {type(p).__name__} "
+            f"of dtype {dtype} at {where}"
+        )
+    shape = tuple(p.shape)
+    if len(shape) < 2:
+        raise ValueError(f"projunn needs (..., n, p) matrices, got shape {shape} at {where}")
+    n, q = shape[-2:]
+    if method != "polar" and n != q:
+        raise ValueError(
+            f"method {method!r} needs square (..., n, n) matrices, got shape {shape} at "
+            f"{where}; use method='polar' for (..., n, p) matrices with orthonormal columns"
+        )
+    if rank > min(n, q):
+        raise ValueError(f"rank {rank} exceeds min(n, p) = {min(n, q)} at {where} {shape}")
+
+
+def _real_dtype(dtype: Any) -> Any:
+    return jnp.finfo(dtype).dtype
+
+
+def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
+            rank: int = 1, sampler: str = "lsi", direction: str = "rmsprop",
+            decay: float = 0.99, eps: float = 1e-8,
+            key: int | Any = 0) -> optax.GradientTransformation:
+    r"""ProjUNN for optax: rank-`rank` steps retracted onto the unitary group.
+
+    For every leaf ``U`` of the parameters (a unitary or orthogonal (..., n, n)
+    matrix, or for ``method="polar"`` an (..., n, p) matrix with orthonormal
+    columns; leading axes are batch axes), an update
+
+    1. takes the descent direction from the incoming gradient ``g``: ``G = g``
+       for real leaves and ``G = conj(g)`` for complex ones (``jax.grad`` of a
+       real loss returns the conjugate of the steepest-ascent direction);
+    2. forms the direction ``D``: ``G`` itself, or RMSprop's
+       ``G / (√v + eps)`` with ``v ← decay·v + (1 − decay)·|G|²`` kept in the
+       state (:func:`~unitary_lowrank.rmsprop_direction`);
+    3. sketches ``D ≈ A Bᴴ`` at rank `rank` (:func:`~unitary_lowrank.lowrank`)
+       with a key split from the one kept in the state;
+    4. retracts ``U_new = retract(U, −lr·A, B, method)`` and returns
+       ``U_new − U``, so that ``optax.apply_updates`` lands on ``U_new``.
+
+    Parameters
+    ----------
+    learning_rate : float or callable
+        Step size, or an optax schedule: a function of the update count
+        (an int32 scalar kept in the state) returning the step size.
+    method : {"exp", "polar", "cayley"}, default: "exp"
+        Retraction of :func:`~unitary_lowrank.retract`: projUNN-T (``"exp"``),
+        projUNN-D (``"polar"``, also for non-square leaves) or Cayley.
+    rank : int, default: 1
+        Rank of each step, at most ``min(n, p)`` of every leaf.
+    sampler : {"lsi", "randomized", "column"}, default: "lsi"
+        Sketch of :func:`~unitary_lowrank.lowrank`; ``"lsi"`` is the paper's.
+    direction : {"rmsprop", "gradient"}, default: "rmsprop"
+        The direction sketched: RMSprop's preconditioned gradient (as the
+        paper) or the plain gradient.
+    decay : float, default: 0.99
+        RMSprop's smoothing constant α, in [0, 1).
+    eps : float, default: 1e-8
+        RMSprop's ε, positive.
+    key : int or JAX PRNG key, default: 0
+        Seed (or key, ``jax.random.key(...)``) of the sketches. The key lives in
+        the state and is split at every update, so that each step draws a new
+        sketch, also under ``jax.jit``.
+
+    Returns
+    -------
+    optax.GradientTransformation
+        ``init(params)`` and ``update(grads, state, params)``; `params` is
+        required.
+
+    Raises
+    ------
+    ValueError
+        At construction, for an unknown `method`, `sampler` or `direction`, a
+        `rank` below 1, `decay` outside [0, 1) or a non-positive `eps`; at
+        ``init``, for a leaf that is not a matrix (or not square for
+        ``"exp"``/``"cayley"``) or smaller than `rank`; at ``update``, when
+        `params` is None.
+    TypeError
+        For arguments of the wrong type (a `learning_rate` neither a number
+        nor callable, `key` neither a seed nor a JAX key, a leaf that is not a
+        floating array).
+
+    See Also
+    --------
+    unitary_lowrank.step : The same step for one array, outside optax.
+    unitary_lowrank.torch.ProjUNN : The PyTorch optimizer.
+
+    Notes
+    -----
+    The leaves must be unitary to begin with (e.g. from
+    :func:`~unitary_lowrank.random_unitary`); the retraction keeps them so.
+    ``optax.apply_updates`` adds ``U_new − U`` back to ``U``, which rounds once
+    more: the applied leaf is unitary to about eps·√n more than ``U_new``.
+
+    The learning rate scales the sketch's left factor (``−lr·A``), so a traced
+    learning rate (a schedule under ``jax.jit``) is never read on the host.
+    With ``jax_enable_x64`` off the small cores, which the library computes in
+    double precision where it can, run in single precision; JAX's warning
+    about the truncated dtype is silenced inside the update.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import unitary_lowrank as ul
+    >>> from unitary_lowrank.optax import projunn
+    >>> target = ul.random_unitary(8, dtype=jnp.float32, rng=jax.random.key(1))
+    >>> params = {"W": ul.random_unitary(8, dtype=jnp.float32, rng=jax.random.key(0))}
+    >>> loss = lambda p: jnp.sum((p["W"] - target) ** 2)
+    >>> opt = projunn(0.05, rank=2)
+    >>> state = opt.init(params)
+    >>> @jax.jit
+    ... def train_step(params, state):
+    ...     updates, state = opt.update(jax.grad(loss)(params), state, params)
+    ...     return optax.apply_updates(params, updates), state
+    >>> before = loss(params)
+    >>> for _ in range(20):
+    ...     params, state = train_step(params, state)
+    >>> bool(loss(params) < before)
+    True
+    >>> import numpy as np
+    >>> from unitary_lowrank.testing import unitarity_bound
+    >>> W = np.asarray(params["W"])
+    >>> bool(ul.unitarity_error(W) <= unitarity_bound(8, W.dtype))
+    True
+
+    Only the unitary weights, the rest by Adam:
+
+    >>> params = {"W": params["W"], "b": jnp.zeros(8)}
+    >>> labels = {"W": "unitary", "b": "other"}
+    >>> opt = optax.multi_transform(
+    ...     {"unitary": projunn(1e-3), "other": optax.adam(1e-3)}, labels)
+    >>> state = opt.init(params)
+    """
+    if not callable(learning_rate) and (
+        isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real)
+    ):
+        raise TypeError(
+            "learning_rate must be a real number or a schedule (a callable of the step "
+            f"count), got {type(learning_rate).__name__}"
+        )
+    if not callable(learning_rate) and not math.isfinite(float(learning_rate)):
+        raise ValueError(f"learning_rate must be finite, got {learning_rate!r}")
+    method = _check_choice(method, "method", _METHODS)
+    sampler = _check_choice(sampler, "sampler", SAMPLERS)
+    direction = _check_choice(direction, "direction", _DIRECTIONS)
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
+        raise TypeError(f"rank must be an int, got {type(rank).__name__}")
+    rank = int(rank)
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    decay = _check_real(decay, "decay", 0.0, 1.0, open_low=False)
+    eps = _check_real(eps, "eps", 0.0, math.inf, open_low=True)
+    seed = _check_key(key)
+
+    def init_fn(params: Any) -> ProjUNNState:
+        for path, p in jax.tree_util.tree_leaves_with_path(params):
+            _check_leaf(path, p, method, rank)
+        square_avg = None
+        if direction == "rmsprop":
+            square_avg = jax.tree.map(
+                lambda p: jnp.zeros(p.shape, dtype=_real_dtype(p.dtype)), params
+            )
+        return ProjUNNState(jnp.zeros([], jnp.int32), seed, square_avg)
+
+    def update_fn(updates: Any, state: ProjUNNState, params: Any = None):
+        if params is None:
+            raise ValueError(
+                "projunn needs the current parameters: call update(grads, state, params) "
+                "(the step is retracted from them onto the unitary group)"
+            )
+        lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+        grads, treedef = jax.tree.flatten(updates)
+        weights = treedef.flatten_up_to(params)
+        avgs = (treedef.flatten_up_to(state.square_avg) if direction == "rmsprop"
+                else [None] * len(grads))
+        keys = jax.random.split(state.key, len(grads) + 1)
+        new_updates, new_avgs = [], []
+        with warnings.catch_warnings():
+            # x64 off: the library's double-precision cores fall back to single precision
+            warnings.filterwarnings(
+                "ignore", message="Explicitly requested dtype", category=UserWarning
+            )
+            for g, U, v, k in zip(grads, weights, avgs, keys[1:], strict=True):
+                u, v = _leaf_update(g, U, v, k, lr, method, rank, sampler, decay, eps)
+                new_updates.append(u)
+                new_avgs.append(v)
+        square_avg = (treedef.unflatten(new_avgs) if direction == "rmsprop"
+                      else state.square_avg)
+        new_state = ProjUNNState(optax.safe_increment(state.count), keys[0], square_avg)
+        return treedef.unflatten(new_updates), new_state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _leaf_update(g: Any, U: Any, v: Any, key: Any, lr: Any, method: str, rank: int,
+                 sampler: str, decay: float, eps: float) -> tuple[Any, Any]:
+    """``(U_new − U, v_new)`` for one leaf; see :func:`projunn`."""
+    G = jnp.asarray(g, dtype=U.dtype)
+    if jnp.iscomplexobj(G):
+        G = jnp.conj(G)  # jax.grad's convention: the conjugate of the ascent direction
+    if v is not None:
+        G, v = ul.rmsprop_direction(G, v, alpha=decay, eps=eps)
+    A, B = ul.lowrank(G, rank, sampler=sampler, rng=key)
+    step = jnp.asarray(lr, dtype=_real_dtype(U.dtype))  # keeps U's dtype, traced or not
+    U_new = ul.retract(U, -step * A, B, method)
+    return U_new - U, v
