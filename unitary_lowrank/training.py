@@ -9,11 +9,16 @@ orthogonal, or Stiefel) weight: it takes the gradient G, dense or as factors
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
+import numpy as np
+
+from . import _engines
 from ._array_api import core_dtype, dtype_name, get_namespace, is_lazy_array
 from ._validation import check_lr, check_matrix, check_method
-from .sketch import _operator, lowrank_operator
+from .haar import as_generator
+from .sketch import as_operator, lowrank_operator
 from .updates import _no_fp_warnings, _retract_checked
 
 __all__ = ["step"]
@@ -115,8 +120,20 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
     """
     check_method(method)
     lr = check_lr(lr)
+    fast = _fast_sketch(U, G, rank, tol, max_rank, sampler, oversample, n_iter, rng,
+                        return_info, xp)
+    if fast is not None:  # a small dense G: sketched in one compiled call
+        res = fast
+        A, B = _scaled_fast_step(res[0], res[1], lr, U)
+        try:
+            return _retract_checked(U, A, B, method, check_finite_U=check_finite, out=out,
+                                    xp=xp if xp is None else get_namespace(("U", U), xp=xp))
+        except ValueError as exc:
+            if not str(exc).startswith(_CORE_OVERFLOW):
+                raise
+            raise _too_large(res[0], lr, get_namespace(("U", U))) from exc
     get_namespace(("U", U))  # TypeError unless U is an array
-    op = _operator(G, xp)
+    op = as_operator(G, xp)
     first = op.G[0] if isinstance(op.G, tuple) else op.G
     xp = get_namespace(("U", U), ("G", first), xp=xp)  # TypeError for two libraries
     check_matrix(U, "U", xp, "(..., n, p)")
@@ -139,6 +156,118 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
             raise
         raise _too_large(res[0], lr, xp) from exc
     return (U_new, res) if return_info else U_new
+
+
+#: A dense G of fewer entries than this (n < 512) with a rank of at most 4 is sketched by
+#: one compiled call (``_engines/small.py``) when U and G are 2-D NumPy arrays (or CPU
+#: torch tensors that need no autograd) of one dtype.
+_SMALL_MAX_ENTRIES = _engines.AUTO_MIN_ENTRIES
+_SMALL_MAX_RANK = 4
+_SMALL_DTYPES = {np.dtype(name): name for name in ("float32", "float64", "complex64",
+                                                    "complex128")}
+#: G is used as it is when ``max |G|`` lies in [2^-400, 2^400] (else the general path
+#: scales it first, as ``sketch._finite_and_scaled`` does).
+_SAFE_LOW, _SAFE_HIGH = 2.0 ** -400, 2.0 ** 400
+
+
+def _fast_sketch(U, G, rank, tol, max_rank, sampler, oversample, n_iter, rng, return_info, xp):
+    """``(A, B)`` of a small dense G by one compiled call, or None for the general path.
+
+    Only for arguments that the general path accepts as they are: a square 2-D
+    NumPy U (or CPU torch tensor without autograd) and a finite G of its shape and
+    dtype, in the safe range, a fixed integer rank <= 4, sampler ``"randomized"``
+    or ``"lsi"``, integer `oversample` and `n_iter`, no `tol`/`max_rank`/
+    ``return_info``. It draws the same Gaussian test matrix from `rng` and does the
+    same products, QRs and SVD as :func:`unitary_lowrank.lowrank`; it declines
+    (returns None) before drawing anything, so the general path sees the same
+    random stream.
+    """
+    if tol is not None or max_rank is not None or return_info or sampler not in (
+            "randomized", "lsi"):
+        return None
+    if type(rank) is not int or type(oversample) is not int or type(n_iter) is not int:
+        return None
+    if oversample < 0 or n_iter < 0:
+        return None
+    kernel = _engines.load_small()
+    if kernel is None:
+        return None
+    torch = None
+    if type(U) is np.ndarray:
+        if type(G) is not np.ndarray or not (xp is None or getattr(xp, "__name__", None) in (
+                "numpy", "array_api_compat.numpy")):
+            return None
+        Un, Gn = U, G
+    else:
+        torch = sys.modules.get("torch")
+        Un, Gn = _torch_views(torch, U, G, xp)
+        if Un is None:
+            return None
+    if Un.ndim != 2 or Gn.shape != Un.shape or Gn.dtype != Un.dtype:
+        return None
+    n, p = Un.shape
+    name = _SMALL_DTYPES.get(Gn.dtype)
+    if name is None or n != p or n * n >= _SMALL_MAX_ENTRIES or not 1 <= rank <= min(
+            n, _SMALL_MAX_RANK):
+        return None
+    if name.startswith("complex"):
+        m = float(np.max(np.abs(Gn)))
+    else:  # two reading passes, no |G| temporary; both propagate NaN
+        m = max(float(Gn.max()), -float(Gn.min()))
+    if not (m == 0.0 or _SAFE_LOW <= m <= _SAFE_HIGH):  # NaN, infinity, or to be scaled
+        return None
+    gen = as_generator(rng)
+    Gc = np.ascontiguousarray(Gn)
+    if sampler == "lsi":
+        A, B = kernel.lsi(Gc, _gaussian(gen, (n, rank), name))
+    else:
+        size = min(rank + oversample, n)
+        sketch = kernel.randomized_complex if name.startswith("complex") else (
+            kernel.randomized_real)
+        A, B = sketch(Gc, _gaussian(gen, (n, size), name), n_iter, rank)
+    if torch is not None:
+        return torch.from_numpy(A), torch.from_numpy(B)
+    return A, B
+
+
+def _torch_views(torch, U, G, xp):
+    """Zero-copy NumPy views of CPU torch tensors U and G, or ``(None, None)``."""
+    kinds = () if torch is None else (torch.Tensor, torch.nn.Parameter)
+    if type(U) not in kinds or type(G) not in kinds:
+        return None, None
+    if xp is not None and getattr(xp, "__name__", None) not in ("torch",
+                                                                 "array_api_compat.torch"):
+        return None, None
+    if any(t.device.type != "cpu" or t.layout != torch.strided for t in (U, G)):
+        return None, None
+    if torch.is_grad_enabled() and (U.requires_grad or G.requires_grad):
+        return None, None
+    try:  # conjugate or negative views, functorch wrappers: no zero-copy view
+        return U.detach().numpy(), G.detach().numpy()
+    except (RuntimeError, TypeError):
+        return None, None
+
+
+def _gaussian(gen: np.random.Generator, shape: tuple[int, int], name: str) -> np.ndarray:
+    """The Gaussian test matrix of ``unitary_lowrank.lowrank`` for a 2-D G.
+
+    Standard (complex) normal, drawn in double precision and cast, exactly as
+    the sketches of ``sketch.py`` draw it, so that a seed gives the same factors.
+    """
+    Z = gen.standard_normal(shape)
+    if name.startswith("complex"):
+        Z = (Z + 1j * gen.standard_normal(shape)) / math.sqrt(2.0)
+    return np.ascontiguousarray(Z.astype(name))
+
+
+def _scaled_fast_step(A: Any, B: Any, lr: float, U: Any) -> tuple[Any, Any]:
+    """``(−lr·A, B)`` of a square step from :func:`_fast_sketch`; `ValueError` on overflow."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = A * (-lr)
+    if not bool((scaled.isfinite() if hasattr(scaled, "isfinite") else np.isfinite(
+            scaled)).all()):
+        raise _too_large(A, lr, get_namespace(("U", U)))
+    return scaled, B
 
 
 #: Start of the message of :func:`unitary_lowrank.retract` when its core overflows.

@@ -231,11 +231,14 @@ def _retract_checked(U, A, B, method, *, check_finite_U, out, xp):
     """``retract(U, A, B, method, check_finite=check_finite_U, out=out)`` without repeated checks.
 
     For ``training.step``: `method` is already checked, U passed ``check_matrix``,
-    and A, B are factors that the library computed in the namespace `xp`.
+    and A, B are factors that the library computed in the namespace `xp` (None:
+    U's, inferred only if the one-call kernel does not take the update).
     """
     result = _fast_update(U, A, B, method, check_finite_U, True, out)
     if result is not None:
         return result
+    if xp is None:  # the fast path of ``step`` resolves the namespace only when needed
+        xp = get_namespace(("U", U))
     step = validate_checked_step(U, A, B, xp, square=method != "polar",
                                  check_finite_U=check_finite_U,
                                  func=f"retract(method={method!r})")

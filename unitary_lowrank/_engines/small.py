@@ -299,3 +299,63 @@ def update(U, A, B, out, method, check_u, tol):
     """
     kernel = _update_complex if U.dtype.kind == "c" else _update_real
     return kernel(U, A, B, out, method, check_u, tol)
+
+
+# ---------------------------------------------------------------- sketches of a dense G
+# The samplers of ``unitary_lowrank.lowrank`` for a small dense G, in one call each,
+# with the same products (BLAS, in G's dtype), the same Householder QRs and the same
+# double-precision SVD as ``_agnostic/_sketch.py``.
+
+
+@nb.njit(cache=True, nogil=True)
+def _apply_h(G, Z):  # pragma: no cover - compiled
+    """``Gᴴ Z`` as ``(Zᴴ G)ᴴ``: only thin arrays are conjugated."""
+    Zh = np.ascontiguousarray(np.conj(Z.T))
+    return np.ascontiguousarray(np.conj(np.dot(Zh, G).T))
+
+
+@nb.njit(cache=True, nogil=True)
+def _orth(Z):  # pragma: no cover - compiled
+    Q, _ = np.linalg.qr(Z)
+    return np.ascontiguousarray(Q)
+
+
+@nb.njit(cache=True, nogil=True)
+def lsi(G, Omega):  # pragma: no cover - compiled
+    """The LSI sampler: ``V = orth(Gᴴ Ω)``, ``(A, B) = (G V, V)`` (Ω: m × k)."""
+    V = _orth(_apply_h(G, Omega))
+    return np.dot(G, V), V
+
+
+@nb.njit(cache=True, nogil=True)
+def _randomized_basis(G, Omega, n_iter):  # pragma: no cover - compiled
+    Q = _orth(np.dot(G, Omega))
+    for _ in range(n_iter):
+        Q = _orth(np.dot(G, _orth(_apply_h(G, Q))))
+    return Q
+
+
+@nb.njit(cache=True, nogil=True)
+def randomized_real(G, Omega, n_iter, k):  # pragma: no cover - compiled
+    """Rank-k factors of a real G: range finder, then the SVD of ``Gᴴ Q`` in float64."""
+    Q = _randomized_basis(G, Omega, n_iter)
+    Vw, s, Wh = np.linalg.svd(_apply_h(G, Q).astype(np.float64), full_matrices=False)
+    Wk = np.ascontiguousarray(Wh[:k].T).astype(G.dtype)
+    A = np.dot(Q, Wk)
+    sk = s[:k].astype(G.dtype)
+    for j in range(k):
+        A[:, j] *= sk[j]
+    return A, np.ascontiguousarray(Vw[:, :k]).astype(G.dtype)
+
+
+@nb.njit(cache=True, nogil=True)
+def randomized_complex(G, Omega, n_iter, k):  # pragma: no cover - compiled
+    """:func:`randomized_real` of a complex G (the SVD in complex128)."""
+    Q = _randomized_basis(G, Omega, n_iter)
+    Vw, s, Wh = np.linalg.svd(_apply_h(G, Q).astype(np.complex128), full_matrices=False)
+    Wk = np.ascontiguousarray(np.conj(Wh[:k].T)).astype(G.dtype)
+    A = np.dot(Q, Wk)
+    sk = s[:k].astype(G.dtype)
+    for j in range(k):
+        A[:, j] *= sk[j]
+    return A, np.ascontiguousarray(Vw[:, :k]).astype(G.dtype)
