@@ -30,7 +30,7 @@ import unitary_lowrank  # noqa: E402
 
 project = "unitary_lowrank"
 author = "unitary_lowrank developers"
-copyright = "unitary_lowrank developers"  # noqa: A001
+copyright = "unitary_lowrank developers"
 release = unitary_lowrank.__version__
 version = release
 
