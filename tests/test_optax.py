@@ -1,0 +1,339 @@
+"""unitary_lowrank.optax.projunn: an optax GradientTransformation that keeps weights unitary.
+
+Runs under JAX's default configuration (x64 off, single precision) unless a test
+asks for the ``jax_x64`` fixture, which turns x64 on for that test only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+optax = pytest.importorskip("optax")
+jnp = jax.numpy
+
+import unitary_lowrank as ul  # noqa: E402
+from unitary_lowrank.optax import ProjUNNState, projunn  # noqa: E402
+from unitary_lowrank.testing import compare_tol, eps_of, unitarity_bound  # noqa: E402
+
+
+def _unitarity(W) -> float:
+    """Largest ‖WᴴW − I‖₂ of a (batch of) matrices, computed on the host."""
+    return float(np.max(ul.unitarity_error(np.asarray(W))))
+
+
+def _drift_bound(n: int, dtype, steps: int) -> float:
+    """One rounded start plus `steps` backward-stable steps and sums of apply_updates,
+    adding up like a random walk (docs/theory.md, drift)."""
+    return unitarity_bound(n, dtype) * math.sqrt(steps + 1)
+
+
+def _distance_loss(target):
+    """``‖W − T‖_F²``: real for complex W too; its minimum over the group is at W = T."""
+
+    def loss(params):
+        d = params["W"] - target
+        return jnp.sum(jnp.real(d * jnp.conj(d)))
+
+    return loss
+
+
+def _train(opt, params, loss, steps, *, jit=True):
+    state = opt.init(params)
+
+    def one(params, state):
+        grads = jax.grad(loss)(params)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    one = jax.jit(one) if jit else one
+    losses = [float(loss(params))]
+    for _ in range(steps):
+        params, state = one(params, state)
+        losses.append(float(loss(params)))
+    return params, state, losses
+
+
+def _haar(n, dtype, seed, p=None, batch=()):
+    return ul.random_unitary(n, p, dtype=dtype, batch_shape=batch, rng=jax.random.key(seed))
+
+
+def _near(U, seed, scale=1.0):
+    """``U expm(S)`` for a random skew-Hermitian S of size `scale`: a target that the steps
+    can reach (an orthogonal U's own connected component of the group)."""
+    n = U.shape[-1]
+    M = jax.random.normal(jax.random.key(seed), (*U.shape[:-2], n, n), dtype=U.dtype)
+    S = scale * (M - jnp.conj(jnp.swapaxes(M, -1, -2))) / (2 * math.sqrt(n))
+    return U @ jax.scipy.linalg.expm(S)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "complex64"])
+@pytest.mark.parametrize("method", ["exp", "polar", "cayley"])
+def test_loss_decreases_under_jit_with_x64_off(dtype, method):
+    """JAX's default configuration: float32/complex64 weights, the loss falls, W stays unitary."""
+    n, steps = 8, 40
+    jdt = getattr(jnp, dtype)
+    params = {"W": _haar(n, jdt, 0)}
+    target = _near(params["W"], 1)
+    opt = projunn(0.02, method=method, rank=2)
+    params, _, losses = _train(opt, params, _distance_loss(target), steps)
+    assert params["W"].dtype == jdt
+    assert losses[-1] < 0.5 * losses[0]
+    assert _unitarity(params["W"]) <= _drift_bound(n, dtype, steps)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+@pytest.mark.parametrize("direction", ["gradient", "rmsprop"])
+def test_loss_decreases_in_double_precision(dtype, direction, jax_x64):
+    n, steps = 10, 40
+    jdt = getattr(jnp, dtype)
+    params = {"W": _haar(n, jdt, 2)}
+    target = _near(params["W"], 3)
+    lr = 0.05 if direction == "gradient" else 0.02
+    opt = projunn(lr, rank=3, direction=direction, sampler="randomized")
+    params, _, losses = _train(opt, params, _distance_loss(target), steps)
+    assert params["W"].dtype == jdt
+    assert losses[-1] < 0.5 * losses[0]
+    assert _unitarity(params["W"]) <= _drift_bound(n, dtype, steps)
+
+
+def test_complex_gradient_is_conjugated(jax_x64):
+    """jax.grad returns the conjugate of the ascent direction; the step must descend anyway.
+
+    At full rank with the plain gradient and a small step, the loss falls at every step,
+    by about lr·‖grad_R‖² (first order): a step along JAX's raw gradient would not.
+    """
+    n = 6
+    params = {"W": _haar(n, jnp.complex128, 4)}
+    loss = _distance_loss(_near(params["W"], 5))
+    lr = 1e-3
+    opt = projunn(lr, rank=n, direction="gradient", sampler="randomized")
+    state = opt.init(params)
+    g = jax.grad(loss)(params)
+    updates, state = opt.update(g, state, params)
+    new = optax.apply_updates(params, updates)
+    W, G = params["W"], jnp.conj(g["W"])  # G: the Euclidean ascent direction
+    S = W.conj().T @ G
+    riem = W @ (S - S.conj().T) / 2  # the Riemannian gradient (skew part) of the group
+    predicted = lr * float(jnp.sum(jnp.abs(riem) ** 2))
+    decrease = float(loss(params) - loss(new))
+    assert decrease > 0
+    assert decrease == pytest.approx(predicted, rel=10 * lr * n)
+    # the raw (unconjugated) gradient is not a descent direction of this loss
+    wrong = ul.retract(W, -lr * g["W"], jnp.eye(n, dtype=jnp.complex128), "exp")
+    assert float(loss({"W": wrong})) > float(loss(params)) - 0.5 * predicted
+
+
+def test_one_step_is_unitary_after_apply_updates(jax_x64):
+    """The sum U + (U_new − U) of apply_updates rounds once more: still within the bound."""
+    for dtype in ("float64", "complex128", "float32", "complex64"):
+        jdt = getattr(jnp, dtype)
+        n = 16
+        U = _haar(n, jnp.complex128 if "complex" in dtype else jnp.float64, 0)
+        U = ul.reunitarize(U) if dtype.endswith("128") or dtype == "float64" else U
+        U = U.astype(jdt)
+        G = _haar(n, jdt, 1)
+        opt = projunn(0.1, rank=2)
+        updates, _ = opt.update({"W": G}, opt.init({"W": U}), {"W": U})
+        W = optax.apply_updates({"W": U}, updates)["W"]
+        assert W.dtype == jdt
+        assert _unitarity(W) <= _unitarity(U) + unitarity_bound(n, dtype)
+
+
+def test_chain_and_schedule_under_jit():
+    n, steps = 8, 30
+    params = {"W": _haar(n, jnp.float32, 10)}
+    target = _near(params["W"], 11)
+    schedule = optax.exponential_decay(0.03, transition_steps=10, decay_rate=0.5)
+    opt = optax.chain(optax.clip_by_global_norm(10.0), projunn(schedule, rank=2))
+    params, state, losses = _train(opt, params, _distance_loss(target), steps)
+    assert losses[-1] < 0.5 * losses[0]
+    assert _unitarity(params["W"]) <= _drift_bound(n, "float32", steps)
+    assert int(state[1].count) == steps
+
+
+def test_schedule_reads_the_count_of_the_state():
+    """A schedule of the count: zero at step 0 (no move), the constant afterwards, traced."""
+    n = 6
+    U = _haar(n, jnp.float32, 0)
+    G = {"W": _haar(n, jnp.float32, 1)}
+    lr = 0.1
+    sched = projunn(lambda count: jnp.where(count < 1, 0.0, lr), rank=1)
+    const = projunn(lr, rank=1)
+    params = {"W": U}
+    s_sched, s_const = sched.init(params), const.init(params)
+    upd = jax.jit(sched.update)
+    u0, s_sched = upd(G, s_sched, params)
+    assert float(jnp.max(jnp.abs(u0["W"]))) == 0.0
+    _, s_const = const.update(G, s_const, params)  # the same key and running mean
+    u1, s_sched = upd(G, s_sched, params)
+    v1, s_const = const.update(G, s_const, params)
+    tol = compare_tol(n, "float32")
+    assert float(jnp.max(jnp.abs(u1["W"] - v1["W"]))) <= tol
+    assert int(s_sched.count) == 2
+
+
+def test_multi_transform_routes_the_other_parameters():
+    n = 6
+    params = {"W": _haar(n, jnp.float32, 0), "V": jnp.ones((n, 3)), "b": jnp.zeros(n)}
+    labels = {"W": "unitary", "V": "other", "b": "other"}
+    grads = {"W": _haar(n, jnp.float32, 1), "V": jnp.full((n, 3), 0.5), "b": jnp.arange(n) * 1.0}
+    opt = optax.multi_transform({"unitary": projunn(0.05, rank=2, key=7),
+                                 "other": optax.adam(1e-2)}, labels)
+    state = opt.init(params)
+    updates, state = jax.jit(opt.update)(grads, state, params)
+    new = optax.apply_updates(params, updates)
+    # the unitary part is exactly projunn on W alone
+    alone = projunn(0.05, rank=2, key=7)
+    u_w, _ = alone.update({"W": grads["W"]}, alone.init({"W": params["W"]}), {"W": params["W"]})
+    assert float(jnp.max(jnp.abs(updates["W"] - u_w["W"]))) <= compare_tol(n, "float32")
+    assert _unitarity(new["W"]) <= _unitarity(params["W"]) + unitarity_bound(n, "float32")
+    # the rest is Adam's
+    adam = optax.adam(1e-2)
+    rest = {"V": params["V"], "b": params["b"]}
+    u_rest, _ = adam.update({"V": grads["V"], "b": grads["b"]}, adam.init(rest), rest)
+    for name in ("V", "b"):
+        assert float(jnp.max(jnp.abs(updates[name] - u_rest[name]))) <= eps_of("float32")
+
+
+def test_multi_transform_training_with_a_dense_layer():
+    """A small least-squares fit y ≈ W x + b, W orthogonal by projunn, b by Adam, under jit."""
+    n, steps = 6, 60
+    key = jax.random.key(0)
+    params = {"W": _haar(n, jnp.float32, 20), "b": jnp.zeros(n)}
+    W_true = _near(params["W"], 21)
+    b_true = jnp.linspace(-1.0, 1.0, n)
+    x = jax.random.normal(key, (64, n))
+    y = x @ W_true.T + b_true
+    labels = {"W": "unitary", "b": "other"}
+    opt = optax.multi_transform({"unitary": projunn(0.01, rank=2),
+                                 "other": optax.adam(0.05)}, labels)
+
+    def loss(p):
+        return jnp.mean((x @ p["W"].T + p["b"] - y) ** 2)
+
+    params, _, losses = _train(opt, params, loss, steps)
+    assert losses[-1] < 0.25 * losses[0]
+    assert _unitarity(params["W"]) <= _drift_bound(n, "float32", steps)
+
+
+def test_state_carries_and_splits_the_key():
+    """Two updates from the same gradient draw different sketches; the same state repeats."""
+    n = 8
+    params = {"W": _haar(n, jnp.float32, 0)}
+    grads = {"W": jax.random.normal(jax.random.key(9), (n, n))}  # full rank: the sketch matters
+    opt = projunn(0.1, rank=1, direction="gradient")
+    state0 = opt.init(params)
+    assert isinstance(state0, ProjUNNState) and state0.square_avg is None
+    upd = jax.jit(opt.update)
+    u1, state1 = upd(grads, state0, params)
+    u2, state2 = upd(grads, state1, params)
+    again, _ = upd(grads, state0, params)
+    tol = compare_tol(n, "float32")
+    assert float(jnp.max(jnp.abs(u1["W"] - again["W"]))) <= tol  # deterministic
+    assert float(jnp.max(jnp.abs(u1["W"] - u2["W"]))) > 100 * tol  # a new sketch
+    keys = [jax.random.key_data(s.key) for s in (state0, state1, state2)]
+    assert not bool(jnp.array_equal(keys[0], keys[1]))
+    assert not bool(jnp.array_equal(keys[1], keys[2]))
+    # an int seed is the key of jax.random.key(seed)
+    same = projunn(0.1, rank=1, direction="gradient", key=jax.random.key(0))
+    u_same, _ = same.update(grads, same.init(params), params)
+    assert float(jnp.max(jnp.abs(u_same["W"] - u1["W"]))) <= tol
+
+
+def test_leaves_draw_different_sketches():
+    n = 8
+    U = _haar(n, jnp.float32, 0)
+    G = jax.random.normal(jax.random.key(9), (n, n))
+    params, grads = {"a": U, "b": U}, {"a": G, "b": G}
+    opt = projunn(0.1, rank=1, direction="gradient")
+    updates, _ = opt.update(grads, opt.init(params), params)
+    assert float(jnp.max(jnp.abs(updates["a"] - updates["b"]))) > 100 * compare_tol(n, "float32")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "complex64"])
+def test_batched_leaves(dtype):
+    n, steps = 6, 30
+    jdt = getattr(jnp, dtype)
+    params = {"W": _haar(n, jdt, 0, batch=(3,))}
+    target = _near(params["W"], 1)
+    opt = projunn(0.02, rank=2)
+    params, state, losses = _train(opt, params, _distance_loss(target), steps)
+    assert params["W"].shape == (3, n, n)
+    assert state.square_avg["W"].shape == (3, n, n)
+    assert state.square_avg["W"].dtype == jnp.float32
+    assert losses[-1] < 0.5 * losses[0]
+    assert _unitarity(params["W"]) <= _drift_bound(n, dtype, steps)
+
+
+def test_stiefel_leaves_with_polar():
+    n, p, steps = 10, 4, 30
+    target = _haar(n, jnp.float32, 1, p=p, batch=(2,))
+    params = {"W": _haar(n, jnp.float32, 0, p=p, batch=(2,))}
+    opt = projunn(0.02, method="polar", rank=2)
+    params, _, losses = _train(opt, params, _distance_loss(target), steps)
+    assert params["W"].shape == (2, n, p)
+    assert losses[-1] < 0.5 * losses[0]
+    assert _unitarity(params["W"]) <= _drift_bound(n, "float32", steps)
+
+
+def test_without_jit():
+    """Concrete arrays take the library's value checks (finite, unitary along the step)."""
+    n = 6
+    params = {"W": _haar(n, jnp.float32, 0)}
+    target = _near(params["W"], 1)
+    params, _, losses = _train(projunn(0.02, rank=2), params, _distance_loss(target), 5,
+                               jit=False)
+    assert losses[-1] < losses[0]
+    opt = projunn(0.02)
+    bad = {"W": 2.0 * params["W"]}
+    with pytest.raises(ValueError, match="not unitary"):
+        opt.update({"W": params["W"]}, opt.init(bad), bad)
+
+
+def test_update_needs_params():
+    opt = projunn(0.1)
+    params = {"W": _haar(4, jnp.float32, 0)}
+    state = opt.init(params)
+    with pytest.raises(ValueError, match="params"):
+        opt.update(params, state)
+    with pytest.raises(ValueError, match="params"):
+        opt.update(params, state, None)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"method": "qr"}, ValueError, "method"),
+    ({"sampler": "gauss"}, ValueError, "sampler"),
+    ({"direction": "adam"}, ValueError, "direction"),
+    ({"rank": 0}, ValueError, "rank"),
+    ({"rank": 1.5}, TypeError, "rank"),
+    ({"decay": 1.0}, ValueError, "decay"),
+    ({"eps": 0.0}, ValueError, "eps"),
+    ({"eps": "small"}, TypeError, "eps"),
+    ({"key": -1}, ValueError, "key"),
+    ({"key": "seed"}, TypeError, "key"),
+])
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        projunn(0.1, **kwargs)
+
+
+def test_bad_learning_rate():
+    with pytest.raises(TypeError, match="learning_rate"):
+        projunn("0.1")
+    with pytest.raises(ValueError, match="learning_rate"):
+        projunn(float("nan"))
+
+
+def test_bad_leaves_at_init():
+    with pytest.raises(ValueError, match="square"):
+        projunn(0.1).init({"W": jnp.zeros((4, 3))})
+    with pytest.raises(ValueError, match="matrices"):
+        projunn(0.1).init({"b": jnp.zeros(4)})
+    with pytest.raises(ValueError, match="rank"):
+        projunn(0.1, method="polar", rank=4).init({"W": jnp.zeros((5, 3))})
+    with pytest.raises(TypeError, match="floating"):
+        projunn(0.1).init({"W": jnp.zeros((3, 3), dtype=jnp.int32)})
