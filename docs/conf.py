@@ -105,6 +105,7 @@ nb_execution_mode = "force"  # the tutorials are executed on every build (a few 
 nb_execution_raise_on_error = True
 nb_execution_timeout = 120
 nb_execution_show_tb = True
+nb_execution_in_temp = True  # the kernels run in a temp dir: nothing is written into docs/
 nb_merge_streams = True
 
 # -- HTML ----------------------------------------------------------------------------------------
