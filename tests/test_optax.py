@@ -26,8 +26,11 @@ def _unitarity(W) -> float:
 
 
 def _drift_bound(n: int, dtype, steps: int) -> float:
-    """One rounded start plus `steps` backward-stable steps and sums of apply_updates,
-    adding up like a random walk (docs/theory.md, drift)."""
+    """Bound on ‖WᴴW − I‖₂ after `steps` updates applied by optax.apply_updates.
+
+    One rounded start plus `steps` backward-stable steps and sums, adding up like a
+    random walk (docs/theory.md, drift).
+    """
     return unitarity_bound(n, dtype) * math.sqrt(steps + 1)
 
 
@@ -62,8 +65,10 @@ def _haar(n, dtype, seed, p=None, batch=()):
 
 
 def _near(U, seed, scale=1.0):
-    """``U expm(S)`` for a random skew-Hermitian S of size `scale`: a target that the steps
-    can reach (an orthogonal U's own connected component of the group)."""
+    """``U expm(S)`` for a random skew-Hermitian S of size `scale`.
+
+    A target the steps can reach (an orthogonal U's own connected component).
+    """
     n = U.shape[-1]
     M = jax.random.normal(jax.random.key(seed), (*U.shape[:-2], n, n), dtype=U.dtype)
     S = scale * (M - jnp.conj(jnp.swapaxes(M, -1, -2))) / (2 * math.sqrt(n))
