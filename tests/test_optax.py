@@ -330,6 +330,8 @@ def test_bad_arguments(kwargs, error, match):
 def test_bad_learning_rate():
     with pytest.raises(TypeError, match="learning_rate"):
         projunn("0.1")
+    with pytest.raises(TypeError, match="learning_rate"):
+        projunn(jnp.ones(2))
     with pytest.raises(ValueError, match="learning_rate"):
         projunn(float("nan"))
 
@@ -343,3 +345,20 @@ def test_bad_leaves_at_init():
         projunn(0.1, method="polar", rank=4).init({"W": jnp.zeros((5, 3))})
     with pytest.raises(TypeError, match="floating"):
         projunn(0.1).init({"W": jnp.zeros((3, 3), dtype=jnp.int32)})
+
+
+def test_inject_hyperparams_learning_rate():
+    """optax.inject_hyperparams passes a (traced) 0-d array as the learning rate."""
+    n = 6
+    opt = optax.inject_hyperparams(projunn, static_args=("rank", "decay", "eps", "key"))(
+        learning_rate=0.05, rank=2)
+    params = {"W": _haar(n, jnp.float32, 0)}
+    grads = {"W": _haar(n, jnp.float32, 1)}
+    state = opt.init(params)
+    upd = jax.jit(opt.update)
+    updates, state = upd(grads, state, params)
+    assert _unitarity(optax.apply_updates(params, updates)["W"]) <= (
+        _unitarity(params["W"]) + unitarity_bound(n, "float32"))
+    state.hyperparams["learning_rate"] = jnp.asarray(0.0)
+    updates, state = upd(grads, state, params)
+    assert float(jnp.max(jnp.abs(updates["W"]))) == 0.0

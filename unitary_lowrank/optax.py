@@ -111,6 +111,24 @@ def _check_leaf(path: Any, p: Any, method: str, rank: int) -> None:
         raise ValueError(f"rank {rank} exceeds min(n, p) = {min(n, q)} at {where} {shape}")
 
 
+def _check_learning_rate(lr: Any) -> None:
+    """A real number (finite), a schedule, or a real 0-d array (inject_hyperparams' value)."""
+    if callable(lr):
+        return
+    if isinstance(lr, numbers.Real) and not isinstance(lr, bool):
+        if not math.isfinite(float(lr)):
+            raise ValueError(f"learning_rate must be finite, got {lr!r}")
+        return
+    dtype = getattr(lr, "dtype", None)
+    if (getattr(lr, "shape", None) == () and dtype is not None
+            and jnp.issubdtype(dtype, jnp.floating)):
+        return  # possibly traced: its value is never read here
+    raise TypeError(
+        "learning_rate must be a real number, a real 0-d array or a schedule (a callable "
+        f"of the step count), got {type(lr).__name__}"
+    )
+
+
 def _real_dtype(dtype: Any) -> Any:
     return jnp.finfo(dtype).dtype
 
@@ -138,9 +156,11 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
 
     Parameters
     ----------
-    learning_rate : float or callable
+    learning_rate : float, 0-d array or callable
         Step size, or an optax schedule: a function of the update count
-        (an int32 scalar kept in the state) returning the step size.
+        (an int32 scalar kept in the state) returning the step size. A 0-d
+        array may be traced, as ``optax.inject_hyperparams`` passes it (give
+        it ``static_args=("rank", "decay", "eps", "key")``).
     method : {"exp", "polar", "cayley"}, default: "exp"
         Retraction of :func:`~unitary_lowrank.retract`: projUNN-T (``"exp"``),
         projUNN-D (``"polar"``, also for non-square leaves) or Cayley.
@@ -230,15 +250,7 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
     ...     {"unitary": projunn(1e-3), "other": optax.adam(1e-3)}, labels)
     >>> state = opt.init(params)
     """
-    if not callable(learning_rate) and (
-        isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real)
-    ):
-        raise TypeError(
-            "learning_rate must be a real number or a schedule (a callable of the step "
-            f"count), got {type(learning_rate).__name__}"
-        )
-    if not callable(learning_rate) and not math.isfinite(float(learning_rate)):
-        raise ValueError(f"learning_rate must be finite, got {learning_rate!r}")
+    _check_learning_rate(learning_rate)
     method = _check_choice(method, "method", _METHODS)
     sampler = _check_choice(sampler, "sampler", SAMPLERS)
     direction = _check_choice(direction, "direction", _DIRECTIONS)
