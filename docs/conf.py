@@ -123,8 +123,12 @@ html_show_sourcelink = False
 
 # -- optional adapters ---------------------------------------------------------------------------
 
-#: adapters documented only when importable here (``unitary_lowrank.optax`` needs JAX and optax)
-OPTIONAL_PAGES = {"api/optax": "unitary_lowrank.optax"}
+#: pages of adapters, shown only when the adapter imports here (``unitary_lowrank.optax``
+#: needs JAX and optax); otherwise each is replaced by a note that says so
+OPTIONAL_PAGES = {
+    "api/optax": "unitary_lowrank.optax",
+    "tutorials/jax_optax": "unitary_lowrank.optax",
+}
 
 
 def _importable(module: str) -> bool:
@@ -140,13 +144,15 @@ def _stub_missing_pages(app, docname: str, source: list[str]) -> None:
     module = OPTIONAL_PAGES.get(docname)
     if module is None or _importable(module):
         return
-    title = f"``{module}``"
-    source[0] = (
-        f"{title}\n{'=' * len(title)}\n\n"
-        f"``{module}`` could not be imported when these pages were built (it needs its "
-        "framework installed, e.g. ``pip install -e '.[jax]'``), so its reference is left "
-        "out of this build.\n"
+    note = (
+        "could not be imported when these pages were built (it needs its framework: "
+        "``pip install -e '.[jax]' optax``), so this page is left out of this build."
     )
+    if str(app.env.doc2path(docname)).endswith(".md"):
+        source[0] = f"# `{module}`\n\n`{module}` {note.replace('``', '`')}\n"
+    else:
+        title = f"``{module}``"
+        source[0] = f"{title}\n{'=' * len(title)}\n\n``{module}`` {note}\n"
 
 
 def _escape_star_shapes(app, what, name, obj, options, lines: list[str]) -> None:

@@ -111,7 +111,8 @@ def test_builds_every_page(html_dir):
     names = {p.relative_to(html_dir).as_posix() for p in _pages(html_dir)}
     expected = {"index.html", "theory.html", "reliability.html", "tasks.html",
                 "architecture.html", "benchmarks.html", "changelog.html", "api/index.html",
-                *API_PAGES.values(), *TUTORIAL_OUTPUT}
+                *API_PAGES.values(), *TUTORIAL_OUTPUT,
+                *(page for pages in OPTIONAL.values() for page in pages[:2])}
     assert expected <= names, sorted(expected - names)
 
 
@@ -124,14 +125,34 @@ def test_api_pages_list_every_public_name(html_dir):
         assert not missing, f"{page} does not document {module}.{missing}"
 
 
+# optional adapter -> its API page and tutorial, and strings of the tutorial's executed output
+OPTIONAL = {
+    "unitary_lowrank.optax": (
+        "api/optax.html",
+        "tutorials/jax_optax.html",
+        ["step 300", "unitarity error after reunitarize:"],
+    ),
+}
+
+
 @pytest.mark.slow
-def test_optional_adapters_have_a_page(html_dir):
-    # the reference when the adapter imports, else a note that says why it is missing
-    text = (html_dir / "api/optax.html").read_text(encoding="utf-8")
-    if importlib.util.find_spec("unitary_lowrank.optax") is None:
-        assert "could not be imported" in text
-    else:
-        assert 'id="module-unitary_lowrank.optax"' in text or "could not be imported" in text
+def test_optional_adapters(html_dir):
+    # each page is the reference (tutorial) when the adapter imported at build time, else a
+    # note that says why it is missing
+    for module, (api_page, tutorial, expected) in OPTIONAL.items():
+        api_text = (html_dir / api_page).read_text(encoding="utf-8")
+        tutorial_text = (html_dir / tutorial).read_text(encoding="utf-8")
+        if "could not be imported" in api_text:
+            assert "could not be imported" in tutorial_text
+            continue
+        ids = _parse(html_dir / api_page).ids
+        missing = [n for n in importlib.import_module(module).__all__
+                   if f"{module}.{n}" not in ids]
+        assert not missing, f"{api_page} does not document {module}.{missing}"
+        assert "cell_output" in tutorial_text, f"{tutorial} has no executed output"
+        for s in expected:
+            assert s in tutorial_text, f"{tutorial} lacks the output {s!r}"
+        assert "output stderr" not in tutorial_text, f"{tutorial} shows warnings (stderr)"
 
 
 @pytest.mark.slow
@@ -142,6 +163,7 @@ def test_tutorials_are_executed(html_dir):
         for s in expected:
             assert s in text, f"{page} lacks the output {s!r}"
         assert "Traceback" not in text, f"{page} shows a traceback"
+        assert "output stderr" not in text, f"{page} shows warnings or errors (stderr)"
     # the figure of the NumPy tutorial, written by the executed cell and copied with the site
     images = _parse(html_dir / "tutorials/numpy_updates.html").images
     assert images, "the NumPy tutorial has no figure"
