@@ -362,3 +362,15 @@ def test_inject_hyperparams_learning_rate():
     state.hyperparams["learning_rate"] = jnp.asarray(0.0)
     updates, state = upd(grads, state, params)
     assert float(jnp.max(jnp.abs(updates["W"]))) == 0.0
+
+
+@pytest.mark.parametrize("sampler", ["randomized", "column"])
+def test_other_samplers_with_x64_off(sampler):
+    """The library's double-precision cores run in single precision without x64, silently."""
+    n, steps = 8, 20
+    params = {"W": _haar(n, jnp.complex64, 0)}
+    target = _near(params["W"], 1)
+    opt = projunn(0.02, rank=2, sampler=sampler)
+    params, _, losses = _train(opt, params, _distance_loss(target), steps)
+    assert losses[-1] < losses[0]
+    assert _unitarity(params["W"]) <= _drift_bound(n, "complex64", steps)

@@ -511,13 +511,10 @@ def lowrank(G, rank=None, *, tol=None, max_rank=None, sampler="randomized", over
     >>> info.rank, bool(info.error < 1e-6)
     (3, True)
 
-    JAX arrays take a JAX key, which can be traced (a new sketch for each key):
-
-    >>> import jax, jax.numpy as jnp
-    >>> sketch = jax.jit(lambda G, key: ul.lowrank(G, 2, sampler="lsi", rng=key))
-    >>> A, B = sketch(jnp.asarray(G, dtype=jnp.float32), jax.random.key(0))
-    >>> A.shape, B.dtype
-    ((40, 2), dtype('float32'))
+    For JAX arrays under ``jax.jit``, pass a JAX key as an argument of the
+    jitted function, e.g. ``jax.jit(lambda G, key: ul.lowrank(G, 2,
+    sampler="lsi", rng=key))``: each key draws a new sketch, where a seed would
+    be a constant of the compiled function.
     """
     return lowrank_operator(as_operator(G, xp), rank, tol=tol, max_rank=max_rank,
                             sampler=sampler, oversample=oversample, n_iter=n_iter,
