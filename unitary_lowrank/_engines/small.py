@@ -328,10 +328,15 @@ def lsi(G, Omega):  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True, nogil=True)
-def _randomized_basis(G, Omega, n_iter):  # pragma: no cover - compiled
+def _randomized_basis(G, Gh, Omega, n_iter):  # pragma: no cover - compiled
+    """``Q = orth(G Ω)``, then `n_iter` times ``Q ← orth(G orth(Gᴴ Q))``; Gh holds Gᴴ.
+
+    With Gᴴ stored (one n×n copy), every product is a BLAS product of the fast
+    shape (n×n times n×s); ``(Qᴴ G)ᴴ`` runs at half that speed for s ≈ 11.
+    """
     Q = _orth(np.dot(G, Omega))
     for _ in range(n_iter):
-        Q = _orth(np.dot(G, _orth(_apply_h(G, Q))))
+        Q = _orth(np.dot(G, _orth(np.dot(Gh, Q))))
     return Q
 
 
@@ -345,17 +350,20 @@ def _tall_svd(C):  # pragma: no cover - compiled
     ``numpy.linalg.svd(C)``, which leaves ``A Bᴴ`` unchanged.
     """
     if C.shape[0] < C.shape[1]:
-        return np.linalg.svd(C, full_matrices=False)
-    Qc, Rc = np.linalg.qr(C)
-    Ur, s, Wh = np.linalg.svd(Rc)
-    return np.dot(np.ascontiguousarray(Qc), Ur), s, Wh
+        Vw, s, Wh = np.linalg.svd(C, full_matrices=False)
+    else:
+        Qc, Rc = np.linalg.qr(C)
+        Ur, s, Wh = np.linalg.svd(Rc)
+        Vw = np.dot(np.ascontiguousarray(Qc), np.ascontiguousarray(Ur))
+    return np.ascontiguousarray(Vw), s, np.ascontiguousarray(Wh)
 
 
 @nb.njit(cache=True, nogil=True)
 def randomized_real(G, Omega, n_iter, k):  # pragma: no cover - compiled
     """Rank-k factors of a real G: range finder, then the SVD of ``Gᴴ Q`` in float64."""
-    Q = _randomized_basis(G, Omega, n_iter)
-    Vw, s, Wh = _tall_svd(_apply_h(G, Q).astype(np.float64))
+    Gh = np.ascontiguousarray(np.conj(G.T))
+    Q = _randomized_basis(G, Gh, Omega, n_iter)
+    Vw, s, Wh = _tall_svd(np.dot(Gh, Q).astype(np.float64))
     Wk = np.ascontiguousarray(Wh[:k].T).astype(G.dtype)
     A = np.dot(Q, Wk)
     sk = s[:k].astype(G.dtype)
@@ -367,8 +375,9 @@ def randomized_real(G, Omega, n_iter, k):  # pragma: no cover - compiled
 @nb.njit(cache=True, nogil=True)
 def randomized_complex(G, Omega, n_iter, k):  # pragma: no cover - compiled
     """:func:`randomized_real` of a complex G (the SVD in complex128)."""
-    Q = _randomized_basis(G, Omega, n_iter)
-    Vw, s, Wh = _tall_svd(_apply_h(G, Q).astype(np.complex128))
+    Gh = np.ascontiguousarray(np.conj(G.T))
+    Q = _randomized_basis(G, Gh, Omega, n_iter)
+    Vw, s, Wh = _tall_svd(np.dot(Gh, Q).astype(np.complex128))
     Wk = np.ascontiguousarray(np.conj(Wh[:k].T)).astype(G.dtype)
     A = np.dot(Q, Wk)
     sk = s[:k].astype(G.dtype)
