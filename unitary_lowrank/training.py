@@ -102,7 +102,12 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
     Notes
     -----
     Only the factor with fewer rows is scaled by ``−lr`` (B when ``p < n``),
-    which is the same product ``−lr·A Bᴴ`` for a real `lr`.
+    which is the same product ``−lr·A Bᴴ`` for a real `lr`. A dense G of one
+    square matrix below 512×512 (NumPy, or a CPU torch tensor without
+    autograd) with a fixed rank <= 4 and sampler ``"randomized"`` or ``"lsi"``
+    is sketched by one compiled call when numba is installed: the same test
+    matrix from `rng`, the same products, QRs and SVD as
+    :func:`~unitary_lowrank.lowrank`, up to rounding.
 
     Examples
     --------

@@ -327,7 +327,10 @@ engine : {"auto", "blas", "numba", "array_api"}, default: "auto"
     of at least 2¹⁸ entries (one 512×512 matrix or a batch of smaller
     ones): ``"numba"`` for k <= 2 when installed, else ``"blas"`` for
     matrices from 512×512 on, else ``"array_api"`` (the fastest on the
-    benchmark).
+    benchmark); and for one square matrix below 512×512 with k <= 4, a
+    NumPy array or a CPU torch tensor without autograd, one compiled
+    Numba call for the whole update when numba is installed (the same
+    formula, checks and errors; ``benchmarks/README.md``, small sizes).
 """
 
 
