@@ -72,10 +72,10 @@ def test_small_square_numpy_takes_the_kernel(calls):
     assert calls == [0, 0, 0]
 
 
-@pytest.mark.parametrize("why", ["batch", "stiefel", "engine", "rank", "large", "mixed",
-                                 "fortran", "overlap"])
+@pytest.mark.parametrize("why", ["batch", "stiefel", "engine", "rank", "large", "wide",
+                                 "mixed", "fortran", "overlap"])
 def test_other_calls_take_the_general_path(why, calls):
-    n, k = (512, 1) if why == "large" else (12, 5 if why == "rank" else 1)
+    n, k = {"large": (512, 1), "wide": (200, 4), "rank": (12, 5)}.get(why, (12, 1))
     U, A, B = _case(n, k, "float64", 1)
     kwargs = {}
     if why == "batch":
