@@ -10,6 +10,7 @@ import importlib.util
 _OPTIONAL = {
     "numba": "unitary_lowrank/_engines/numba.py",
     "torch": "unitary_lowrank/torch.py",
+    "optax": "unitary_lowrank/optax.py",
 }
 
 collect_ignore = [path for module, path in _OPTIONAL.items()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from unitary_lowrank.testing import assert_unitary, unitarity_bound
@@ -45,3 +46,12 @@ def test_readme_pytorch_example_runs():
     assert_unitary(W)  # three ProjUNN steps: orthogonal to 30·n·eps
     assert namespace["opt_u"].state[namespace["rnn"].weight_hh_l0]  # it did step
     assert torch.isfinite(namespace["loss"])
+
+
+def test_readme_jax_example_runs():
+    pytest.importorskip("optax")
+    namespace = _run_readme_block("Training with JAX and optax")
+    assert "jax" in type(namespace["params"]["W"]).__module__
+    # three steps, each unitary to 30·n·eps and one rounding of apply_updates more
+    assert float(namespace["ul"].unitarity_error(np.asarray(namespace["params"]["W"]))) <= (
+        3 * 2 * unitarity_bound(32, "float32"))
