@@ -84,10 +84,11 @@ def _check_unitary_along_step(UQ: Any, xp: ModuleType, u_dtype: Any) -> None:
 #: ``engine="auto"``; larger ones the two-pass engines.
 _SMALL_MAX_ENTRIES = _engines.AUTO_MIN_ENTRIES
 _SMALL_MAX_RANK = 4
-#: ... and with ``n·k`` at most this: the kernel's loops are the faster below it (rank 1
-#: up to n = 511, rank 3 up to n = 256, rank 4 up to n = 192), the BLAS products of the
-#: general path above it (measured: k = 2 at n = 500 took 1.2-1.5x the general path).
-_SMALL_MAX_WORK = 768
+#: ... and, for k >= 2, with ``n·k`` at most this (rank 1: every n < 512): the kernel's
+#: loops are the faster below it, the BLAS products of the general path above it
+#: (measured: k = 2 took 1.1x the general path at n = 256 in complex64, 1.2-1.5x at
+#: n = 384-500; k = 4 at n = 128 took 0.8x).
+_SMALL_MAX_WORK = 384
 #: The tolerance of the unitarity check, sqrt(eps), per supported (native) NumPy dtype.
 _SMALL_TOL = {np.dtype(name): float(np.finfo(np.dtype(name)).eps) ** 0.5
               for name in ("float32", "float64", "complex64", "complex128")}
@@ -97,8 +98,8 @@ def _fast_update(U, A, B, method, check_finite_U, check_unitary, out):
     """The update by the one-call kernel of ``_engines/small.py``, or None when not for it.
 
     Taken for 2-D square NumPy arrays (or CPU torch tensors that need no autograd,
-    read through zero-copy NumPy views) of one supported dtype, n < 512, k <= 4,
-    n·k <= 768.
+    read through zero-copy NumPy views) of one supported dtype, n < 512, and
+    k = 1, or k <= 4 with n·k <= 384.
     Every other call, and every call whose values the kernel refuses (non-finite
     A, B, U or core, U not unitary along the step), returns None: the general
     path then runs and raises the documented error, so messages and checks are
@@ -146,7 +147,7 @@ def _fast_numpy(kernel, U, A, B, method, check_finite_U, check_unitary, out):
     n, p = U.shape
     k = A.shape[1]
     if (n != p or n * n >= _SMALL_MAX_ENTRIES or not 0 < k <= _SMALL_MAX_RANK or n == 0
-            or n * k > _SMALL_MAX_WORK):
+            or (k > 1 and n * k > _SMALL_MAX_WORK)):
         return None
     if A.shape[0] != n or B.shape != (n, k):
         return None
@@ -333,8 +334,8 @@ engine : {"auto", "blas", "numba", "array_api"}, default: "auto"
     of at least 2¹⁸ entries (one 512×512 matrix or a batch of smaller
     ones): ``"numba"`` for k <= 2 when installed, else ``"blas"`` for
     matrices from 512×512 on, else ``"array_api"`` (the fastest on the
-    benchmark); and for one square matrix below 512×512 with k <= 4 and
-    n·k <= 768, a NumPy array or a CPU torch tensor without autograd,
+    benchmark); and for one square matrix below 512×512 with k = 1 (or
+    k <= 4 and n·k <= 384), a NumPy array or a CPU torch tensor without autograd,
     one compiled Numba call for the whole update when numba is installed
     (the same formula, checks and errors; ``benchmarks/README.md``, small
     sizes).
