@@ -150,12 +150,16 @@ def check_matrix(x: Any, name: str, xp: ModuleType, layout: str = "(..., m, n)")
 
 def check_same_device(named: list[tuple[str, Any]]) -> None:
     """`ValueError` when arrays live on different devices (never copy between them)."""
-    (first_name, first), *rest = named
-    dev = device_of(first)
-    for name, x in rest:
-        if device_of(x) != dev:
+    # A traced array (under jax.grad or jax.jit) has no device, None: nothing to compare.
+    placed = [(name, dev) for name, dev in ((name, device_of(x)) for name, x in named)
+              if dev is not None]
+    if not placed:
+        return
+    (first_name, first_dev), *rest = placed
+    for name, dev in rest:
+        if dev != first_dev:
             raise ValueError(
-                f"{name} is on device {device_of(x)!r} but {first_name} is on {dev!r}; "
+                f"{name} is on device {dev!r} but {first_name} is on {first_dev!r}; "
                 "move them to one device first"
             )
 

@@ -106,20 +106,18 @@ def core_minus_identity(alpha: Any, beta: Any, method: str, xp: ModuleType) -> A
     lam, V = xp.linalg.eigh(H)
     scale = (sa * sb)[..., 0]  # (..., 1), real like λ
     d = _unit_circle_minus_one(lam * scale, method, xp)
-    D = (V * xp.expand_dims(d, axis=-2)) @ herm(V, xp)
     if is_complex(xp, alpha.dtype):
-        return D
-    # For a real step Y is real and so is F; the imaginary part of D is rounding.
-    # Its real part is orthogonal only as far as the eigenvalue pairs ±λ match, which
-    # for huge steps (|λ|·eps ≳ 1e-9) is not enough: take the nearest orthogonal
-    # matrix of the real part (an r×r SVD), which changes nothing for ordinary steps.
-    F = eye + xp.real(D)
-    # An overflowing step leaves NaN in F; the SVD must not see it (LAPACK would
-    # fail), but the NaN must reach the caller's finiteness check: carry it over.
-    finite = xp.isfinite(F)
-    poison = xp.sum(xp.where(finite, xp.zeros_like(F), F), axis=(-2, -1), keepdims=True) * 0.0
-    W, _, Vh = xp.linalg.svd(xp.where(finite, F, eye), full_matrices=False)
-    return W @ Vh - eye + poison
+        return (V * xp.expand_dims(d, axis=-2)) @ herm(V, xp)
+    # For a real step the eigenvalues come in pairs ±λ with conjugate eigenvectors v, v̄,
+    # and F − I = Σ over the pairs of 2·Re((f(λ) − 1) v vᴴ). Built from the upper half of
+    # the spectrum alone, F is orthogonal to rounding however large λ is (the computed
+    # +λ and −λ of a pair need not match), and it is smooth in the step: no SVD of an
+    # orthogonal matrix, whose equal singular values would spoil autodiff through it.
+    # An odd r adds a zero eigenvalue, which does not move anything.
+    top = r - r // 2
+    Vt = V[..., :, top:]
+    Dt = (Vt * xp.expand_dims(d[..., top:], axis=-2)) @ herm(Vt, xp)
+    return 2.0 * xp.real(Dt)
 
 
 def square_subspace(U: Any, A: Any, B: Any, batch: tuple[int, ...], xp: ModuleType):
