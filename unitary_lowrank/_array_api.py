@@ -28,6 +28,7 @@ __all__ = [
     "is_complex",
     "is_lazy_array",
     "is_numpy_namespace",
+    "no_fp_warnings",
     "namespace_library",
     "real_dtype",
     "resolve_namespace",
@@ -248,3 +249,14 @@ def broadcast_batch(*shapes: tuple[int, ...]) -> tuple[int, ...]:
             raise ValueError(f"batch shapes {', '.join(map(str, shapes))} do not broadcast")
         out.append(sizes.pop() if sizes else 1)
     return tuple(out)
+
+
+def no_fp_warnings(xp: ModuleType):
+    """Silence NumPy's overflow warnings in a block whose results are checked instead."""
+    if is_numpy_namespace(xp):
+        import numpy as np
+
+        return np.errstate(over="ignore", invalid="ignore")
+    import contextlib
+
+    return contextlib.nullcontext()

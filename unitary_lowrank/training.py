@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from . import _engines
-from ._array_api import core_dtype, dtype_name, get_namespace, is_lazy_array
+from ._array_api import core_dtype, dtype_name, get_namespace, is_lazy_array, no_fp_warnings
 from ._validation import check_lr, check_matrix, check_method
 from .haar import as_generator
 from .sketch import as_operator, lowrank_operator
-from .updates import _no_fp_warnings, _retract_checked
+from .updates import retract_validated
 
 __all__ = ["step"]
 
@@ -131,7 +131,7 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
         res = fast
         A, B = _scaled_fast_step(res[0], res[1], lr, U)
         try:
-            return _retract_checked(U, A, B, method, check_finite_U=check_finite, out=out,
+            return retract_validated(U, A, B, method, check_finite_U=check_finite, out=out,
                                     xp=xp if xp is None else get_namespace(("U", U), xp=xp))
         except ValueError as exc:
             if not str(exc).startswith(_CORE_OVERFLOW):
@@ -153,7 +153,7 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
                            return_info=return_info)
     A, B = _scaled_step(res[0], res[1], lr, xp)
     try:
-        U_new = _retract_checked(U, A, B, method, check_finite_U=check_finite, out=out, xp=xp)
+        U_new = retract_validated(U, A, B, method, check_finite_U=check_finite, out=out, xp=xp)
     except ValueError as exc:
         # The factors are finite (checked above), so an overflow of the core comes
         # from the size of lr·G: report it in the caller's terms, not as A @ B^H.
@@ -285,7 +285,7 @@ def _scaled_step(A: Any, B: Any, lr: float, xp: Any) -> tuple[Any, Any]:
     A `ValueError` naming `lr` and `G` when the scaled factor overflows (O(nk)).
     """
     scale_b = B.shape[-2] < A.shape[-2]
-    with _no_fp_warnings(xp):
+    with no_fp_warnings(xp):
         scaled = (B if scale_b else A) * (-lr)
     if not is_lazy_array(scaled) and not bool(xp.all(xp.isfinite(scaled))):
         raise _too_large(A, lr, xp)

@@ -7,7 +7,6 @@ two-pass engines of :mod:`unitary_lowrank._engines`.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import sys
 import textwrap
@@ -18,7 +17,12 @@ import numpy as np
 
 from . import _engines, _pool
 from ._agnostic import _updates
-from ._array_api import get_namespace, is_lazy_array, is_numpy_namespace, real_dtype
+from ._array_api import (
+    get_namespace,
+    is_lazy_array,
+    no_fp_warnings,
+    real_dtype,
+)
 from ._validation import (
     Step,
     check_finite,
@@ -32,13 +36,6 @@ __all__ = ["project", "retract", "transport"]
 
 #: The values of the ``engine`` argument (:data:`unitary_lowrank._engines.ENGINES`).
 ENGINES = _engines.ENGINES
-
-
-def _no_fp_warnings(xp: ModuleType):
-    """Silence NumPy's overflow warnings in the small core: the result is checked instead."""
-    if is_numpy_namespace(xp):
-        return np.errstate(over="ignore", invalid="ignore")
-    return contextlib.nullcontext()
 
 
 def _check_core_input(U: Any, xp: ModuleType, *small: Any) -> None:
@@ -234,12 +231,13 @@ def _run(U, A, B, method, *, square, check_finite_U, check_unitary, out, engine,
     return _update(U, step, method, check_unitary=check_unitary, out=out, engine=engine, xp=xp)
 
 
-def _retract_checked(U, A, B, method, *, check_finite_U, out, xp):
+def retract_validated(U, A, B, method, *, check_finite_U, out, xp):
     """``retract(U, A, B, method, check_finite=check_finite_U, out=out)`` without repeated checks.
 
-    For ``training.step``: `method` is already checked, U passed ``check_matrix``,
-    and A, B are factors that the library computed in the namespace `xp` (None:
-    U's, inferred only if the one-call kernel does not take the update).
+    Internal (not in ``__all__``), for ``training.step``: `method` is already
+    checked, U passed ``check_matrix``, and A, B are factors that the library
+    computed in the namespace `xp` (None: U's, inferred only if the one-call
+    kernel does not take the update).
     """
     result = _fast_update(U, A, B, method, check_finite_U, True, out)
     if result is not None:
@@ -266,7 +264,7 @@ def _update(U_given, step: Step, method, *, check_unitary, out, engine, xp):
         return _deliver(xp.asarray(xp.broadcast_to(U, shape), copy=True), out)
     engine_module = _engines.select(engine, xp, tuple(U.shape), A.shape[-1])
     unitarity_dtype = U_given.dtype if check_unitary else None
-    with _no_fp_warnings(xp):
+    with no_fp_warnings(xp):
         if engine_module is not None:
             return _two_pass_update(engine_module, U, A, B, batch, method, unitarity_dtype, out, xp)
         result = _portable_update(U, A, B, batch, method, unitarity_dtype, xp)

@@ -1,0 +1,121 @@
+"""The layering of docs/architecture.md, checked on the import statements of the package.
+
+- the library never imports the command-line application (``unitary_lowrank.cli``);
+- the application uses the library only through public names: no private module
+  (``_engines``, ``_validation``, ...) and no ``_name`` imported from the library;
+- ``_agnostic`` (the array-agnostic arithmetic) imports only ``_array_api``;
+- no module imports a ``_private`` name of another public module;
+- the package's imports form no cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "unitary_lowrank"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(absolute module, imported names) for every import of the package in `path`."""
+    here = _module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            names = [a.name for a in node.names]
+            if module.startswith("unitary_lowrank"):
+                # "from . import x" imports the submodule x
+                found.append((module, names))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, []) for a in node.names if a.name.startswith("unitary_lowrank")]
+    return found
+
+
+MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _is_app(name: str) -> bool:
+    return name in ("unitary_lowrank.cli", "unitary_lowrank.__main__") or name.startswith(
+        "unitary_lowrank.cli.")
+
+
+def _private(name: str) -> bool:
+    return any(part.startswith("_") and part != "__init__" for part in name.split(".")[1:])
+
+
+def test_the_library_never_imports_the_application():
+    offenders = [(m, imp) for m, p in MODULES.items() if not _is_app(m)
+                 for imp, _ in _imports(p) if _is_app(imp)]
+    assert not offenders
+
+
+def test_the_application_uses_public_names_only():
+    offenders = []
+    for m, p in MODULES.items():
+        if not _is_app(m):
+            continue
+        for imp, names in _imports(p):
+            if _is_app(imp):
+                continue
+            if _private(imp) or any(n.startswith("_") for n in names):
+                offenders.append((m, imp, names))
+    assert not offenders
+
+
+def test_agnostic_bodies_import_only_the_array_api_helpers():
+    allowed = {"unitary_lowrank._array_api", "unitary_lowrank._agnostic"}
+    offenders = [(m, imp) for m, p in MODULES.items() if m.startswith("unitary_lowrank._agnostic")
+                 for imp, _ in _imports(p) if imp not in allowed]
+    assert not offenders
+
+
+def test_no_private_name_crosses_a_public_module():
+    """``from .sketch import _x`` couples two public modules through a private name."""
+    offenders = []
+    for m, p in MODULES.items():
+        for imp, names in _imports(p):
+            if imp == m or _private(imp) or _is_app(imp) != _is_app(m):
+                continue
+            offenders += [(m, imp, n) for n in names
+                          if n.startswith("_") and f"{imp}.{n}" not in MODULES]
+    assert not offenders
+
+
+def test_imports_form_no_cycle():
+    graph = {m: {imp for imp, names in _imports(p) for imp in
+                 [imp, *(f"{imp}.{n}" for n in names)] if imp in MODULES and imp != m}
+             for m, p in MODULES.items()}
+    # a package's __init__ importing its own submodules is not a cycle of concern
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if node.startswith(nxt + "."):  # a submodule importing its own package
+                continue
+            if state.get(nxt) == 1:
+                pytest.fail("import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
