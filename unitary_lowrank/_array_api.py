@@ -228,8 +228,19 @@ def real_dtype(xp: ModuleType, dtype: Any) -> Any:
 
 
 def core_dtype(xp: ModuleType, dtype: Any) -> Any:
-    """Double-precision dtype of the same kind: the precision of the small cores."""
+    """Double-precision dtype of the same kind: the precision of the small cores.
+
+    JAX without ``jax_enable_x64`` has no double precision (asking for it warns and
+    truncates): there the cores run in the dtype itself.
+    """
+    if array_api_compat.is_jax_namespace(xp) and not _jax_x64():
+        return dtype
     return xp.complex128 if is_complex(xp, dtype) else xp.float64
+
+
+def _jax_x64() -> bool:
+    jax = sys.modules.get("jax")
+    return bool(jax is not None and jax.config.jax_enable_x64)
 
 
 def herm(x: Any, xp: ModuleType) -> Any:

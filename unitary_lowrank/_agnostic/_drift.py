@@ -55,7 +55,10 @@ def _prepare(U: Any, xp: ModuleType) -> tuple[Any, Any, Any]:
     else:
         m = xp.max(absX, axis=(-2, -1), keepdims=True)
     one = xp.ones_like(m)
-    s = xp.where(m > _BIG, m, one)
+    # in double precision above _BIG; in single precision (JAX without x64) above its own
+    # analogue, the fourth root of the largest value, so that p·s⁻²·X² stays finite
+    big = _BIG if m.dtype == xp.float64 else float(xp.finfo(m.dtype).max) ** 0.25
+    s = xp.where(m > big, m, one)
     return X / xp.astype(s, X.dtype), s, finite
 
 

@@ -233,9 +233,11 @@ def column_selection(G: Any, u: Any, xp: ModuleType) -> Any:
         dt = G.dtype
     cdf = xp.cumulative_sum(w, axis=-1)  # (..., n)
     t = xp.astype(u, cdf.dtype) * cdf[..., -1:]  # (..., c), t < cdf[-1] since u < 1
+    # int32 indices: enough for any column count, and available in JAX without x64
     idx = xp.sum(
-        xp.astype(xp.expand_dims(cdf, axis=-2) < xp.expand_dims(t, axis=-1), xp.int64), axis=-1
+        xp.astype(xp.expand_dims(cdf, axis=-2) < xp.expand_dims(t, axis=-1), xp.int32),
+        axis=-1, dtype=xp.int32,
     )  # (..., c): index of the first column with cdf >= t
-    cols = xp.arange(n, device=device_of(u), dtype=xp.int64)
+    cols = xp.arange(n, device=device_of(u), dtype=xp.int32)
     S = xp.expand_dims(cols, axis=-1) == xp.expand_dims(idx, axis=-2)  # (..., n, c)
     return xp.astype(S, dt)

@@ -67,7 +67,7 @@ def _unit_circle_minus_one(lam: Any, method: str, xp: ModuleType) -> Any:
     exp:    e^{−iλ} − 1 = −2 sin²(λ/2) − i sin λ       (no cancellation)
     cayley: (1 − iλ/2)/(1 + iλ/2) − 1 = −iλ / (1 + iλ/2)
     """
-    cplx = xp.complex128
+    cplx = _complex_of(lam.dtype, xp)
     if method == "exp":
         s = xp.sin(lam / 2)
         re = xp.astype(-2.0 * s * s, cplx)
@@ -75,6 +75,12 @@ def _unit_circle_minus_one(lam: Any, method: str, xp: ModuleType) -> Any:
         return re + im * 1j
     lam_c = xp.astype(lam, cplx)
     return (lam_c * -1j) / (lam_c * 0.5j + 1.0)
+
+
+def _complex_of(dtype: Any, xp: ModuleType) -> Any:
+    """The complex dtype of `dtype`'s precision (complex128 for the double cores)."""
+    single = dtype in (xp.float32, xp.complex64)
+    return xp.complex64 if single else xp.complex128
 
 
 def _at_least_one(x: Any, xp: ModuleType) -> Any:
@@ -101,7 +107,7 @@ def core_minus_identity(alpha: Any, beta: Any, method: str, xp: ModuleType) -> A
     sa = _at_least_one(alpha, xp)
     sb = _at_least_one(beta, xp)
     X = (alpha / sa) @ herm(beta / sb, xp)
-    H = xp.astype(X - herm(X, xp), xp.complex128) * 0.5j
+    H = xp.astype(X - herm(X, xp), _complex_of(X.dtype, xp)) * 0.5j
     H = 0.5 * (H + herm(H, xp))  # exactly Hermitian before eigh
     lam, V = xp.linalg.eigh(H)
     scale = (sa * sb)[..., 0]  # (..., 1), real like λ
