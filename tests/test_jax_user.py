@@ -212,3 +212,33 @@ def test_a_torch_generator_with_other_arrays_is_a_type_error():
         ul.lowrank(torch.asarray(G), 1, rng=jax.random.key(0))
     with pytest.raises(TypeError, match="rng"):
         ul.random_unitary(3, dtype=np.float64, rng=torch.Generator())
+
+
+@pytest.fixture
+def jax_x32():
+    """JAX's default configuration (no float64), restored after."""
+    old = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)
+    yield
+    jax.config.update("jax_enable_x64", old)
+
+
+@pytest.mark.parametrize("name", ["float32", "complex64"])
+def test_default_configuration_is_quiet_and_unitary(name, jax_x32):
+    """Without x64: no truncation warnings, and results unitary to the dtype's bound.
+
+    The small cores run in single precision there; warnings are errors in this suite.
+    """
+    jnp = jax.numpy
+    n = 24
+    U = ul.random_unitary(n, dtype=getattr(jnp, name), rng=jax.random.key(0))
+    A, B = U[:, :1] * 0.1, U[:, 1:2]
+    bound = unitarity_bound(n, name)
+    for method in ("polar", "exp", "cayley"):
+        assert _unitarity(ul.retract(U, A, B, method=method)) <= bound
+    G = jnp.asarray(_lowrank_matrix((n, n), 3, name, 4))
+    for sampler in ("randomized", "lsi", "column"):
+        X = ul.step(U, G, 0.01, sampler=sampler, rng=jax.random.key(1))
+        assert X.dtype == U.dtype and _unitarity(X) <= bound
+    assert float(ul.unitarity_error(U)) <= bound  # computed in JAX, single precision
+    assert _unitarity(ul.reunitarize(U)) <= bound
