@@ -409,7 +409,8 @@ def _message(call):
         ("0.1", TypeError, "^lr must be a real number, got str '0.1'$"),
         (True, TypeError, "^lr must be a real number, got bool True$"),
         (0.1j, TypeError, r"^lr must be a real number, got complex 0\.1j$"),
-        (np.array(0.1), TypeError, "^lr must be a real number, got numpy.ndarray"),
+        # a 0-d array is its value (also a traced one under jax.jit); other shapes are refused
+        (np.array([0.1]), ValueError, r"^lr must be a real number or a 0-d array, got shape"),
         (float("nan"), ValueError, "^lr must be finite, got nan"),
         (float("inf"), ValueError, "^lr must be finite, got inf"),
         (-np.inf, ValueError, "^lr must be finite, got -inf"),

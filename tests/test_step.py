@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import unitary_lowrank as ul
 from unitary_lowrank.testing import (
+    assert_close,
     assert_same_kind,
     assert_unitary,
     compare_tol,
@@ -208,3 +209,41 @@ def test_hypothesis_exact_rank_step(n, data, dtype_, seed, method, factored, lr)
     assert_unitary(U1)
     ref = reference_step(U, -lr * G.astype(_wide(dtype_)), method)
     assert np.max(np.abs(U1 - ref)) <= compare_tol(n, dtype_)
+
+
+@pytest.mark.parametrize("make", ["numpy", "torch", "jax"])
+def test_lr_as_a_0d_array_is_its_value(make):
+    rng = np.random.default_rng(8)
+    U = ul.random_unitary(12, dtype="float64", rng=rng)
+    G = rng.standard_normal((12, 12))
+    if make == "numpy":
+        lr = np.array(0.05)
+    elif make == "torch":
+        torch = pytest.importorskip("torch")
+        lr = torch.tensor(0.05, dtype=torch.float64)
+    else:
+        jax = pytest.importorskip("jax")
+        lr = jax.numpy.asarray(0.05, dtype=jax.numpy.float32)  # float32: 0.05 rounded
+        expected = ul.step(U, G, float(lr), rng=0)
+        np.testing.assert_array_equal(ul.step(U, G, lr, rng=0), expected)
+        return
+    np.testing.assert_array_equal(ul.step(U, G, lr, rng=0), ul.step(U, G, 0.05, rng=0))
+
+
+def test_lr_traced_under_jit(jax_x64):
+    jax = jax_x64
+    jnp = jax.numpy
+    U = ul.random_unitary(10, dtype=jnp.float64, rng=jax.random.key(0))
+    G = jnp.asarray(np.random.default_rng(9).standard_normal((10, 10)))
+    f = jax.jit(lambda lr: ul.step(U, G, lr, sampler="lsi", rng=jax.random.key(1)))
+    eager = ul.step(U, G, 0.02, sampler="lsi", rng=jax.random.key(1))
+    assert_close(f(jnp.asarray(0.02)), eager, compare_tol(10, "float64"))
+
+
+@pytest.mark.parametrize("bad, error", [(np.array([0.1, 0.2]), ValueError),
+                                        (np.array(1 + 1j), TypeError),
+                                        (np.array(np.nan), ValueError)])
+def test_lr_arrays_that_are_not_a_real_number(bad, error):
+    U = ul.random_unitary(4, dtype="float64", rng=0)
+    with pytest.raises(error, match="lr must be"):
+        ul.step(U, np.ones((4, 4)), bad)

@@ -86,9 +86,23 @@ def check_method(method: Any) -> str:
     return method
 
 
-def check_lr(lr: Any) -> float:
-    """The learning rate of a step ``−lr·G`` as a float: a finite real number (any sign)."""
-    return as_real(lr, "lr")
+def check_lr(lr: Any) -> Any:
+    """The learning rate of a step ``−lr·G``: a finite real number (any sign).
+
+    A real 0-d array (NumPy, torch, JAX, ...) is taken as its value; a traced one
+    (under ``jax.jit``, where a schedule's learning rate is a tracer) is returned
+    as it is, since its value is not known yet.
+    """
+    if isinstance(lr, numbers.Real) or getattr(lr, "shape", None) is None:
+        return as_real(lr, "lr")
+    if tuple(lr.shape) != ():
+        raise ValueError(f"lr must be a real number or a 0-d array, got shape {tuple(lr.shape)}")
+    xp = array_namespace(lr)
+    if not xp.isdtype(lr.dtype, ("real floating", "signed integer", "unsigned integer")):
+        raise TypeError(f"lr must be a real number, got a 0-d array of dtype {lr.dtype}")
+    if is_lazy_array(lr):
+        return lr
+    return as_real(float(lr), "lr")
 
 
 def check_out(out: Any, xp: ModuleType, shape: tuple[int, ...], dtype: Any,
@@ -168,7 +182,10 @@ def check_finite(x: Any, name: str, xp: ModuleType) -> None:
     """`ValueError` when `x` holds NaN or infinity (skipped for lazy arrays under jit)."""
     if is_lazy_array(x):
         return
-    if not bool(xp.all(xp.isfinite(x))):
+    ok = xp.all(xp.isfinite(x))
+    if is_lazy_array(ok):  # a constant x inside jax.jit: the test itself is traced
+        return
+    if not bool(ok):
         raise ValueError(f"{name} contains NaN or infinity")
 
 

@@ -185,7 +185,7 @@ def _repair(U: Any, method: str, iterations: int | None, xp) -> Any:
     if method == "polar":
         return _drift.polar_double(U, xp)
     X = xp.astype(U, core_dtype(xp, U.dtype))
-    lazy = is_lazy_array(U)
+    lazy = is_lazy_array(U) or is_lazy_array(X)  # X is traced under jit even for a constant U
     # Orthonormal columns have entries of modulus <= 1; entries above 2 mean
     # ‖UᴴU − I‖₂ >= 3, and checking first keeps the Gram matrix from overflowing.
     far = False if lazy else not _scalar(xp.max(xp.abs(X))) <= 2.0

@@ -100,7 +100,7 @@ def _finite_and_scaled(x: Any, name: str, xp: ModuleType) -> tuple[Any, Any]:
                        -xp.min(x, axis=axes, keepdims=True))
     else:
         m = xp.max(xp.abs(x), axis=axes, keepdims=True)
-    lazy = is_lazy_array(x)
+    lazy = is_lazy_array(x) or is_lazy_array(m)  # m is traced under jit even for a constant x
     if not lazy and not bool(xp.all(xp.isfinite(m))):
         raise ValueError(f"{name} contains NaN or infinity")
     one = xp.ones_like(m)

@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 
 from . import _engines
-from ._array_api import core_dtype, dtype_name, get_namespace, is_lazy_array, no_fp_warnings
+from ._array_api import (
+    core_dtype,
+    dtype_name,
+    get_namespace,
+    is_lazy_array,
+    no_fp_warnings,
+    real_dtype,
+)
 from ._validation import check_lr, check_matrix, check_method
 from .haar import as_generator
 from .sketch import as_operator, lowrank_operator
@@ -42,8 +49,9 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
     G : array, shape (..., n, p), or pair (X, Y)
         Euclidean gradient with respect to U, dense, or as factors ``X``
         (..., n, r) and ``Y`` (..., p, r) of ``G = X @ Yᴴ`` (never formed).
-    lr : float
-        Learning rate (a real number; the step is ``−lr·G``).
+    lr : float or 0-d array
+        Learning rate (a real number, or a real 0-d array of any library, also
+        a traced one under ``jax.jit``; the step is ``−lr·G``).
     rank : int, default: 1
         Rank of the step. With `tol`, the smallest rank considered.
     tol : float, optional
@@ -285,6 +293,8 @@ def _scaled_step(A: Any, B: Any, lr: float, xp: Any) -> tuple[Any, Any]:
     A `ValueError` naming `lr` and `G` when the scaled factor overflows (O(nk)).
     """
     scale_b = B.shape[-2] < A.shape[-2]
+    if not isinstance(lr, float):  # a traced 0-d array: keep the factors' dtype
+        lr = xp.astype(lr, real_dtype(xp, A.dtype))
     with no_fp_warnings(xp):
         scaled = (B if scale_b else A) * (-lr)
     if not is_lazy_array(scaled) and not bool(xp.all(xp.isfinite(scaled))):
