@@ -140,8 +140,9 @@ def jax_x64():
 
 
 CPU_BACKENDS = ["numpy", "strict", "strict-device1", "torch"]
-# JAX is not a test dependency: the core's backend tests (tests/test_backends.py) also run
-# on it where it is installed; the rest of the suite is checked on the backends above.
+# JAX (a test dependency, optional for users): the core's backend tests (tests/test_backends.py)
+# run on it too, and skip it where it is not installed; the JAX-specific behaviour (jit,
+# keys, optax, default configuration) has its own files.
 JAX = ["jax"] if importlib.util.find_spec("jax") is not None else []
 GPU_BACKENDS = ["cupy", "torch-cuda"]
 
