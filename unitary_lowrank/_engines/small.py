@@ -8,8 +8,8 @@ same arithmetic as ``_agnostic/_updates.py`` in one compiled call:
 1. ``Â = Uᴴ A`` (one pass over U), accumulated in double precision;
 2. Householder QR ``[B, Â] = Q [β, α]`` (LAPACK, as ``numpy.linalg.qr``);
 3. the core ``F − I`` of ``polar``/``exp``/``cayley``, with the same scaling, the
-   same LAPACK SVD/eigh and, for real input, the same nearest-orthogonal finish as
-   :func:`~unitary_lowrank._agnostic._updates.core_minus_identity`;
+   same LAPACK SVD/eigh and, for real input, the same sum over the upper half of
+   the spectrum as :func:`~unitary_lowrank._agnostic._updates.core_minus_identity`;
 4. ``L = U Q`` (second pass) and the unitarity check ``‖LᴴL − I‖₂ <= tol``;
 5. ``out = U + L (F − I) Qᴴ`` (third pass), written only when everything before
    succeeded, so that ``out`` (U itself allowed) is wholly old or wholly new.
@@ -133,8 +133,11 @@ def _core_polar(alpha, beta):  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True, nogil=True)
-def _core_skew(alpha, beta, method):  # pragma: no cover - compiled
-    """``f(Y) − I`` (complex128) of ``Y = (αβᴴ − βαᴴ)/2``; f = exp (1) or Cayley (2)."""
+def _core_skew(alpha, beta, method, first):  # pragma: no cover - compiled
+    """``Σ_{j >= first} (f(λ_j) − 1) v_j v_jᴴ`` of ``Y = (αβᴴ − βαᴴ)/2``; f = exp (1) or Cayley (2).
+
+    With ``first = 0`` this is ``f(Y) − I`` (complex128).
+    """
     r = alpha.shape[0]
     sa = _max_abs_at_least_one(alpha)
     sb = _max_abs_at_least_one(beta)
@@ -158,11 +161,14 @@ def _core_skew(alpha, beta, method):  # pragma: no cover - compiled
         else:
             xc = complex(x, 0.0)
             d[i] = (xc * -1j) / (xc * 0.5j + 1.0)
-    Vd = np.empty((r, r), dtype=np.complex128)
+    m = r - first  # eigenpairs first..r−1: all of them, or the upper half (real steps)
+    Vt = np.empty((r, m), dtype=np.complex128)
+    Vd = np.empty((r, m), dtype=np.complex128)
     for i in range(r):
-        for j in range(r):
-            Vd[i, j] = V[i, j] * d[j]
-    return _times_h(Vd, V)
+        for j in range(m):
+            Vt[i, j] = V[i, first + j]
+            Vd[i, j] = V[i, first + j] * d[first + j]
+    return _times_h(Vd, Vt)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -170,15 +176,14 @@ def _core_real(alpha, beta, method):  # pragma: no cover - compiled
     """F − I of a real step (float64); NaN when it overflowed."""
     if method == 0:
         return _core_polar(alpha, beta)
-    D = _core_skew(alpha, beta, method)
-    r = D.shape[0]
-    F = np.empty((r, r), dtype=np.float64)
+    # real step: 2·Re over the upper half of the spectrum (pairs ±λ), as the portable core
+    r = alpha.shape[0]
+    D = _core_skew(alpha, beta, method, r - r // 2)
+    out = np.empty((r, r), dtype=np.float64)
     for i in range(r):
         for j in range(r):
-            F[i, j] = D[i, j].real + (1.0 if i == j else 0.0)
-    if not _all_finite(F):
-        return F  # the caller sees NaN and takes the general path, which reports it
-    return _polar_minus_eye(F)
+            out[i, j] = 2.0 * D[i, j].real
+    return out  # NaN when the step overflowed: the caller takes the general path
 
 
 @nb.njit(cache=True, nogil=True)
@@ -186,7 +191,7 @@ def _core_complex(alpha, beta, method):  # pragma: no cover - compiled
     """F − I of a complex step (complex128)."""
     if method == 0:
         return _core_polar(alpha, beta)
-    return _core_skew(alpha, beta, method)
+    return _core_skew(alpha, beta, method, 0)
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc"})
