@@ -68,7 +68,8 @@ def _after_fork_in_child() -> None:
     _slot = threading.Lock()  # the parent's may have been held by a thread that is gone
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def set_num_threads(n: int) -> int:
