@@ -28,6 +28,7 @@ __all__ = [
     "is_complex",
     "is_lazy_array",
     "is_numpy_namespace",
+    "matmul_add",
     "no_fp_warnings",
     "namespace_library",
     "real_dtype",
@@ -118,7 +119,7 @@ def resolve_namespace(xp: Any) -> ModuleType:
     ns = _RESOLVED.get(xp)
     if ns is not None:
         return ns
-    ns = _resolve_module(xp)
+    ns = _with_dask_linalg(_resolve_module(xp))
     _RESOLVED[xp] = ns
     return ns
 
@@ -190,7 +191,7 @@ def get_namespace(*named: tuple[str, Any], xp: Any = None) -> ModuleType:
     if not named:
         return resolve_namespace(xp)
     try:
-        inferred = array_namespace(*(x for _, x in named))
+        inferred = _with_dask_linalg(array_namespace(*(x for _, x in named)))
     except TypeError:
         libs = ", ".join(f"{name}: {_library_name(x)}" for name, x in named)
         raise TypeError(
@@ -249,6 +250,24 @@ def herm(x: Any, xp: ModuleType) -> Any:
     return xp.conj(xt) if is_complex(xp, x.dtype) else xt
 
 
+def matmul_add(C: Any, A: Any, B: Any, xp: ModuleType) -> Any:
+    """``C + A @ B`` (A: ...×n×r, B: ...×r×m, C: ...×n×m of the same dtype).
+
+    For torch tensors of matching shapes, one fused ``addmm`` / ``baddbmm`` call:
+    the product is accumulated into a copy of C by the matrix multiply itself,
+    so the n×m product never exists as a temporary (a third less memory
+    traffic, and one allocation instead of two). Everything else (and a torch
+    call whose batch axes would broadcast) takes the plain expression.
+    """
+    if array_api_compat.is_torch_namespace(xp) and A.shape[:-2] == C.shape[:-2] == B.shape[:-2]:
+        torch = sys.modules["torch"]
+        if C.ndim == 2:
+            return torch.addmm(C, A, B)
+        if C.ndim == 3:
+            return torch.baddbmm(C, A, B)
+    return C + A @ B
+
+
 def broadcast_batch(*shapes: tuple[int, ...]) -> tuple[int, ...]:
     """Broadcast batch shapes with NumPy's rules; `ValueError` when incompatible."""
     ndim = max((len(s) for s in shapes), default=0)
@@ -271,3 +290,111 @@ def no_fp_warnings(xp: ModuleType):
     import contextlib
 
     return contextlib.nullcontext()
+
+
+# --- Dask: small dense decompositions of chunked arrays -----------------------------------
+#
+# dask.array's own linalg factors only 2-D matrices whose columns lie in one chunk (tsqr,
+# svd) and has no eigh at all. Every decomposition this library takes is of small
+# matrices (a p×k panel, a k×k core) or of a batch of them, so for Dask arrays the
+# namespace's ``linalg`` decomposes each matrix of the batch in one task: its last two
+# axes are gathered into one chunk (O(nk) numbers for an n×k panel, never an n×n
+# matrix, which no routine decomposes), batch axes keep their chunks, and the chunk's own
+# library (NumPy, CuPy) does the work through array-api-compat, as on an eager array.
+
+
+class _Namespace(ModuleType):
+    """The module `base`, with some of its names replaced by `overrides`."""
+
+    def __init__(self, base: ModuleType, **overrides: Any):
+        super().__init__(base.__name__, base.__doc__)
+        self.__dict__.update(overrides)
+        self._base = base
+
+    def __getattr__(self, name: str) -> Any:  # names not overridden
+        return getattr(self._base, name)
+
+
+def _chunk_linalg(x: Any) -> Any:
+    return array_namespace(x).linalg
+
+
+def _blockwise(func: Any, signature: str, x: Any, dtypes: Any, sizes: dict[str, int]) -> Any:
+    """`func` on each matrix of the Dask array `x` (core axes in one chunk), lazily.
+
+    `dtypes` are those of the outputs (a tuple for several), `sizes` the lengths
+    of the output core axes that the input does not have.
+    """
+    import dask.array as da
+    from dask.array.utils import meta_from_array
+
+    x = x.rechunk({x.ndim - 2: -1, x.ndim - 1: -1})
+    batch = x.ndim - 2
+    outs = signature.split("->")[1].split("),(")
+    several = isinstance(dtypes, tuple)
+    metas = tuple(meta_from_array(x._meta, ndim=batch + out.count(",") + 1, dtype=dt)
+                  for out, dt in zip(outs, dtypes if several else (dtypes,), strict=True))
+    return da.apply_gufunc(func, signature, x, output_sizes=sizes,
+                           meta=metas if several else metas[0])
+
+
+def _real_of(dtype: Any) -> Any:
+    import numpy as np
+
+    return np.empty(0, dtype=dtype).real.dtype
+
+
+def _dask_qr(x: Any, mode: str = "reduced") -> Any:
+    if mode != "reduced":
+        raise ValueError("dask arrays only support mode='reduced'")
+    k = min(x.shape[-2:])
+    Q, R = _blockwise(lambda a: tuple(_chunk_linalg(a).qr(a)), "(m,n)->(m,k),(k,n)", x,
+                      (x.dtype, x.dtype), {"k": k})
+    return _DASK_BASE.linalg.QRResult(Q, R)
+
+
+def _dask_svd(x: Any, full_matrices: bool = True) -> Any:
+    if full_matrices:
+        raise ValueError("full_matrices=True is not supported for dask arrays")
+    k = min(x.shape[-2:])
+    parts = _blockwise(lambda a: tuple(_chunk_linalg(a).svd(a, full_matrices=False)),
+                       "(m,n)->(m,k),(k),(k,n)", x, (x.dtype, _real_of(x.dtype), x.dtype),
+                       {"k": k})
+    return _DASK_BASE.linalg.SVDResult(*parts)
+
+
+def _dask_svdvals(x: Any) -> Any:
+    return _blockwise(lambda a: _chunk_linalg(a).svdvals(a), "(m,n)->(k)", x,
+                      _real_of(x.dtype), {"k": min(x.shape[-2:])})
+
+
+def _dask_eigh(x: Any) -> Any:
+    w, V = _blockwise(lambda a: tuple(_chunk_linalg(a).eigh(a)), "(m,n)->(m),(m,n)", x,
+                      (_real_of(x.dtype), x.dtype), {})
+    return _DASK_BASE.linalg.EighResult(w, V)
+
+
+def _dask_eigvalsh(x: Any) -> Any:
+    return _blockwise(lambda a: _chunk_linalg(a).eigvalsh(a), "(m,n)->(m)", x,
+                      _real_of(x.dtype), {})
+
+
+_DASK_BASE: Any = None
+_DASK: ModuleType | None = None
+
+
+def _with_dask_linalg(ns: ModuleType) -> ModuleType:
+    """`ns`, or for Dask our namespace: array-api-compat's with the decompositions above.
+
+    One module object per process, so that namespaces compare with ``is``.
+    """
+    global _DASK_BASE, _DASK
+    if not array_api_compat.is_dask_namespace(ns):
+        return ns
+    if _DASK is None:
+        base = importlib.import_module("array_api_compat.dask.array")
+        _DASK_BASE = base
+        linalg = _Namespace(base.linalg, qr=_dask_qr, svd=_dask_svd, svdvals=_dask_svdvals,
+                            eigh=_dask_eigh, eigvalsh=_dask_eigvalsh)
+        _DASK = _Namespace(base, linalg=linalg)
+    return _DASK

@@ -21,7 +21,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from .._array_api import core_dtype, device_of, herm, is_complex
+from .._array_api import core_dtype, device_of, herm, is_complex, matmul_add
 
 __all__ = [
     "METHODS",
@@ -148,7 +148,7 @@ def add_low_rank(U: Any, UQ: Any, Q: Any, D: Any, xp: ModuleType, Z: Any = None)
     """``U + [UQ, Z] D Qᴴ`` in the working dtype of U (Z: extra left basis, Stiefel case)."""
     dt = U.dtype
     left = UQ if Z is None else xp.concat([UQ, xp.astype(Z, dt)], axis=-1)
-    return U + left @ (xp.astype(D, dt) @ herm(xp.astype(Q, dt), xp))
+    return matmul_add(U, left, xp.astype(D, dt) @ herm(xp.astype(Q, dt), xp), xp)
 
 
 def stiefel_subspace(U: Any, A: Any, B: Any, batch: tuple[int, ...], xp: ModuleType):
