@@ -251,18 +251,23 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     return values if dtype.itemsize == 1 else values.astype(dtype.newbyteorder("="))
 
 
-def _read_bytes(path: Path) -> tuple[bytes, bytes]:
-    """The bytes of `path` as stored and uncompressed (the same object for a raw file)."""
+def _read_bytes(path: Path, name: str | None = None) -> tuple[bytes, bytes]:
+    """The bytes of `path` as stored and uncompressed (the same object for a raw file).
+
+    `name` (default: the path) is what error messages call it; its ending
+    ``.gz`` says whether the file is gzipped.
+    """
+    name = str(path) if name is None else name
     try:
         stored = path.read_bytes()
     except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if path.suffix != ".gz":
+        raise DataError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if not name.endswith(".gz"):
         return stored, stored
     try:
         return stored, gzip.decompress(stored)
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: not a complete gzip file ({exc})") from None
+        raise DataError(f"{name}: not a complete gzip file ({exc})") from None
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -382,29 +387,32 @@ def verify(path: str | os.PathLike, sums: Mapping[str, str], *,
     """
     path = Path(path)
     stored, raw = _read_bytes(path) if content is None else content
-    gz = path.suffix == ".gz"
+    _check_sums(str(path), path.suffix == ".gz", stored, raw, sums)
+    return raw
+
+
+def _check_sums(name: str, gz: bool, stored: bytes, raw: bytes, sums: Mapping[str, str]) -> None:
+    """Raise DataError unless a known digest in `sums` matches (see :func:`verify`)."""
     forms = {"raw": raw, "gz": stored if gz else None}
-    order = ("raw-sha256", "raw-md5", "gz-sha256", "gz-md5")
     checked = []
-    for key in order:
+    for key in ("raw-sha256", "raw-md5", "gz-sha256", "gz-md5"):
         form, algo = key.split("-")
         if key not in sums or forms[form] is None:
             continue
         got = _digest(algo, forms[form])
         if got == sums[key].lower():
-            return raw
+            return
         checked.append((key, got))
     if not checked:
-        return raw
+        return
     found = dict(checked)
     preferred = ("gz-sha256", "raw-sha256") if gz else ("raw-sha256",)
     key = next((k for k in preferred if k in found), checked[0][0])
-    got = found[key]
     form, algo = key.split("-")
     what = "" if form == ("gz" if gz else "raw") else " of its uncompressed content"
     raise DataError(
-        f"{path}: {algo.upper().replace('SHA', 'SHA-')}{what} is {got}, expected {sums[key]}; "
-        "delete it and run again with --download"
+        f"{name}: {algo.upper().replace('SHA', 'SHA-')}{what} is {found[key]}, expected "
+        f"{sums[key]}; delete it and run again with --download"
     )
 
 
@@ -493,10 +501,15 @@ def _download(url: str, final: Path, sums: Mapping[str, str], progress: bool | N
                                    desc=final.name, file=sys.stderr, leave=False)
                     elif progress is not False:
                         print(f"downloading {url}", file=sys.stderr, flush=True)
+                    received = 0
                     while chunk := response.read(_CHUNK):
                         out.write(chunk)
+                        received += len(chunk)
                         if bar is not None:
                             bar.update(len(chunk))
+                    if total is not None and received != total:
+                        raise DataError(f"could not download {url}: the connection closed "
+                                        f"after {received} of {total} bytes")
             except urllib.error.HTTPError as exc:
                 exc.close()
                 raise DataError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from None
@@ -505,14 +518,15 @@ def _download(url: str, final: Path, sums: Mapping[str, str], progress: bool | N
             except (OSError, http.client.HTTPException) as exc:
                 reason = type(exc).__name__ if not str(exc) else str(exc)
                 raise DataError(f"could not download {url}: {reason}") from None
-        content = _read_bytes(tmp)
+        content = _read_bytes(tmp, url)
         parse_idx(content[1], url)
         try:
-            verify(tmp, sums, content=content)
+            _check_sums(url, True, *content, sums)
         except DataError:
             raise DataError(
-                f"{url}: the download does not match the published checksum "
-                f"({_short_sums(sums)}); try again or another --mirror"
+                f"{url}: the download does not match the known checksum "
+                f"({_short_sums(sums)}; got gz-sha256 {_digest('sha256', content[0])}); "
+                "nothing was saved; try again, or another --mirror"
             ) from None
         os.replace(tmp, final)
     finally:
