@@ -691,9 +691,12 @@ def _pixels(images: np.ndarray, factor: int, top: int) -> np.ndarray:
     """``(N, side, side)`` integers 0..top → ``(N, (side/factor)²)`` float32 block means / top."""
     n, side = images.shape[0], images.shape[1]
     small = side // factor
-    blocks = images.reshape(n, small, factor, small, factor)
-    sums = blocks.sum(axis=(2, 4), dtype=np.float32)  # exact: integers below 2**24
-    return np.divide(sums, np.float32(top * factor * factor), dtype=np.float32).reshape(n, -1)
+    sums = np.zeros((n, small, small), np.float32)
+    for i in range(factor):  # d² strided adds: twice as fast as a reduction over a 5-d view
+        for j in range(factor):
+            sums += images[:, i::factor, j::factor]  # exact: integers below 2**24
+    sums /= np.float32(top * factor * factor)
+    return sums.reshape(n, -1)
 
 
 def _int_arg(value: Any, what: str, least: int) -> int:
@@ -762,7 +765,11 @@ def load_pixels(dataset: str, *, data_dir: str | os.PathLike | None = None,
     side = _SIDES[name]
     if side % factor:
         raise DataError(f"--downsample {factor} does not divide the image side {side}")
-    if isinstance(val_fraction, bool) or not (0.0 <= float(val_fraction) < 1.0):
+    try:
+        fraction = float(val_fraction)
+    except (TypeError, ValueError):
+        fraction = -1.0
+    if isinstance(val_fraction, bool) or not (0.0 <= fraction < 1.0):
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     if name == "digits":
         train_img, train_lab, test_img, test_lab = _load_digits()
@@ -771,25 +778,26 @@ def load_pixels(dataset: str, *, data_dir: str | os.PathLike | None = None,
         train_img, train_lab, test_img, test_lab = _load_idx_dataset(
             name, data_dir, download, mirror, progress)
         top = 255
-    train_x = _pixels(train_img, factor, top)
+    pixels = _pixels(train_img, factor, top)
     test_x = _pixels(test_img, factor, top)
-    length = train_x.shape[1]
+    length = pixels.shape[1]
+    columns = np.arange(length)
     permutation = None
     if permute:
         permutation = np.random.RandomState(PAPER_PERMUTATION_SEED).permutation(length)
-        train_x = np.ascontiguousarray(train_x[:, permutation])
-        test_x = np.ascontiguousarray(test_x[:, permutation])
+        columns = permutation
+        test_x = test_x[:, permutation]
     train_y = np.asarray(train_lab, np.int64)
     test_y = np.asarray(test_lab, np.int64)
-    n = len(train_x)
-    n_val = int(round(float(val_fraction) * n))
+    n = len(pixels)
+    n_val = int(round(fraction * n))
     if n - n_val < 1:
         raise DataError(f"val_fraction {val_fraction!r} leaves no training image of {n}")
     order = np.random.RandomState(seed).permutation(n)
     val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
     return PixelData(
-        train_x=train_x[train_rows], train_y=train_y[train_rows],
-        val_x=train_x[val_rows], val_y=train_y[val_rows],
+        train_x=pixels[np.ix_(train_rows, columns)], train_y=train_y[train_rows],
+        val_x=pixels[np.ix_(val_rows, columns)], val_y=train_y[val_rows],
         test_x=test_x, test_y=test_y,
         side=side // factor, name=name, permutation=permutation,
     )
