@@ -18,6 +18,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+from array_api_compat import is_torch_namespace
+
 from ._array_api import dtype_name, get_namespace, is_complex, real_dtype
 from ._validation import as_real, check_dtype, check_same_device
 
@@ -127,9 +129,37 @@ def rmsprop_direction(
                 f"got {tuple(square_avg.shape)}"
             )
         check_same_device([("G", G), ("square_avg", square_avg)])
+    if not complex_ and _fused_torch(xp, G, square_avg):
+        return _rmsprop_torch(G, square_avg, alpha, eps)
     sq = xp.real(G * xp.conj(G)) if complex_ else G * G
     if square_avg is None:
         v = (1.0 - alpha) * sq
     else:
         v = alpha * square_avg + (1.0 - alpha) * sq
     return G / (xp.sqrt(v) + eps), v
+
+
+def _fused_torch(xp: ModuleType, G: Any, square_avg: Any) -> bool:
+    """Whether the fused torch path applies: real torch tensors outside autograd."""
+    if not is_torch_namespace(xp):
+        return False
+    return not (G.requires_grad or (square_avg is not None and square_avg.requires_grad))
+
+
+def _rmsprop_torch(G: Any, square_avg: Any, alpha: float, eps: float) -> tuple[Any, Any]:
+    """:func:`rmsprop_direction` for real torch tensors in four passes and two new tensors.
+
+    The same formula as the portable expression (which allocates seven temporaries,
+    one per operation), written into the two results in place: ``v`` by ``mul`` and
+    ``addcmul_``, the direction by ``sqrt``, ``add_`` and ``div`` into one buffer.
+    Neither input is written. Only outside autograd (``sqrt`` keeps its output for
+    the backward pass, which the in-place ``add_`` would spoil).
+    """
+    import torch  # G is a torch tensor: torch is imported
+
+    if square_avg is None:
+        v = torch.mul(G, G).mul_(1.0 - alpha)
+    else:
+        v = torch.mul(square_avg, alpha).addcmul_(G, G, value=1.0 - alpha)
+    D = torch.sqrt(v).add_(eps)
+    return torch.div(G, D, out=D), v

@@ -17,7 +17,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from .._array_api import core_dtype, device_of, herm
+from .._array_api import core_dtype, device_of, herm, thin_product
 
 __all__ = [
     "apply",
@@ -46,7 +46,7 @@ def apply(G: Any, Z: Any, xp: ModuleType) -> Any:
     if isinstance(G, tuple):
         X, Y = G
         return X @ herm(herm(Z, xp) @ Y, xp)
-    return G @ Z
+    return thin_product(G, Z, xp)
 
 
 def apply_h(G: Any, Z: Any, xp: ModuleType) -> Any:

@@ -21,7 +21,15 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from .._array_api import core_dtype, device_of, herm, is_complex, matmul_add
+from .._array_api import (
+    adjoint_product,
+    core_dtype,
+    device_of,
+    herm,
+    is_complex,
+    matmul_add,
+    thin_product,
+)
 
 __all__ = [
     "METHODS",
@@ -128,12 +136,12 @@ def core_minus_identity(alpha: Any, beta: Any, method: str, xp: ModuleType) -> A
 
 def square_subspace(U: Any, A: Any, B: Any, batch: tuple[int, ...], xp: ModuleType):
     """``(Q, β, α)`` of the square update: ``Â = UᴴA`` and ``[B, Â] = Q [β, α]``."""
-    return step_subspace(herm(U, xp) @ A, B, batch, xp)
+    return step_subspace(adjoint_product(U, A, xp), B, batch, xp)
 
 
 def times_basis(U: Any, Q: Any, xp: ModuleType) -> Any:
     """The left basis ``U Q`` of the update, in the working dtype of U."""
-    return U @ xp.astype(Q, U.dtype)
+    return thin_product(U, xp.astype(Q, U.dtype), xp)
 
 
 def gram_error(L: Any, xp: ModuleType) -> Any:
