@@ -605,3 +605,15 @@ def test_download_into_an_unwritable_place(tmp_path):
 def test_digits_has_nothing_to_download(tmp_path):
     with pytest.raises(DataError, match="no files to download"):
         fetch("digits", tmp_path)
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason="dataset-fashion-mnist not installed")
+def test_download_from_a_file_mirror_with_the_real_checksums(tmp_path):
+    # the Debian files through the download path, checked against the module's own table
+    got = fetch("fashion-mnist", tmp_path, DEBIAN_FASHION.as_uri(), progress=False)
+    assert len(got) == 4
+    for stem in IDX_FILES:
+        name = f"{stem}.gz"
+        assert (tmp_path / name).read_bytes() == (DEBIAN_FASHION / name).read_bytes()
+    data = load_pixels("fashion-mnist", data_dir=tmp_path, downsample=4)
+    assert data.test_x.shape == (10000, 49)
