@@ -13,16 +13,20 @@ passes cost O(n²) and the optimizer's own work shows): ``zero_grad``, forward,
 - ``parametrization``: ``torch.nn.utils.parametrizations.orthogonal`` (its
   defaults: the matrix exponential, with trivialisation) on an
   ``nn.Linear(n, n)`` weight, the underlying parameter stepped by RMSprop; each
-  forward pass rebuilds the weight from its parametrisation in O(n³).
+  forward pass rebuilds the weight from its parametrisation in O(n³);
+- ``geotorch``: ``geotorch.orthogonal`` (its defaults) on an ``nn.Linear(n, n)``
+  weight, stepped by RMSprop the same way (skipped when geotorch is not
+  installed; it is in the ``test`` extra).
 
 Ratios: ``over_rmsprop`` (time over the floor's) on every constrained case,
-and ``param_over_projunn`` (the parametrisation's time over ProjUNN's) on the
-ProjUNN rows. ``params`` carries the weight's ``‖WᵀW − I‖₂`` after the timed
-steps. The cases alternate sample by sample (each sample loops for at least
-0.2 s), and ``time_s`` is the median of 7 samples per case, so that all cases
-see the same machine load. Full: n = 128, 512, 1024 (the parametrisation
-timed with three samples of one call at n = 1024); ``quick``: n = 16, one
-sample each. Run with ``OPENBLAS_NUM_THREADS=1``.
+and ``param_over_projunn`` (the parametrisation's time over ProjUNN's) and
+``geotorch_over_projunn`` on the ProjUNN rows. ``params`` carries the
+weight's ``‖WᵀW − I‖₂`` after the timed steps. The cases alternate sample by
+sample (each sample loops for at least 0.2 s), and ``time_s`` is the median of
+7 samples per case, so that all cases see the same machine load. Full:
+n = 128, 512, 1024 (the parametrisation and geotorch timed with three samples
+of one call at n = 1024); ``quick``: n = 16, one sample each. Run with
+``OPENBLAS_NUM_THREADS=1``.
 """
 
 from __future__ import annotations
@@ -75,6 +79,16 @@ def _cases(n: int, seed: int):
     opt = torch.optim.RMSprop(lin.parameters(), lr=1e-3)
     cases.append(("parametrization", _iteration(lambda: (lin.weight * T).sum(), opt),
                   lambda: lin.weight.detach()))
+
+    try:
+        import geotorch
+    except ImportError:
+        return cases
+    geo = torch.nn.Linear(n, n, bias=False)
+    geotorch.orthogonal(geo, "weight")
+    opt = torch.optim.RMSprop(geo.parameters(), lr=1e-3)
+    cases.append(("geotorch", _iteration(lambda: (geo.weight * T).sum(), opt),
+                  lambda: geo.weight.detach()))
     return cases
 
 
@@ -101,7 +115,7 @@ def _run(quick: bool) -> list[dict]:
         # the cases alternate, sample by sample, so that all see the same machine load
         for r in range(reps):
             for name, fn, _ in cases:
-                slow = name == "parametrization" and n >= 1024
+                slow = name in ("parametrization", "geotorch") and n >= 1024
                 if slow and r >= 3:
                     continue
                 samples[name].append(measure(fn, repeats=1, warmup=0,
@@ -115,6 +129,8 @@ def _run(quick: bool) -> list[dict]:
                 ratios["over_rmsprop"] = t / times["rmsprop"]
             if name.startswith("projunn"):
                 ratios["param_over_projunn"] = times["parametrization"] / t
+                if "geotorch" in times:
+                    ratios["geotorch_over_projunn"] = times["geotorch"] / t
             rows.append({
                 "section": "torch_optim",
                 "case": f"{name} n={n} float32",
