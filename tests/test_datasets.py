@@ -307,7 +307,8 @@ def test_downsample_must_divide_the_side(dataset, factor, side):
 
 
 @pytest.mark.parametrize("kwargs", [{"downsample": 0}, {"downsample": True}, {"downsample": 2.0},
-                                    {"seed": -1}, {"val_fraction": 1.0}, {"val_fraction": -0.1}])
+                                    {"seed": -1}, {"seed": 2**32}, {"val_fraction": 1.0},
+                                    {"val_fraction": -0.1}, {"val_fraction": "x"}])
 def test_bad_arguments(kwargs):
     with pytest.raises(DataError):
         load_pixels("mnist", data_dir="/nonexistent", **kwargs)

@@ -640,6 +640,7 @@ def _missing_message(name: str, dirs: list[Path], mirror: str | None) -> str:
 
 def _load_idx_dataset(name: str, data_dir: Any, download: bool, mirror: str | None,
                       progress: bool | None) -> tuple[np.ndarray, ...]:
+    """Verified uint8 train images, labels, test images, labels of an IDX dataset."""
     dirs = data_dirs(name, data_dir)
     folder = next((d for d in dirs if all(_find(d, s) is not None for s in IDX_FILES)), None)
     if folder is None and download:
@@ -651,12 +652,11 @@ def _load_idx_dataset(name: str, data_dir: Any, download: bool, mirror: str | No
     for stem in IDX_FILES:
         path = _find(folder, stem)
         assert path is not None
-        raw = verify(path, CHECKSUMS[name][stem], content=_read_bytes(path))
-        arrays[stem] = (path, parse_idx(raw, str(path)))
+        arrays[stem] = (path, parse_idx(verify(path, CHECKSUMS[name][stem]), str(path)))
     out = []
     for split in ("train", "t10k"):
-        (ipath, images), (lpath, labels) = arrays[f"{split}-images-idx3-ubyte"], arrays[
-            f"{split}-labels-idx1-ubyte"]
+        ipath, images = arrays[f"{split}-images-idx3-ubyte"]
+        lpath, labels = arrays[f"{split}-labels-idx1-ubyte"]
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
             raise DataError(f"{ipath}: expected uint8 images of 28×28, got {images.dtype} "
                             f"of shape {images.shape}")
@@ -762,6 +762,8 @@ def load_pixels(dataset: str, *, data_dir: str | os.PathLike | None = None,
     name = _check_dataset(dataset)
     factor = _int_arg(downsample, "downsample", 1)
     seed = _int_arg(seed, "seed", 0)
+    if seed >= 2**32:
+        raise DataError(f"seed must be below 2**32, got {seed}")
     side = _SIDES[name]
     if side % factor:
         raise DataError(f"--downsample {factor} does not divide the image side {side}")
