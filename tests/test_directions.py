@@ -182,3 +182,21 @@ def test_mixed_libraries_are_refused():
 def test_exported():
     assert "rmsprop_direction" in ul.__all__
     assert ul.rmsprop_direction.__module__ == "unitary_lowrank.directions"
+
+
+def test_torch_fused_path_does_not_alias_and_autograd_takes_the_portable_one():
+    torch = pytest.importorskip("torch")
+    g = torch.tensor([3.0, -4.0, 0.5], dtype=torch.float64)
+    v0 = torch.tensor([1.0, 2.0, 0.25], dtype=torch.float64)
+    d, v = ul.rmsprop_direction(g, v0, alpha=0.75)  # real, no autograd: the fused path
+    assert d.data_ptr() not in (g.data_ptr(), v0.data_ptr(), v.data_ptr())
+    assert v.data_ptr() not in (g.data_ptr(), v0.data_ptr())
+    # with autograd, the gradient of Σ D through the portable expression, against the
+    # derivative of the formula: ∂/∂g [g / (√(a v0 + (1−a) g²) + ε)]
+    gr = g.clone().requires_grad_(True)
+    dg, _ = ul.rmsprop_direction(gr, v0, alpha=0.75, eps=1e-8)
+    torch.testing.assert_close(dg.detach(), d, rtol=4 * eps_of("float64"), atol=0.0)
+    dg.sum().backward()
+    s = torch.sqrt(0.75 * v0 + 0.25 * g * g)
+    want = 1 / (s + 1e-8) - g * (0.25 * g / s) / (s + 1e-8) ** 2
+    torch.testing.assert_close(gr.grad, want, rtol=16 * eps_of("float64"), atol=0.0)
