@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-SECTIONS = ("updates", "small", "sketch", "conv", "drift", "contention", "torch_optim")
+SECTIONS = ("updates", "small", "sketch", "conv", "drift", "contention", "torch_optim", "sharding")
 
 
 def _fmt(x: float | None) -> str:
