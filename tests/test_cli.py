@@ -218,6 +218,7 @@ def test_default_rank_is_capped_by_a_small_hidden_size():
 
 
 def test_progress_bar_on_a_terminal():
+    """The built-in bar (without tqdm; tests/test_pixels.py checks the tqdm one)."""
     class Tty(io.StringIO):
         def isatty(self):
             return True
@@ -225,7 +226,7 @@ def test_progress_bar_on_a_terminal():
     stream = Tty()
     cfg = T.default_config("adding", seq_len=4, hidden=6, batch=4, steps=50, eval_every=50,
                            test_batch=8)
-    T.train(cfg, stream=stream)
+    T.train(cfg, stream=stream, use_tqdm=False)
     text = stream.getvalue()
     assert "\r[" in text and "ms/step" in text and "|UᵀU−I|" in text
 

@@ -116,13 +116,15 @@ def test_henaff_angles_cover_the_circle():
     assert theta.min() < -3.0 and theta.max() > 3.0 and abs(theta.mean()) < 0.2
 
 
-@pytest.mark.parametrize("init", ["henaff", "haar"])
+@pytest.mark.parametrize("init", ["henaff", "haar", "identity"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_init_params(init, dtype):
     p = rnn.init_params(10, 6, 9, init=init, dtype=dtype, rng=0)
     assert p["U"].dtype == np.dtype(dtype) and p["U"].shape == (6, 6)
     assert p["W_in"].shape == (6, 10) and p["V"].shape == (9, 6)
     assert np.abs(p["U"].T @ p["U"] - np.eye(6)).max() <= 30 * eps_of(dtype)
+    if init == "identity":  # the projUNN paper's adding task starts from U = I exactly
+        assert np.array_equal(p["U"], np.eye(6, dtype=dtype))
 
 
 @pytest.mark.parametrize(("arg", "value"), [("init", "eye"), ("nonlinearity", "tanh")])
@@ -173,12 +175,19 @@ def _problem(task, nonlinearity, rng):
 
         def loss_fn(out):
             return rnn.cross_entropy(out, targets, xp=npx)
-    else:
+    elif task == "adding":
         inputs, targets = data.adding_batch(3, 6, rng)
         n_in, n_out, readout = 2, 1, "last"
 
         def loss_fn(out):
             return rnn.mean_squared_error(out, targets, xp=npx)
+    else:  # pixels: one value per step, 10-class cross-entropy at the last step only
+        inputs = rng.uniform(0, 1, size=(7, 3, 1))
+        targets = np.eye(10)[rng.integers(0, 10, size=3)]
+        n_in, n_out, readout = 1, 10, "last"
+
+        def loss_fn(out):
+            return rnn.cross_entropy(out, targets, xp=npx)
 
     p = rnn.init_params(n_in, 5, n_out, nonlinearity=nonlinearity, init="haar",
                         dtype="float64", rng=rng)
@@ -188,7 +197,7 @@ def _problem(task, nonlinearity, rng):
     return p, inputs, loss_fn, readout
 
 
-@pytest.mark.parametrize("task", ["copy", "adding"])
+@pytest.mark.parametrize("task", ["copy", "adding", "pixels"])
 @pytest.mark.parametrize("nonlinearity", ["relu", "modrelu"])
 def test_bptt_matches_finite_differences(task, nonlinearity):
     rng = np.random.default_rng(11)
@@ -221,6 +230,18 @@ def test_bptt_matches_finite_differences(task, nonlinearity):
         err = np.abs(num - grads[name]).max()
         assert err <= tol, f"d loss / d {name}: max error {err:.2e} > {tol:.2e}"
         assert np.abs(grads[name]).max() > 100 * tol  # a gradient that is really there
+
+
+def test_cross_entropy_at_the_last_step_is_the_mean_over_the_batch():
+    """Logits of shape (batch, classes): the mean of −log softmax over the batch alone."""
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((4, 10))
+    labels = rng.integers(0, 10, size=4)
+    loss, d = rnn.cross_entropy(logits, np.eye(10)[labels], xp=npx)
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    ref = -np.mean(np.log(p[np.arange(4), labels]))
+    assert abs(float(loss) - ref) <= 10 * eps_of("float64") * abs(ref)
+    assert np.abs(d - (p - np.eye(10)[labels]) / 4).max() <= 10 * eps_of("float64")
 
 
 def test_bptt_factors_are_sum_over_time():

@@ -2,7 +2,7 @@
 
 Each subcommand checks its options and output paths first, reporting a bad
 command line as one line and exit status 2, then hands the work to
-:mod:`unitary_lowrank.cli.tasks.train` (``copy``, ``adding``),
+:mod:`unitary_lowrank.cli.tasks.train` (``copy``, ``adding``, ``pixels``),
 :mod:`unitary_lowrank.cli.bench` (``bench``) or the plot of saved runs
 (``plot``).
 """
@@ -90,21 +90,34 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
     from .tasks import train as T
 
     d = T.default_config(task)
+    paper = {
+        "copy": "T=1000, hidden 190, batch 128, lr 7e-4, divider 32, rank 1 by column "
+                "sampling of c = k columns, lr x 0.9 every 4000 steps, 20000 steps",
+        "adding": "T=200, hidden 170, batch 50, lr 1e-3, divider 32, identity init, lr x 0.94 "
+                  "every 2000 steps, 100000 steps",
+        "pixels": "permuted 28x28 MNIST, hidden 170 (or --hidden 512), batch 128, lr 1e-3, "
+                  "no divider, rank 1, 100 epochs",
+    }[task]
     p.add_argument("--preset", choices=["paper"],
-                   help="the paper's sizes (copy: T=1000, hidden 190, batch 128, lr 7e-4, "
-                        "divider 32, rank 1; adding: T=200, hidden 170, batch 50); meant for a "
-                        "GPU. Explicit options override it")
+                   help=f"the settings of the paper's code ({paper}; U along RMSprop's "
+                        "direction); meant for a GPU. Explicit options override it")
     p.add_argument("--method", choices=T.METHODS, default="transport",
                    help="update of U: transport (projUNN-T), project (projUNN-D), cayley, "
                         "dense-polar (dense SVD each step), unconstrained (RMSprop on U), "
                         "frozen (never trained); default: %(default)s")
     p.add_argument("--rank", type=_positive_int,
                    help=f"rank of the sketched step on U; default: {d.rank}")
-    p.add_argument("--sampler", choices=T.SAMPLERS, default="lsi",
-                   help="sketch of the step on U; default: %(default)s")
-    p.add_argument("--seq-len", type=_positive_int,
-                   help=("delay T between the symbols and the marker" if task == "copy"
-                         else "sequence length T") + f"; default: {d.seq_len}")
+    p.add_argument("--sampler", choices=T.SAMPLERS,
+                   help=f"sketch of the step on U; default: {d.sampler}")
+    p.add_argument("--oversample", type=_non_negative_int,
+                   help="extra columns of the sketch: the randomized sampler draws rank + "
+                        "oversample Gaussian columns, the column sampler rank + oversample "
+                        "columns of the gradient (the paper's code: 0); default: "
+                        f"{d.oversample}")
+    if task != "pixels":
+        p.add_argument("--seq-len", type=_positive_int,
+                       help=("delay T between the symbols and the marker" if task == "copy"
+                             else "sequence length T") + f"; default: {d.seq_len}")
     p.add_argument("--hidden", type=_positive_int, help=f"hidden size; default: {d.hidden}")
     p.add_argument("--batch", type=_positive_int, help=f"batch size; default: {d.batch}")
     p.add_argument("--steps", type=_positive_int,
@@ -119,25 +132,44 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
                    help="direction of the step on U: the gradient itself, or RMSprop's "
                         "gradient / (sqrt(running mean of gradient^2) + eps), as in the "
                         f"projUNN paper's code; default: {d.unitary_direction}")
-    p.add_argument("--lr-decay", type=_positive_float,
-                   help="multiply both learning rates by this once the test loss is below "
-                        f"--decay-below times the baseline (1: never); default: {d.lr_decay:g}")
-    p.add_argument("--decay-below", type=_positive_float,
-                   help=f"see --lr-decay; default: {d.decay_below:g}")
-    p.add_argument("--stop-below", type=_non_negative_float,
-                   help="stop once the test loss is below this times the baseline (and, on "
-                        "copy, --stop-recall of the recalled test symbols are right); 0: "
-                        "never; default: "
-                        + ("0" if d.stop_below is None else f"{d.stop_below:g}"))
+    if task == "pixels":
+        p.add_argument("--lr-decay", type=_positive_float,
+                       help="multiply both learning rates by this after --patience "
+                            "evaluations without a better validation accuracy (1: never); "
+                            f"default: {d.lr_decay:g}")
+        p.add_argument("--patience", type=_positive_int,
+                       help="evaluations without a better validation accuracy before a "
+                            f"decay (or the early stop); default: {d.patience}")
+        p.add_argument("--max-decays", type=_non_negative_int,
+                       help="stop at the next plateau after this many decays; default: "
+                            f"{d.max_decays}")
+    else:
+        p.add_argument("--lr-decay", type=_positive_float,
+                       help="multiply both learning rates by this once the test loss is below "
+                            f"--decay-below times the baseline (1: never); default: "
+                            f"{d.lr_decay:g}")
+        p.add_argument("--decay-below", type=_positive_float,
+                       help=f"see --lr-decay; default: {d.decay_below:g}")
+        p.add_argument("--stop-below", type=_non_negative_float,
+                       help="stop once the test loss is below this times the baseline (and, "
+                            "on copy, --stop-recall of the recalled test symbols are right); "
+                            "0: never; default: "
+                            + ("0" if d.stop_below is None else f"{d.stop_below:g}"))
+    p.add_argument("--epoch-steps", type=_positive_int,
+                   help="steps of an epoch of --epoch-decay (the paper's schedule); default: "
+                        + ("none" if d.epoch_steps is None else str(d.epoch_steps)))
+    p.add_argument("--epoch-decay", type=_fraction,
+                   help="multiply both learning rates by this after every --epoch-steps "
+                        f"steps (1: never); default: {d.epoch_decay:g}")
     if task == "copy":
         p.add_argument("--stop-recall", type=_fraction,
                        help="with --stop-below: the fraction of recalled test symbols that "
                             f"must be right to stop (1: all); default: {d.stop_recall:g}")
     p.add_argument("--nonlinearity", choices=["relu", "modrelu"],
                    help=f"default: {d.nonlinearity}")
-    p.add_argument("--init", choices=["henaff", "haar"],
-                   help="initial U: Henaff (2x2 rotations, angles U(-pi, pi)) or Haar; "
-                        f"default: {d.init}")
+    p.add_argument("--init", choices=["henaff", "haar", "identity"],
+                   help="initial U: Henaff (2x2 rotations, angles U(-pi, pi)), Haar or the "
+                        f"identity; default: {d.init}")
     p.add_argument("--seed", type=_non_negative_int, default=0,
                    help="seed of the data, initialisation and sketches (an integer >= 0); "
                         "default: %(default)s")
@@ -145,17 +177,50 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
                    help="default: %(default)s")
     p.add_argument("--backend", choices=T.BACKENDS, default="numpy",
                    help="array library (cupy: a CUDA GPU); default: %(default)s")
-    p.add_argument("--eval-every", type=_positive_int,
-                   help=f"steps between test evaluations; default: {d.eval_every}")
-    p.add_argument("--test-batch", type=_positive_int,
-                   help=f"size of the fixed test batch; default: {d.test_batch}")
+    if task == "pixels":
+        p.add_argument("--eval-every", type=_positive_int,
+                       help=f"steps between validation evaluations; default: {d.eval_every}")
+        p.add_argument("--test-batch", type=_positive_int,
+                       help="images per minibatch of the validation and test evaluations "
+                            f"(bounds their memory); default: {d.test_batch}")
+    else:
+        p.add_argument("--eval-every", type=_positive_int,
+                       help=f"steps between test evaluations; default: {d.eval_every}")
+        p.add_argument("--test-batch", type=_positive_int,
+                       help=f"size of the fixed test batch; default: {d.test_batch}")
     p.add_argument("--threads", type=_positive_int, default=1,
                    help="BLAS threads (small products run best on one); default: %(default)s")
     p.add_argument("--json", metavar="PATH", help="write a JSON summary here")
-    p.add_argument("--plot", metavar="PATH", help="write a PNG of the test loss here "
-                                                  "(needs matplotlib)")
+    p.add_argument("--plot", metavar="PATH",
+                   help="write a PNG of the run here: test loss"
+                        + (" and accuracy" if task != "adding" else "")
+                        + ", ‖UᵀU − I‖₂, the decays and the stop (needs matplotlib)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress or test lines; only the final summary")
+
+
+def _add_pixel_options(p: argparse.ArgumentParser) -> None:
+    from .tasks.datasets import DATASETS
+
+    p.add_argument("--dataset", choices=DATASETS,
+                   help="digits: scikit-learn's bundled 8x8 digits (T = 64, no files); mnist, "
+                        "fashion-mnist: the 28x28 IDX files (.gz or raw) of --data-dir; "
+                        "default: digits (--preset paper: mnist)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="folder of the IDX files (fashion-mnist also looks in "
+                        "/usr/share/datasets/fashion-mnist, where Debian's "
+                        "dataset-fashion-mnist puts them)")
+    p.add_argument("--download", action="store_true",
+                   help="fetch missing files from --mirror into --data-dir (SHA-256 checked)")
+    p.add_argument("--mirror", metavar="URL",
+                   help="base URL of the files for --download; default: the dataset's "
+                        "documented mirror")
+    p.add_argument("--downsample", type=_positive_int,
+                   help="average s x s blocks of pixels (must divide the side: 2 gives "
+                        "14x14, T = 196); default: 1")
+    p.add_argument("--permute", action=argparse.BooleanOptionalAction,
+                   help="feed the pixels in the fixed random order of expRNN and projUNN "
+                        "(numpy.random.RandomState(92916)); default: --permute")
 
 
 _EXIT_STATUS = ("Exit status: 0 done, 1 the run diverged (or an output could not be written), "
@@ -171,10 +236,14 @@ def _build_parser() -> _Parser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for task, text in (("copy", "copy-memory task (remember 10 symbols over a delay T)"),
-                       ("adding", "adding problem (sum of two marked values)")):
+                       ("adding", "adding problem (sum of two marked values)"),
+                       ("pixels", "pixel-by-pixel image classification task (one pixel a "
+                                  "step, in a fixed random order)")):
         p = sub.add_parser(task, help=f"train on the {text}",
                            description=f"Train an orthogonal RNN on the {text}.",
                            epilog=_EXIT_STATUS)
+        if task == "pixels":
+            _add_pixel_options(p)
         _add_train_options(p, task)
     b = sub.add_parser("bench", help="time the low-rank updates against dense references",
                        description="Time project, transport and Cayley updates of an n x n "
@@ -187,8 +256,9 @@ def _build_parser() -> _Parser:
                    help="dtype(s), repeatable or comma separated; default: float64,float32")
     b.add_argument("--repeats", type=_positive_int, default=5, help="default: 5")
     b.add_argument("--json", metavar="PATH", help="write the rows as JSON here")
-    pl = sub.add_parser("plot", help="plot the test loss of saved runs",
-                        description="Draw the test-loss curves of runs saved with --json.")
+    pl = sub.add_parser("plot", help="plot saved runs side by side",
+                        description="Draw the test loss (and accuracy) and ‖UᵀU − I‖₂ of "
+                                    "runs saved with --json, one curve each, with a legend.")
     pl.add_argument("runs", nargs="+", metavar="RUN.json")
     pl.add_argument("--out", required=True, metavar="PATH", help="PNG to write")
     pl.add_argument("--title", help="figure title")
@@ -252,8 +322,16 @@ def _run_training(args: argparse.Namespace) -> int:
             T.check_plot_available()
     except T.ConfigError as exc:
         raise _UsageError(f"{PROG} {args.command}: error: {exc}") from None
+    pixels = None
+    if cfg.task == "pixels":
+        from .tasks.datasets import DataError
+
+        try:
+            pixels = T.load_data(cfg, progress=False if args.quiet else None)
+        except DataError as exc:
+            raise _UsageError(f"{PROG} {args.command}: error: {exc}") from None
     try:
-        summary = T.train(cfg, stream=sys.stderr, quiet=args.quiet)
+        summary = T.train(cfg, stream=sys.stderr, quiet=args.quiet, pixels=pixels)
     except T.TrainingInterrupted as exc:  # Ctrl-C: report the steps done, then exit 130
         summary = exc.summary
     print(T.format_summary(summary), flush=True)
@@ -325,7 +403,7 @@ def _is_summary(s: Any) -> bool:
     """Whether `s` has what :func:`plot_histories` reads from a ``--json`` summary."""
     return (
         isinstance(s, dict)
-        and s.get("task") in ("copy", "adding")
+        and s.get("task") in ("copy", "adding", "pixels")
         and isinstance(s.get("method"), str)
         and _is_number(s.get("baseline_loss"))
         and isinstance(s.get("history"), list)
@@ -394,9 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is not None:
             who = f"{PROG} {args.command}"
         if args.command is None:
-            raise _UsageError(f"{PROG}: error: choose a command: copy, adding, bench or plot "
-                              f"(see {PROG} --help)")
-        if args.command in ("copy", "adding"):
+            raise _UsageError(f"{PROG}: error: choose a command: copy, adding, pixels, bench "
+                              f"or plot (see {PROG} --help)")
+        if args.command in ("copy", "adding", "pixels"):
             return _run_training(args)
         if args.command == "bench":
             return _run_bench(args)

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 NONLINEARITIES = ("relu", "modrelu")
-INITS = ("henaff", "haar")
+INITS = ("henaff", "haar", "identity")
 
 
 def henaff_orthogonal(n: int, rng: Any = None) -> np.ndarray:
@@ -101,8 +101,8 @@ def init_params(
     ----------
     n_in, hidden, n_out : int
         Input, hidden and output sizes.
-    init : {"henaff", "haar"}, default: "henaff"
-        Initialisation of `U`.
+    init : {"henaff", "haar", "identity"}, default: "henaff"
+        Initialisation of `U` (identity: the projUNN paper's adding task).
     nonlinearity : {"relu", "modrelu"}, default: "relu"
         The nonlinearity the biases are made for.
     dtype : {"float32", "float64"}, default: "float32"
@@ -133,7 +133,7 @@ def init_params(
     ((6, 6), dtype('float32'))
     """
     if init not in INITS:
-        raise ValueError(f"init must be 'henaff' or 'haar', got {init!r}")
+        raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
     if nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'relu' or 'modrelu', got {nonlinearity!r}")
     if xp is None:
@@ -143,6 +143,8 @@ def init_params(
     gen = np.random.default_rng(rng)
     if init == "henaff":
         U = henaff_orthogonal(hidden, gen)
+    elif init == "identity":  # the projUNN paper's adding task
+        U = np.eye(hidden)
     else:
         U = ul.random_unitary(hidden, dtype="float64", rng=gen)
     host = {
@@ -239,6 +241,19 @@ def forward(
         E = E + b
         for t in range(T):
             H[t + 1, ...] = xp.maximum(E[t, ...] + H[t, ...] @ UT, zero)
+    elif nonlinearity == "modrelu" and _is_numpy(xp):
+        # The same recurrence with out= (no temporaries), as for ReLU above.
+        Z = np.empty((T, B, n), dtype=U.dtype)
+        sign = np.empty((B, n), dtype=U.dtype)
+        for t in range(T):
+            z, h = Z[t, ...], H[t + 1, ...]
+            np.matmul(H[t, ...], UT, out=z)
+            z += E[t, ...]
+            np.abs(z, out=h)
+            h += b
+            np.maximum(h, zero, out=h)
+            np.sign(z, out=sign)
+            h *= sign
     elif nonlinearity == "modrelu":
         Z = xp.empty((T, B, n), dtype=U.dtype, device=dev)
         for t in range(T):
@@ -276,6 +291,25 @@ def _relu_bptt_numpy(U: Any, H: Any, dH: Any, carry: Any, dZ: Any) -> None:
         else:
             dz[...] = carry
         np.copyto(dz, 0, where=H[t + 1, ...] <= 0)
+        if t > 0:
+            np.matmul(dz, U, out=carry)
+
+
+def _modrelu_bptt_numpy(U: Any, Z: Any, b: Any, dH: Any, carry: Any, dZ: Any) -> None:
+    """The modReLU backward loop of :func:`backward` with NumPy's out= (writes dZ)."""
+    T = dZ.shape[0]
+    if carry is None:
+        carry = np.zeros_like(dZ[0])
+    live = np.empty_like(dZ[0])
+    for t in range(T - 1, -1, -1):
+        dz = dZ[t, ...]
+        if dH is not None:
+            np.add(dH[t, ...], carry, out=dz)
+        else:
+            dz[...] = carry
+        np.abs(Z[t, ...], out=live)
+        live += b
+        np.copyto(dz, 0, where=live <= 0)
         if t > 0:
             np.matmul(dz, U, out=carry)
 
@@ -345,6 +379,8 @@ def backward(
     dZ = xp.empty((T, B, n), dtype=U.dtype, device=_device(U))
     if nonlinearity == "relu" and _is_numpy(xp):
         _relu_bptt_numpy(U, H, dH, carry, dZ)
+    elif nonlinearity == "modrelu" and _is_numpy(xp):
+        _modrelu_bptt_numpy(U, Z, params["b"], dH, carry, dZ)
     else:
         for t in range(T - 1, -1, -1):
             if dH is not None:
@@ -401,9 +437,10 @@ def cross_entropy(logits: Any, targets: Any, *, xp: ModuleType) -> tuple[Any, An
 
     Parameters
     ----------
-    logits : array, shape (T, batch, n_classes)
-        Unnormalised log-probabilities.
-    targets : array, shape (T, batch, n_classes)
+    logits : array, shape (T, batch, n_classes) or (batch, n_classes)
+        Unnormalised log-probabilities: at every step (``readout="all"``) or at
+        the last one only (``readout="last"``, e.g. classification).
+    targets : array, same shape as `logits`
         One-hot targets, same dtype as `logits`.
     xp : array namespace
         Namespace of the arrays.
@@ -411,7 +448,7 @@ def cross_entropy(logits: Any, targets: Any, *, xp: ModuleType) -> tuple[Any, An
     Returns
     -------
     loss : array, shape ()
-        The mean over T·batch of ``−log p(target)``.
+        The mean over T·batch (or batch) of ``−log p(target)``.
     d_logits : array
         Its gradient with respect to `logits`.
 
@@ -426,7 +463,7 @@ def cross_entropy(logits: Any, targets: Any, *, xp: ModuleType) -> tuple[Any, An
     m = xp.max(logits, axis=-1, keepdims=True)
     z = logits - m
     logp = z - xp.log(xp.sum(xp.exp(z), axis=-1, keepdims=True))
-    count = logits.shape[0] * logits.shape[1]
+    count = math.prod(logits.shape[:-1])
     loss = -xp.sum(targets * logp) / count
     return loss, (xp.exp(logp) - targets) / count
 

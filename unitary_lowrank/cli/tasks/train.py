@@ -1,4 +1,4 @@
-r"""Training loop of the copy and adding tasks, its summary, JSON and plot.
+r"""Training loop of the copy, adding and pixels tasks, its summary, JSON and plot.
 
 One step draws a batch on the host, runs the forward pass and BPTT of
 :mod:`unitary_lowrank.cli.tasks.rnn` in the array namespace of the chosen backend,
@@ -37,6 +37,7 @@ import unitary_lowrank as ul
 from . import data, rnn
 from ._threads import blas_threads
 from .optim import RMSprop
+from .progress import Progress
 
 __all__ = [
     "BACKENDS",
@@ -56,7 +57,7 @@ __all__ = [
     "write_json",
 ]
 
-TASKS = ("copy", "adding")
+TASKS = ("copy", "adding", "pixels")
 METHODS = ("transport", "project", "cayley", "dense-polar", "unconstrained", "frozen")
 SAMPLERS = ("lsi", "randomized", "column")
 #: What the step on U follows: the gradient itself, or RMSprop's direction (as the
@@ -67,11 +68,18 @@ DTYPES = ("float32", "float64")
 #: Retraction of the low-rank methods in :func:`unitary_lowrank.training.step`.
 LOWRANK_METHODS = {"transport": "exp", "project": "polar", "cayley": "cayley"}
 #: Why a run stopped (the summary's ``stop_reason``): it ran all its steps, met the
-#: ``stop_below`` test, diverged, or was interrupted (Ctrl-C).
-STOP_REASONS = ("steps", "target", "diverged", "interrupted")
+#: ``stop_below`` test, diverged, was interrupted (Ctrl-C), or its validation accuracy
+#: stopped improving (``plateau``: `patience` evaluations without a new best after the
+#: last of its `max_decays` learning-rate decays; pixels).
+STOP_REASONS = ("steps", "target", "diverged", "interrupted", "plateau")
+#: Pixels: the test accuracy a run must reach (``target_met``), by dataset. Digits: the
+#: issue's bar for the CPU defaults; the others have no target of this project's own.
+PIXEL_TARGETS = {"digits": 0.95}
 #: A run has diverged once a loss is not finite or exceeds this many times the larger of
 #: the baseline and the initial test loss (ReLU spikes stay within a few times either).
 DIVERGENCE_FACTOR = 1e4
+#: Classes of the pixels task (digits 0-9, or the ten kinds of Fashion-MNIST).
+N_CLASSES = 10
 
 
 class ConfigError(ValueError):
@@ -103,16 +111,21 @@ class Config:
 
     Attributes
     ----------
-    task : {"copy", "adding"}
+    task : {"copy", "adding", "pixels"}
         The problem.
     method : str
         How `U` is updated, one of :data:`METHODS`.
     rank, sampler
         Rank of the sketched gradient and the sketching method (low-rank
         methods only).
+    oversample : int
+        Extra columns of the sketch: the randomized sampler draws
+        ``rank + oversample`` Gaussian columns, the column sampler that many
+        columns of the gradient (the projUNN paper's code: ``oversample = 0``).
     seq_len, hidden, batch, steps : int
         Delay T (copy) or sequence length (adding), hidden size, batch size,
-        maximum number of training steps.
+        maximum number of training steps. Pixels: `seq_len` is unused (T is
+        the number of pixels of an image).
     lr, unitary_lr_divider : float
         RMSprop learning rate; the step on `U` is ``−(lr / divider) D``.
     unitary_direction : {"gradient", "rmsprop"}
@@ -131,10 +144,23 @@ class Config:
         right). None or 0: run all steps.
     stop_recall : float
         See `stop_below` (copy only; 1: every recalled test symbol right).
+    epoch_steps, epoch_decay : int or None, float
+        The projUNN paper's schedule: multiply both learning rates by
+        `epoch_decay` after every `epoch_steps` steps (None or 1: never).
+    patience, max_decays : int or None, int
+        Pixels: after `patience` evaluations without a better validation
+        accuracy, multiply both learning rates by `lr_decay`; after
+        `max_decays` such decays, stop instead (``stop_reason`` ``"plateau"``).
+        None: neither. The run reports the parameters of its best validation
+        accuracy.
     nonlinearity, init, seed, dtype, backend
         Network and numerical settings.
     eval_every, test_batch : int
-        Steps between test evaluations, and the size of the fixed test batch.
+        Steps between test evaluations, and the size of the fixed test batch
+        (pixels: of the minibatches the validation and test sets are
+        evaluated in).
+    dataset, data_dir, download, mirror, downsample, permute
+        Pixels: the images (see :func:`unitary_lowrank.cli.tasks.datasets.load_pixels`).
     threads : int or None
         BLAS threads during the run (restored afterwards); None leaves them
         alone. The command line uses 1: see :mod:`unitary_lowrank.cli.tasks._threads`.
@@ -144,6 +170,7 @@ class Config:
     method: str = "transport"
     rank: int = 1
     sampler: str = "lsi"
+    oversample: int = 10
     seq_len: int = 100
     hidden: int = 128
     batch: int = 128
@@ -155,6 +182,10 @@ class Config:
     decay_below: float = 0.05
     stop_below: float | None = None
     stop_recall: float = 1.0
+    epoch_steps: int | None = None
+    epoch_decay: float = 1.0
+    patience: int | None = None
+    max_decays: int = 2
     nonlinearity: str = "relu"
     init: str = "henaff"
     seed: int = 0
@@ -163,6 +194,12 @@ class Config:
     eval_every: int = 250
     test_batch: int = 512
     threads: int | None = None
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    mirror: str | None = None
+    downsample: int = 1
+    permute: bool = True
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first setting that cannot work."""
@@ -183,6 +220,17 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or value < 1:
                 raise ConfigError(f"{_flag(name)} must be a positive integer, got {value}")
+        _choice("dataset", self.dataset, _dataset_names())
+        for name in ("oversample", "max_decays"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+                raise ConfigError(f"{_flag(name)} must be an integer >= 0, got {value!r}")
+        for name in ("epoch_steps", "patience", "downsample"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int | np.integer) or value < 1):
+                raise ConfigError(f"{_flag(name)} must be a positive integer, got {value}")
+        if not (math.isfinite(self.epoch_decay) and 0 < self.epoch_decay <= 1):
+            raise ConfigError(f"--epoch-decay must be in (0, 1], got {self.epoch_decay}")
         if self.task == "adding" and self.seq_len < 2:
             raise ConfigError(f"--seq-len must be at least 2 for adding, got {self.seq_len}")
         for name in ("lr", "unitary_lr_divider", "lr_decay", "decay_below"):
@@ -209,6 +257,12 @@ class Config:
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _dataset_names() -> tuple[str, ...]:
+    from .datasets import DATASETS
+
+    return tuple(DATASETS)
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -238,15 +292,43 @@ _DEFAULTS = {
     "adding": {"seq_len": 100, "hidden": 64, "batch": 50, "steps": 30000, "lr": 2e-3,
                "unitary_lr_divider": 2.0, "nonlinearity": "relu", "lr_decay": 0.3,
                "decay_below": 0.2, "stop_below": 0.05, "eval_every": 500, "test_batch": 1000},
+    # Pixels (scikit-learn's 8x8 digits by default, T = 64): U along RMSprop's direction
+    # as in the paper's code; the validation accuracy drives the decay and the early
+    # stop, and the run reports its best validation state. See docs/tasks.md.
+    "pixels": {"hidden": 128, "batch": 64, "steps": 4000, "lr": 1e-3,
+               "unitary_lr_divider": 8.0, "unitary_direction": "rmsprop", "rank": 4,
+               "nonlinearity": "modrelu", "init": "haar", "lr_decay": 0.3, "patience": 5,
+               "max_decays": 2, "eval_every": 200, "test_batch": 500},
 }
 
-#: The paper's sizes (meant for a GPU): copy T = 1000 (or 2000), adding T = 200 (or 750).
-#: Copy also takes the paper's rank 1 (its code steps U along RMSprop's direction, as
-#: the copy defaults do).
+#: The settings of the projUNN paper's public code (facebookresearch/projUNN, meant for a
+#: GPU; docs/tasks.md puts them side by side with the defaults):
+#: copy_task.py -- T = 1000 (or 2000), hidden 190, batch 128, RMSprop lr 7e-4, divider
+#: 32, rank 1, U along RMSprop's direction, lr x 0.9 after every epoch of 4 000 steps,
+#: 5 epochs (20 000 steps); with column sampling of c = k columns (oversample 0).
+#: adding_task.py -- T = 200 (or 750), hidden 170, batch 50, lr 1e-3, divider 32, U
+#: along RMSprop's direction from the identity, lr x 0.94 after every epoch of 2 000
+#: steps (100 000 examples), 50 epochs. permuted_mnist.py -- 28x28 MNIST, permuted,
+#: hidden 170 or 512 (--hidden), batch 128, lr 1e-3, no divider, U along RMSprop's
+#: direction (Haar-like orthogonal start), 100 epochs at a constant learning rate.
+#: None of them decays on reaching a loss or stops early.
 PRESETS = {
     "copy": {"seq_len": 1000, "hidden": 190, "batch": 128, "lr": 7e-4,
-             "unitary_lr_divider": 32.0, "rank": 1},
-    "adding": {"seq_len": 200, "hidden": 170, "batch": 50},
+             "unitary_lr_divider": 32.0, "unitary_direction": "rmsprop", "rank": 1,
+             "sampler": "column", "oversample": 0, "init": "henaff", "nonlinearity": "relu",
+             "steps": 20000, "epoch_steps": 4000, "epoch_decay": 0.9, "lr_decay": 1.0,
+             "stop_below": 0.0, "eval_every": 100, "test_batch": 100},
+    "adding": {"seq_len": 200, "hidden": 170, "batch": 50, "lr": 1e-3,
+               "unitary_lr_divider": 32.0, "unitary_direction": "rmsprop", "rank": 1,
+               "sampler": "lsi", "init": "identity", "nonlinearity": "relu",
+               "steps": 100000, "epoch_steps": 2000, "epoch_decay": 0.94, "lr_decay": 1.0,
+               "stop_below": 0.0, "eval_every": 100, "test_batch": 2000},
+    "pixels": {"dataset": "mnist", "downsample": 1, "permute": True, "hidden": 170,
+               "batch": 128, "lr": 1e-3, "unitary_lr_divider": 1.0,
+               "unitary_direction": "rmsprop", "rank": 1, "sampler": "lsi", "init": "haar",
+               "nonlinearity": "relu", "steps": 42200, "epoch_steps": None,
+               "epoch_decay": 1.0, "lr_decay": 1.0, "patience": None, "stop_below": 0.0,
+               "eval_every": 422, "test_batch": 1000},
 }
 
 
@@ -255,10 +337,10 @@ def default_config(task: str, preset: str | None = None, **overrides: Any) -> Co
 
     Parameters
     ----------
-    task : {"copy", "adding"}
+    task : {"copy", "adding", "pixels"}
         The problem.
     preset : {None, "paper"}, optional
-        ``"paper"`` sets the paper's sizes.
+        ``"paper"`` sets the settings of the paper's code (:data:`PRESETS`).
     **overrides
         Any :class:`Config` field; None leaves the default.
 
@@ -347,18 +429,62 @@ def _synchronize(xp: ModuleType) -> None:
             torch.cuda.synchronize()
 
 
+def load_data(cfg: Config, *, progress: Any = None) -> Any:
+    """The images of a pixels run (None for copy and adding).
+
+    Parameters
+    ----------
+    cfg : Config
+        Settings; its `dataset`, `data_dir`, `download`, `mirror`,
+        `downsample`, `permute` and `seed` are used.
+    progress : optional
+        Passed to :func:`unitary_lowrank.cli.tasks.datasets.load_pixels` (the
+        download's progress).
+
+    Returns
+    -------
+    PixelData or None
+        Train, validation and test sets.
+
+    Raises
+    ------
+    unitary_lowrank.cli.tasks.datasets.DataError
+        Missing or corrupt files, a `downsample` that does not divide the side.
+    """
+    if cfg.task != "pixels":
+        return None
+    from .datasets import load_pixels
+
+    return load_pixels(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
+                       mirror=cfg.mirror, downsample=cfg.downsample, permute=cfg.permute,
+                       seed=cfg.seed, progress=progress)
+
+
 class _Task:
     """Data, loss and metrics of one task, on the device."""
 
-    def __init__(self, cfg: Config, xp: ModuleType, device: Any):
+    def __init__(self, cfg: Config, xp: ModuleType, device: Any, pixels: Any = None):
         self.cfg, self.xp, self.device = cfg, xp, device
         self.copy = cfg.task == "copy"
+        self.pixels = pixels
         if self.copy:
             self.n_in, self.n_out, self.readout = data.MARKER + 1, data.N_SYMBOLS + 1, "all"
             self.baseline = data.copy_baseline(cfg.seq_len)
+        elif cfg.task == "pixels":
+            self.n_in, self.n_out, self.readout = 1, N_CLASSES, "last"
+            self.baseline = math.log(N_CLASSES)
+            self.order: np.ndarray | None = None  # this epoch's order of the training images
+            self.at = 0  # images of this epoch already drawn
         else:
             self.n_in, self.n_out, self.readout = 2, 1, "last"
             self.baseline = data.ADDING_BASELINE
+
+    @property
+    def seq_len(self) -> int:
+        """Length of the sequences: the number of pixels of an image, or the task's T."""
+        if self.pixels is not None:
+            return int(self.pixels.train_x.shape[1])
+        return self.cfg.seq_len
 
     def _to(self, a: np.ndarray) -> Any:
         return self.xp.asarray(
@@ -367,7 +493,24 @@ class _Task:
             device=self.device,
         )
 
+    def _images(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
+        """Images (N, T) and labels (N,) as time-major inputs (T, N, 1) and one-hot targets."""
+        return self._to(x.T[:, :, None]), self._to(np.eye(N_CLASSES)[y])
+
     def batch(self, size: int, rng: np.random.Generator) -> tuple[Any, Any]:
+        if self.pixels is not None:  # the training images in a new random order each epoch
+            n = self.pixels.train_x.shape[0]
+            take: list[np.ndarray] = []
+            need = min(size, n)
+            while need > 0:
+                if self.order is None or self.at >= n:
+                    self.order, self.at = rng.permutation(n), 0
+                part = self.order[self.at:self.at + need]
+                self.at += part.size
+                need -= part.size
+                take.append(part)
+            idx = np.concatenate(take)
+            return self._images(self.pixels.train_x[idx], self.pixels.train_y[idx])
         if self.copy:
             x, y = data.copy_batch(size, self.cfg.seq_len, rng)
             return self._to(np.eye(self.n_in)[x]), self._to(np.eye(self.n_out)[y])
@@ -375,18 +518,73 @@ class _Task:
         return self._to(x), self._to(y)
 
     def loss(self, out: Any, target: Any) -> tuple[Any, Any]:
-        if self.copy:
+        if self.cfg.task in ("copy", "pixels"):
             return rnn.cross_entropy(out, target, xp=self.xp)
         return rnn.mean_squared_error(out, target, xp=self.xp)
 
-    def accuracy(self, out: Any, target: Any) -> float | None:
-        """Copy: fraction of the K recalled symbols that are right; adding: None."""
-        if not self.copy:
-            return None
+    def hits(self, out: Any, target: Any) -> float | None:
+        """Copy: recalled symbols right; pixels: images classified right; adding: None."""
         xp = self.xp
-        K = data.N_COPY
-        hit = xp.argmax(out[-K:, ...], axis=-1) == xp.argmax(target[-K:, ...], axis=-1)
-        return float(xp.mean(xp.astype(hit, xp.float64)))
+        if self.copy:
+            K = data.N_COPY
+            hit = xp.argmax(out[-K:, ...], axis=-1) == xp.argmax(target[-K:, ...], axis=-1)
+        elif self.pixels is not None:
+            hit = xp.argmax(out, axis=-1) == xp.argmax(target, axis=-1)
+        else:
+            return None
+        return float(xp.sum(xp.astype(hit, xp.float64)))
+
+    def accuracy(self, out: Any, target: Any) -> float | None:
+        """Copy: fraction of the K recalled symbols that are right; pixels: of the images."""
+        hits = self.hits(out, target)
+        if hits is None:
+            return None
+        count = data.N_COPY * out.shape[1] if self.copy else out.shape[0]
+        return hits / count
+
+    def evaluate(self, params: dict[str, Any], sets: Any) -> tuple[float, float | None]:
+        """Mean loss and accuracy of `params` on `sets`: a list of (inputs, targets) batches."""
+        total, hits, count = 0.0, 0.0, 0
+        for x, y in sets:
+            out, _ = rnn.forward(params, x, nonlinearity=self.cfg.nonlinearity,
+                                 readout=self.readout, xp=self.xp)
+            size = int(out.shape[-2])  # the batch axis of the outputs
+            total += float(self.loss(out, y)[0]) * size
+            h = self.hits(out, y)
+            hits = None if h is None else hits + h
+            count += size
+        if hits is None:
+            return total / count, None
+        per = data.N_COPY if self.copy else 1
+        return total / count, hits / (per * count)
+
+    def eval_sets(self, split: str, rng: np.random.Generator) -> Any:
+        """The evaluation set of `split`: a list of (inputs, targets) minibatches.
+
+        Copy and adding: one fixed batch of `test_batch` sequences drawn from
+        `rng` (whatever `split`). Pixels: the ``"val"`` or ``"test"`` images, in
+        minibatches of at most `test_batch` images (moved to the device as they
+        are evaluated, so that memory stays bounded).
+        """
+        if self.pixels is None:
+            return [self.batch(self.cfg.test_batch, rng)]
+        x = getattr(self.pixels, f"{split}_x")
+        y = getattr(self.pixels, f"{split}_y")
+        return _Minibatches(self, x, y, self.cfg.test_batch)
+
+
+class _Minibatches:
+    """Images and labels handed out as device minibatches of at most `size`, on demand."""
+
+    def __init__(self, task: _Task, x: np.ndarray, y: np.ndarray, size: int):
+        self.task, self.x, self.y, self.size = task, x, y, size
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def __iter__(self) -> Any:
+        for i in range(0, self.x.shape[0], self.size):
+            yield self.task._images(self.x[i:i + self.size], self.y[i:i + self.size])
 
 
 class _UnitaryUpdate:
@@ -416,7 +614,7 @@ class _UnitaryUpdate:
         if cfg.sampler == "lsi":
             work = 2 * n * cfg.rank  # G^T Ω and G V, each through X and Y
         elif cfg.sampler == "randomized":
-            work = 2 * n * (cfg.rank + 10) * (1 + 2 * 2)  # oversample 10, 2 power iterations
+            work = 2 * n * (cfg.rank + cfg.oversample) * (1 + 2 * 2)  # 2 power iterations
         else:
             return False  # column sampling needs the column norms of G itself
         return work < n * n or m <= n
@@ -444,7 +642,8 @@ class _UnitaryUpdate:
                 if method in LOWRANK_METHODS:
                     U = ul.step(
                         U, D, self.lr_U, rank=self.cfg.rank, method=LOWRANK_METHODS[method],
-                        sampler=self.cfg.sampler, rng=self.rng,
+                        sampler=self.cfg.sampler, oversample=self.cfg.oversample,
+                        rng=self.rng,
                     )
                 else:  # dense-polar
                     U = ul.polar(U - self.lr_U * D)
@@ -460,36 +659,6 @@ class _UnitaryUpdate:
         return U
 
 
-class _Progress:
-    """A one-line progress bar on a terminal; silent elsewhere (logs get the test lines)."""
-
-    def __init__(self, stream: TextIO, total: int, enabled: bool):
-        self.stream, self.total = stream, total
-        self.enabled = enabled and getattr(stream, "isatty", lambda: False)()
-        self.last = 0.0
-
-    def update(self, step: int, loss: float, frac: float, uerr: float, per_step: float,
-               force: bool = False) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (not force and now - self.last < 0.25):
-            return
-        self.last = now
-        width = 24
-        done = int(width * step / self.total)
-        eta = per_step * (self.total - step)
-        self.stream.write(
-            f"\r[{'#' * done}{'.' * (width - done)}] {step}/{self.total} "
-            f"loss {loss:.4g} ({100 * frac:.1f}% of baseline) "
-            f"|UᵀU−I| {uerr:.1e} {1e3 * per_step:.1f} ms/step ETA {eta:.0f}s   "
-        )
-        self.stream.flush()
-
-    def clear(self) -> None:
-        if self.enabled:
-            self.stream.write("\r" + " " * 110 + "\r")
-            self.stream.flush()
-
-
 def _all_finite(xp: ModuleType, a: Any) -> bool:
     return bool(xp.all(xp.isfinite(a)))
 
@@ -503,7 +672,8 @@ def _finite_or_none(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def train(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False) -> dict[str, Any]:
+def train(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False,
+          pixels: Any = None, use_tqdm: bool = True) -> dict[str, Any]:
     """Train the network of `cfg` and return the summary (see :func:`write_json`).
 
     Parameters
@@ -514,18 +684,29 @@ def train(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False) -> 
         Where progress and test lines go; default ``sys.stderr``.
     quiet : bool, default: False
         Print nothing.
+    pixels : PixelData, optional
+        Pixels: the images, if already loaded (:func:`load_data`); else they
+        are loaded here.
+    use_tqdm : bool, default: True
+        On a terminal, draw the progress bar through tqdm when it is installed
+        (False: the built-in bar).
 
     Returns
     -------
     dict
         The summary: settings, ``iterations`` (steps completed), ``wall_seconds``,
-        ``final_loss`` (test loss), ``baseline_loss``, ``accuracy`` (copy) or None,
-        ``unitarity_error``, ``seconds_per_update``, ``stop_reason`` (one of
-        :data:`STOP_REASONS`: ``"steps"``, all steps run; ``"target"``, the
-        `stop_below` test passed; ``"diverged"``, a loss or the step on `U`
-        stopped being finite, or a loss grew :data:`DIVERGENCE_FACTOR` times
-        above the larger of the baseline and the initial test loss) and the
-        ``history`` of test evaluations. A diverged run returns normally.
+        ``final_loss`` (test loss), ``baseline_loss``, ``accuracy`` (copy: the
+        recall; pixels: the test accuracy; adding: None), ``unitarity_error``,
+        ``seconds_per_update``, ``stop_reason`` (one of :data:`STOP_REASONS`:
+        ``"steps"``, all steps run; ``"target"``, the `stop_below` test passed;
+        ``"diverged"``, a loss or the step on `U` stopped being finite, or a
+        loss grew :data:`DIVERGENCE_FACTOR` times above the larger of the
+        baseline and the initial test loss; ``"interrupted"``; ``"plateau"``),
+        the ``history`` of evaluations (pixels: on the validation set) and the
+        ``events`` (learning-rate decays, early stop) the plots mark. Pixels
+        also report ``val_loss``, ``val_accuracy`` and ``best_step``: the test
+        set is evaluated once, at the end, with the parameters of the best
+        validation accuracy. A diverged run returns normally.
 
     Raises
     ------
@@ -548,9 +729,11 @@ def train(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False) -> 
     cfg.validate()
     xp, device = resolve_backend(cfg.backend)
     stream = sys.stderr if stream is None else stream
+    if pixels is None:
+        pixels = load_data(cfg)
     update_U = _UnitaryUpdate(cfg, xp)
     with blas_threads(cfg.threads), np.errstate(over="ignore", invalid="ignore"):
-        summary = _train(cfg, xp, device, stream, quiet, update_U)
+        summary = _train(cfg, xp, device, stream, quiet, update_U, pixels, use_tqdm)
     if summary["stop_reason"] == "interrupted":
         raise TrainingInterrupted(summary)
     return summary
@@ -577,58 +760,80 @@ class _Run:
     """
 
     def __init__(self, cfg: Config, xp: ModuleType, device: Any, stream: TextIO, quiet: bool,
-                 update_U: _UnitaryUpdate):
+                 update_U: _UnitaryUpdate, pixels: Any = None, use_tqdm: bool = True):
         seeds = np.random.SeedSequence(cfg.seed).spawn(4)
         gen_init, self.gen_train, gen_test, gen_step = (np.random.default_rng(s) for s in seeds)
         self.cfg, self.xp, self.stream, self.quiet = cfg, xp, stream, quiet
-        self.task = _Task(cfg, xp, device)
+        self.task = _Task(cfg, xp, device, pixels)
         self.params = rnn.init_params(
             self.task.n_in, cfg.hidden, self.task.n_out, init=cfg.init,
             nonlinearity=cfg.nonlinearity, dtype=cfg.dtype, rng=gen_init, xp=xp, device=device,
         )
-        self.test_x, self.test_y = self.task.batch(cfg.test_batch, gen_test)
+        # Copy and adding: a fixed test batch; pixels: the validation images.
+        self.eval_sets = self.task.eval_sets("val", gen_test)
         self.opt = RMSprop(cfg.lr, xp=xp)
         self.update_U = update_U
         update_U.rng = gen_step
-        self.progress = _Progress(stream, cfg.steps, not quiet)
+        self.progress = Progress(stream, cfg.steps, not quiet, use_tqdm=use_tqdm)
         self.history: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []  # learning-rate decays and the early stop
         self.t_start = time.perf_counter()
         self.stop_reason = "steps"
-        self.decayed = False  # the learning rates have been decayed (once at most)
+        self.decayed = False  # the learning rates have been decayed on reaching the loss
+        self.decays = 0  # plateau decays so far (pixels)
+        self.best: tuple[float, int, dict[str, Any]] | None = None  # accuracy, step, params
+        self.since_best = 0  # evaluations since the best validation accuracy
         self.running: float | None = None  # smoothed training loss
         self.uerr = math.nan  # unitarity error shown by the progress bar
         self.limit = math.inf  # a loss above this means divergence (set by the first test)
         self.done = 0  # steps completed: an interrupted step leaves the parameters as they were
+
+    @property
+    def split(self) -> str:
+        """What the evaluations during the run measure: ``"val"`` (pixels) or ``"test"``."""
+        return "val" if self.task.pixels is not None else "test"
 
     def say(self, line: str) -> None:
         """Print a line (above the progress bar), unless quiet."""
         if not self.quiet:
             self.progress.clear()
             print(line, file=self.stream, flush=True)
+            self.progress.refresh()
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t_start
 
-    def test(self, step: int) -> dict[str, Any]:
-        """Loss, recall and unitarity error of the current parameters on the test batch."""
-        task = self.task
-        out, _ = rnn.forward(self.params, self.test_x, nonlinearity=self.cfg.nonlinearity,
-                             readout=task.readout, xp=self.xp)
+    def test(self, step: int, params: dict[str, Any] | None = None,
+             sets: Any = None) -> dict[str, Any]:
+        """Loss, accuracy and unitarity error of the parameters on an evaluation set.
+
+        Default: the current parameters on the run's evaluation set (the
+        validation images for pixels, the fixed test batch otherwise).
+        """
+        params = self.params if params is None else params
+        loss, accuracy = self.task.evaluate(params, self.eval_sets if sets is None else sets)
         return {
             "step": step,
-            "loss": float(task.loss(out, self.test_y)[0]),
-            "accuracy": task.accuracy(out, self.test_y),
-            "unitarity_error": _unitarity(self.params["U"]),
+            "loss": loss,
+            "accuracy": accuracy,
+            "unitarity_error": _unitarity(params["U"]),
         }
+
+    def lr(self) -> float:
+        return self.opt.lr
 
     def test_line(self, h: dict[str, Any]) -> str:
         acc = "" if h["accuracy"] is None else f"  accuracy {100 * h['accuracy']:.2f}%"
-        return (
-            f"step {h['step']:>6}  test loss {h['loss']:.4g} "
+        line = (
+            f"step {h['step']:>6}  {self.split} loss {h['loss']:.4g} "
             f"({_percent(h['loss'] / self.task.baseline)} of baseline){acc}  "
             f"|UᵀU−I| {h['unitarity_error']:.1e}  lr {self.opt.lr:.2g}  "
             f"{self.elapsed():.0f}s"
         )
+        if h["step"] > 0 and self.running is not None:  # the plain progress of a log
+            left = self.elapsed() / h["step"] * (self.cfg.steps - h["step"])
+            line += f"  train loss {self.running:.4g}  ETA {left:.0f}s"
+        return line
 
     def too_large(self, loss: float) -> str | None:
         """Why `loss` means the run has diverged, or None."""
@@ -642,8 +847,17 @@ class _Run:
     def stop(self, reason: str, step: int, why: str) -> bool:
         """Record why the run stops at `step` and say so; returns False (stop)."""
         self.stop_reason = reason
+        if reason in ("target", "plateau"):
+            self.events.append({"step": step, "event": "stop", "reason": reason})
         self.say(f"step {step:>6}  {why}")
         return False
+
+    def scale_lr(self, step: int, factor: float, why: str) -> None:
+        """Multiply both learning rates by `factor` after `step`, and record it."""
+        self.opt.lr *= factor
+        self.update_U.scale(factor)
+        self.events.append({"step": step, "event": "decay", "factor": factor,
+                            "lr": self.opt.lr, "why": why})
 
     def step(self, step: int) -> Any:
         """Take one training step on a fresh batch and return its loss (an array).
@@ -672,9 +886,11 @@ class _Run:
 def _first_test(run: _Run) -> bool:
     """Evaluate the initial parameters and set the divergence limit; False if already diverged."""
     h = run.test(0)
+    h["lr"] = run.lr()
     run.history.append(h)
     run.say(run.test_line(h))
     run.uerr = h["unitarity_error"]
+    _note_best(run, h)
     why = run.too_large(h["loss"])
     if why is not None:
         return run.stop("diverged", 0, f"the initial test loss {why}: stopping (diverged)")
@@ -702,17 +918,51 @@ def _evaluate(run: _Run, step: int) -> bool:
     h = run.test(step)
     h["train_loss"] = run.running
     h["seconds"] = run.elapsed()
+    h["lr"] = run.lr()
     run.history.append(h)
     run.say(run.test_line(h))
     why = run.too_large(h["loss"])
     if why is not None:
         return run.stop("diverged", step, f"the test loss {why}: stopping (diverged)")
     frac = h["loss"] / run.task.baseline
+    improved = _note_best(run, h)
     _maybe_decay(run, step, frac)
-    if _should_stop(run.cfg, frac, h["accuracy"]):
+    if _should_stop(run.cfg, frac, h["accuracy"] if run.cfg.task == "copy" else None):
         end = "stopping early" if step < run.cfg.steps else "done"
         return run.stop("target", step,
                         f"below {100 * run.cfg.stop_below:g}% of the baseline: {end}")
+    return _plateau(run, step, improved)
+
+
+def _note_best(run: _Run, h: dict[str, Any]) -> bool:
+    """Keep the parameters of the best validation accuracy (pixels); True if `h` is it."""
+    if run.task.pixels is None or h["accuracy"] is None:
+        return False
+    if run.best is None or h["accuracy"] > run.best[0]:
+        # The updates make new arrays, so holding the references keeps this state.
+        run.best = (h["accuracy"], h["step"], dict(run.params))
+        run.since_best = 0
+        return True
+    run.since_best += 1
+    return False
+
+
+def _plateau(run: _Run, step: int, improved: bool) -> bool:
+    """Pixels: decay, or stop, once the validation accuracy has stopped improving."""
+    cfg = run.cfg
+    if improved or cfg.patience is None or run.since_best < cfg.patience:
+        return True
+    if run.decays >= cfg.max_decays:
+        best_acc, best_step = run.best[0], run.best[1]
+        return run.stop("plateau", step,
+                        f"no better validation accuracy in {cfg.patience} evaluations (best "
+                        f"{100 * best_acc:.2f}% at step {best_step}): stopping early")
+    run.decays += 1
+    run.since_best = 0
+    if cfg.lr_decay < 1:
+        run.scale_lr(step, cfg.lr_decay, "plateau")
+        run.say(f"step {step:>6}  no better validation accuracy in {cfg.patience} "
+                f"evaluations: learning rates × {cfg.lr_decay:g}")
     return True
 
 
@@ -720,16 +970,28 @@ def _maybe_decay(run: _Run, step: int, frac: float) -> None:
     """Multiply both learning rates by ``lr_decay`` once the task is solved.
 
     That is, the first time the test loss is below ``decay_below`` times the
-    baseline (`frac` is the test loss over the baseline).
+    baseline (`frac` is the test loss over the baseline). Pixels decay on a
+    plateau of the validation accuracy instead (:func:`_plateau`).
     """
     cfg = run.cfg
-    if run.decayed or cfg.lr_decay >= 1 or frac >= cfg.decay_below:
+    if (run.decayed or cfg.lr_decay >= 1 or frac >= cfg.decay_below
+            or cfg.patience is not None):
         return
     run.decayed = True
-    run.opt.lr *= cfg.lr_decay
-    run.update_U.scale(cfg.lr_decay)
+    run.scale_lr(step, cfg.lr_decay, "solved")
     run.say(f"step {step:>6}  solved (below {100 * cfg.decay_below:g}% of the "
             f"baseline): learning rates × {cfg.lr_decay:g}")
+
+
+def _epoch_decay(run: _Run, step: int) -> None:
+    """The paper's schedule: both learning rates × ``epoch_decay`` after each epoch."""
+    cfg = run.cfg
+    if cfg.epoch_steps is None or cfg.epoch_decay >= 1 or step % cfg.epoch_steps:
+        return
+    run.scale_lr(step, cfg.epoch_decay, "epoch")
+    if step % cfg.eval_every == 0:  # else the next test line shows the new rate anyway
+        run.say(f"step {step:>6}  epoch {step // cfg.epoch_steps} done: learning rates × "
+                f"{cfg.epoch_decay:g}")
 
 
 def _should_stop(cfg: Config, frac: float, accuracy: float | None) -> bool:
@@ -745,9 +1007,10 @@ def _should_stop(cfg: Config, frac: float, accuracy: float | None) -> bool:
 
 
 def _train(cfg: Config, xp: ModuleType, device: Any, stream: TextIO, quiet: bool,
-           update_U: _UnitaryUpdate) -> dict[str, Any]:
+           update_U: _UnitaryUpdate, pixels: Any = None,
+           use_tqdm: bool = True) -> dict[str, Any]:
     """The loop of :func:`train`: steps, progress, tests; then the summary."""
-    run = _Run(cfg, xp, device, stream, quiet, update_U)
+    run = _Run(cfg, xp, device, stream, quiet, update_U, pixels, use_tqdm)
     try:
         if _first_test(run):
             for step in range(1, cfg.steps + 1):
@@ -759,12 +1022,13 @@ def _train(cfg: Config, xp: ModuleType, device: Any, stream: TextIO, quiet: bool
                     break
                 if (step % cfg.eval_every == 0 or last) and not _evaluate(run, step):
                     break
+                _epoch_decay(run, step)
     except KeyboardInterrupt:
         run.stop_reason = "interrupted"
         run.say(f"step {run.done:>6}  interrupted: stopping after {run.done} completed steps")
     wall = run.elapsed()
     final = _final_test(run)
-    run.progress.clear()
+    run.progress.close()
     return _summary(run, final, wall)
 
 
@@ -775,26 +1039,38 @@ _NOT_TESTED = {"step": 0, "loss": math.nan, "accuracy": None, "unitarity_error":
 def _final_test(run: _Run) -> dict[str, Any]:
     """The test of the state the summary reports.
 
-    The last test, or a new one if the run stopped between tests (a second Ctrl-C
-    skips it).
+    Copy and adding: the last test, or a new one if the run stopped between
+    tests. Pixels: the parameters of the best validation accuracy (evaluated
+    once more on the validation set if the run stopped between evaluations) on
+    the test images. A second Ctrl-C skips what is left.
     """
-    if not run.history or run.history[-1]["step"] != run.done:
-        try:
-            run.history.append(run.test(run.done))
-        except KeyboardInterrupt:
-            run.stop_reason = "interrupted"
-            run.say("interrupted again: the summary reports the last test evaluation")
+    try:
+        if not run.history or run.history[-1]["step"] != run.done:
+            h = run.test(run.done)
+            h["lr"] = run.lr()
+            run.history.append(h)
+            _note_best(run, h)
+        if run.task.pixels is not None and run.best is not None:
+            sets = run.task.eval_sets("test", np.random.default_rng(0))
+            return run.test(run.best[1], run.best[2], sets)
+    except KeyboardInterrupt:
+        run.stop_reason = "interrupted"
+        run.say("interrupted again: the summary reports the last evaluation")
+        if run.task.pixels is not None:
+            return _NOT_TESTED
     return run.history[-1] if run.history else _NOT_TESTED
 
 
 def _settings(cfg: Config) -> dict[str, Any]:
     """The settings half of the summary (None for those the method does not use)."""
     lowrank = cfg.method in LOWRANK_METHODS
+    pixels = cfg.task == "pixels"
     return {
         "task": cfg.task,
         "method": cfg.method,
         "rank": cfg.rank if lowrank else None,
         "sampler": cfg.sampler if lowrank else None,
+        "oversample": cfg.oversample if lowrank and cfg.sampler != "lsi" else None,
         "seq_len": cfg.seq_len,
         "hidden": cfg.hidden,
         "batch": cfg.batch,
@@ -805,14 +1081,21 @@ def _settings(cfg: Config) -> dict[str, Any]:
             None if cfg.method in ("frozen", "unconstrained") else cfg.unitary_direction
         ),
         "lr_decay": cfg.lr_decay,
-        "decay_below": cfg.decay_below,
+        "decay_below": None if pixels else cfg.decay_below,
         "stop_below": cfg.stop_below,
         "stop_recall": cfg.stop_recall if cfg.task == "copy" else None,
+        "epoch_steps": cfg.epoch_steps,
+        "epoch_decay": cfg.epoch_decay if cfg.epoch_steps is not None else None,
+        "patience": cfg.patience,
+        "max_decays": cfg.max_decays if cfg.patience is not None else None,
         "nonlinearity": cfg.nonlinearity,
         "init": cfg.init,
         "seed": cfg.seed,
         "dtype": cfg.dtype,
         "backend": cfg.backend,
+        "dataset": cfg.dataset if pixels else None,
+        "downsample": cfg.downsample if pixels else None,
+        "permute": cfg.permute if pixels else None,
     }
 
 
@@ -820,7 +1103,7 @@ def _summary(run: _Run, final: dict[str, Any], wall: float) -> dict[str, Any]:
     """The summary of a run: its settings, then what it did (see :func:`train`)."""
     cfg, done, baseline, update_U = run.cfg, run.done, run.task.baseline, run.update_U
     reason = run.stop_reason
-    return {
+    summary = {
         **_settings(cfg),
         "iterations": done,
         "wall_seconds": wall,
@@ -833,24 +1116,56 @@ def _summary(run: _Run, final: dict[str, Any], wall: float) -> dict[str, Any]:
         "seconds_per_update": update_U.seconds / update_U.count if update_U.count else 0.0,
         "stop_reason": reason,
         "diverged": reason == "diverged",
-        "stopped_early": reason == "target" and done < cfg.steps,
-        "target_met": _target_met(cfg.task, final, baseline),
+        "stopped_early": reason in ("target", "plateau") and done < cfg.steps,
+        "target_met": _target_met(cfg, final, baseline),
+        "target": _target(cfg, baseline),
+        "events": run.events,
         "history": [
             {k: (_finite_or_none(v) if isinstance(v, float) else v) for k, v in h.items()}
             for h in run.history
         ],
     }
+    if run.task.pixels is not None:
+        px = run.task.pixels
+        best = next((h for h in run.history if run.best and h["step"] == run.best[1]), None)
+        summary["seq_len"] = run.task.seq_len
+        summary.update({
+            "side": int(px.side),
+            "train_size": int(px.train_x.shape[0]),
+            "val_size": int(px.val_x.shape[0]),
+            "test_size": int(px.test_x.shape[0]),
+            "best_step": None if run.best is None else run.best[1],
+            "val_loss": None if best is None else _finite_or_none(best["loss"]),
+            "val_accuracy": None if best is None else best["accuracy"],
+        })
+    return summary
 
 
-def _target_met(task: str, final: dict[str, Any], baseline: float) -> bool:
+def _target(cfg: Config, baseline: float) -> dict[str, Any] | None:
+    """The target a run is measured against, for the plots: loss and/or accuracy."""
+    if cfg.task == "copy":
+        return {"loss": 0.02 * baseline, "accuracy": 0.99}
+    if cfg.task == "adding":
+        return {"loss": 0.01, "accuracy": None}
+    acc = PIXEL_TARGETS.get(cfg.dataset)
+    return None if acc is None else {"loss": None, "accuracy": acc}
+
+
+def _target_met(cfg: Config, final: dict[str, Any], baseline: float) -> bool | None:
     """Whether the run met its target.
 
-    Copy: below 2 % of the baseline with >= 99 % recall; adding: MSE below 0.01.
+    Copy: below 2 % of the baseline with >= 99 % recall; adding: MSE below 0.01;
+    pixels: the test accuracy of :data:`PIXEL_TARGETS` (None: no target).
     """
     loss = final["loss"]
+    if cfg.task == "pixels":
+        goal = PIXEL_TARGETS.get(cfg.dataset)
+        if goal is None:
+            return None
+        return bool(final["accuracy"] is not None and final["accuracy"] >= goal)
     if not math.isfinite(loss):
         return False
-    if task == "copy":
+    if cfg.task == "copy":
         return bool(loss < 0.02 * baseline and final["accuracy"] >= 0.99)
     return bool(loss < 0.01)
 
@@ -873,6 +1188,10 @@ def format_summary(s: dict[str, Any]) -> str:
     else:
         how = s["method"]
     size = "delay T" if s["task"] == "copy" else "length T"
+    if s["task"] == "pixels":
+        side = s.get("side")
+        what = f"{s.get('dataset')} {side}×{side}" if side else str(s.get("dataset"))
+        size = f"{what}{', permuted' if s.get('permute') else ''}, length T"
     lines = [
         (
             f"{s['task']} task, {size} = {s['seq_len']}, hidden {s['hidden']}, "
@@ -897,13 +1216,26 @@ def format_summary(s: dict[str, Any]) -> str:
             f"  test loss       {loss:.4g} = {_percent(frac)} of the baseline "
             f"{s['baseline_loss']:.4g}"
         )
-    if s["accuracy"] is not None:
+    if s["task"] == "pixels":
+        if s["accuracy"] is not None:
+            lines.append(f"  test accuracy   {100 * s['accuracy']:.2f}% of {s.get('test_size')} "
+                         "images")
+        if s.get("val_accuracy") is not None:
+            lines.append(f"  validation      {100 * s['val_accuracy']:.2f}% (the state "
+                         f"reported: its best, at step {s['best_step']})")
+    elif s["accuracy"] is not None:
         lines.append(f"  recall          {100 * s['accuracy']:.2f}% of the recalled symbols right")
     ue = s["unitarity_error"]
     lines.append("  ‖UᵀU − I‖₂      " + ("not finite" if ue is None else f"{ue:.2e}"))
-    target = ("< 2% of the baseline and >= 99% recall" if s["task"] == "copy"
-              else "MSE < 0.01")
-    lines.append(f"  target ({target}): {'met' if s['target_met'] else 'NOT met'}")
+    if s["task"] == "copy":
+        target = "< 2% of the baseline and >= 99% recall"
+    elif s["task"] == "adding":
+        target = "MSE < 0.01"
+    else:
+        goal = (s.get("target") or {}).get("accuracy")
+        target = None if goal is None else f"test accuracy >= {100 * goal:g}%"
+    if target is not None and s.get("target_met") is not None:
+        lines.append(f"  target ({target}): {'met' if s['target_met'] else 'NOT met'}")
     return "\n".join(lines)
 
 
@@ -930,6 +1262,9 @@ def _why_stopped(s: dict[str, Any]) -> str:
         return " (stopped: interrupted)"
     if reason == "steps":
         return ""
+    if reason == "plateau":
+        return (f" (stopped early: no better validation accuracy in {s.get('patience')} "
+                "evaluations)")
     test = "the stop test passed"
     if s.get("stop_below") is not None:
         test = f"below {100 * s['stop_below']:g}% of the baseline"
@@ -966,7 +1301,11 @@ def check_plot_available() -> None:
 
 
 def plot_histories(summaries: list[dict[str, Any]], path: str, *, title: str | None = None) -> None:
-    """PNG of test loss against steps for one or more runs, with the baseline.
+    """PNG of one or more runs of one task (see :mod:`unitary_lowrank.cli.tasks.plots`).
+
+    Test loss (pixels: validation loss) against steps with the baseline and the
+    target, the accuracy (copy: recall) when there is one, ``‖UᵀU − I‖₂``, the
+    learning-rate decays and the early stop, one colour per run, with a legend.
 
     Parameters
     ----------
@@ -975,7 +1314,7 @@ def plot_histories(summaries: list[dict[str, Any]], path: str, *, title: str | N
     path : str
         Output PNG file.
     title : str, optional
-        Figure title; default from the first summary.
+        Figure title; default: the task, its sizes, the seeds and methods.
 
     Raises
     ------
@@ -983,37 +1322,6 @@ def plot_histories(summaries: list[dict[str, Any]], path: str, *, title: str | N
         If matplotlib is not installed.
     """
     check_plot_available()
-    from matplotlib.figure import Figure
+    from .plots import plot_histories as draw
 
-    fig = Figure(figsize=(6.4, 4.0), dpi=120)
-    ax = fig.add_subplot()
-    first = summaries[0]
-    # Label each curve with its method and whatever else differs between the runs.
-    varying = [k for k in ("unitary_direction", "nonlinearity", "sampler", "init", "hidden",
-                           "seq_len", "lr", "unitary_lr_divider", "dtype", "seed")
-               if len({str(t.get(k)) for t in summaries if t.get(k) is not None}) > 1]
-    for s in summaries:
-        pts = [(h["step"], h["loss"]) for h in s["history"] if h["loss"] is not None]
-        label = s["method"]
-        if s["method"] in LOWRANK_METHODS:
-            label += f" (rank {s['rank']})"
-        for k in varying:
-            if k == "unitary_direction" and s.get(k) is not None:
-                label += f", {s[k]} direction"
-            elif s.get(k) is not None:
-                label += f", {k.replace('_', ' ')} {s[k]}"
-        if pts:
-            steps, losses = zip(*pts, strict=True)
-            ax.plot(steps, losses, marker=".", label=label)
-    ax.axhline(first["baseline_loss"], color="k", ls="--", lw=1, label="memoryless baseline"
-               if first["task"] == "copy" else "baseline (predict 1)")
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("test cross-entropy" if first["task"] == "copy" else "test MSE")
-    ax.set_title(title or (
-        f"{first['task']} task, T = {first['seq_len']}, hidden {first['hidden']}"
-    ))
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, format="png")  # at `path` exactly, whatever its extension
+    draw(summaries, path, title=title)
