@@ -18,11 +18,14 @@ from array_api_compat import is_lazy_array as _compat_is_lazy_array
 
 __all__ = [
     "DTYPE_NAMES",
+    "align_factors",
     "broadcast_batch",
     "check_array_kind",
+    "chunked_like",
     "core_dtype",
     "device_of",
     "dtype_name",
+    "eye_like",
     "get_namespace",
     "herm",
     "is_complex",
@@ -31,10 +34,13 @@ __all__ = [
     "adjoint_product",
     "matmul_add",
     "thin_product",
+    "namespace_of",
     "no_fp_warnings",
     "namespace_library",
     "real_dtype",
     "resolve_namespace",
+    "splits_matrices",
+    "square_tiles",
     "type_name",
 ]
 
@@ -359,16 +365,24 @@ def _blockwise(func: Any, signature: str, x: Any, dtypes: Any, sizes: dict[str, 
     of the output core axes that the input does not have.
     """
     import dask.array as da
-    from dask.array.utils import meta_from_array
 
     x = x.rechunk({x.ndim - 2: -1, x.ndim - 1: -1})
-    batch = x.ndim - 2
+    chunk_xp = array_namespace(x._meta)
     outs = signature.split("->")[1].split("),(")
     several = isinstance(dtypes, tuple)
-    metas = tuple(meta_from_array(x._meta, ndim=batch + out.count(",") + 1, dtype=dt)
+    metas = tuple(chunk_xp.empty((0,) * (x.ndim - 2 + out.count(",") + 1), dtype=dt)
                   for out, dt in zip(outs, dtypes if several else (dtypes,), strict=True))
     return da.apply_gufunc(func, signature, x, output_sizes=sizes,
                            meta=metas if several else metas[0])
+
+
+def _rows_like(L: Any, x: Any) -> Any:
+    """The left factor `L` of `x` (its rows gathered by :func:`_blockwise`) in `x`'s row chunks.
+
+    A tall panel's Q then multiplies row-chunked matrices block by block (``Q @ C``
+    is formed one block of rows at a time, never as one n×n chunk).
+    """
+    return L.rechunk({L.ndim - 2: x.chunks[-2]})
 
 
 def _real_of(dtype: Any) -> Any:
@@ -383,7 +397,7 @@ def _dask_qr(x: Any, mode: str = "reduced") -> Any:
     k = min(x.shape[-2:])
     Q, R = _blockwise(lambda a: tuple(_chunk_linalg(a).qr(a)), "(m,n)->(m,k),(k,n)", x,
                       (x.dtype, x.dtype), {"k": k})
-    return _DASK_BASE.linalg.QRResult(Q, R)
+    return _DASK_BASE.linalg.QRResult(_rows_like(Q, x), R)
 
 
 def _dask_svd(x: Any, full_matrices: bool = True) -> Any:
@@ -393,7 +407,7 @@ def _dask_svd(x: Any, full_matrices: bool = True) -> Any:
     parts = _blockwise(lambda a: tuple(_chunk_linalg(a).svd(a, full_matrices=False)),
                        "(m,n)->(m,k),(k),(k,n)", x, (x.dtype, _real_of(x.dtype), x.dtype),
                        {"k": k})
-    return _DASK_BASE.linalg.SVDResult(*parts)
+    return _DASK_BASE.linalg.SVDResult(_rows_like(parts[0], x), *parts[1:])
 
 
 def _dask_svdvals(x: Any) -> Any:
@@ -416,6 +430,11 @@ _DASK_BASE: Any = None
 _DASK: ModuleType | None = None
 
 
+def namespace_of(x: Any) -> ModuleType:
+    """The namespace :func:`get_namespace` gives `x` (`TypeError` if `x` is not an array)."""
+    return _with_dask_linalg(array_namespace(x))
+
+
 def _with_dask_linalg(ns: ModuleType) -> ModuleType:
     """`ns`, or for Dask our namespace: array-api-compat's with the decompositions above.
 
@@ -431,3 +450,54 @@ def _with_dask_linalg(ns: ModuleType) -> ModuleType:
                             eigh=_dask_eigh, eigvalsh=_dask_eigvalsh)
         _DASK = _Namespace(base, linalg=linalg)
     return _DASK
+
+
+def splits_matrices(x: Any) -> bool:
+    """Whether `x` is a Dask array whose matrices (last two axes) span several chunks."""
+    return array_api_compat.is_dask_array(x) and (len(x.chunks[-2]) > 1
+                                                  or len(x.chunks[-1]) > 1)
+
+
+def align_factors(U: Any, A: Any, B: Any) -> tuple[Any, Any]:
+    """``(A, B)`` of a step ``U + A Bᴴ`` chunked to fit U's chunks (Dask; others unchanged).
+
+    A's rows take U's row chunks, B's rows U's column chunks, and their k columns
+    one chunk, so that the low-rank products of the update keep U's chunks (the
+    result is chunked like U, and no product spans more than a chunk of U).
+    """
+    if not array_api_compat.is_dask_array(U):
+        return A, B
+    return (A.rechunk({A.ndim - 2: U.chunks[-2], A.ndim - 1: -1}),
+            B.rechunk({B.ndim - 2: U.chunks[-1], B.ndim - 1: -1}))
+
+
+def square_tiles(x: Any) -> Any:
+    """A Dask `x` split by rows, with its columns split like its rows (others unchanged).
+
+    The Gram matrix ``xᴴx`` of a row-chunked x is then formed tile by tile instead
+    of as one p×p chunk.
+    """
+    if not splits_matrices(x):
+        return x
+    return x.rechunk({x.ndim - 1: max(x.chunks[-2])})
+
+
+def chunked_like(x: Any, like: Any) -> Any:
+    """A Dask `x` in the chunks of `like` (others unchanged)."""
+    if not array_api_compat.is_dask_array(x) or x.chunks == like.chunks:
+        return x
+    return x.rechunk(like.chunks)
+
+
+def eye_like(p: int, like: Any, xp: ModuleType) -> Any:
+    """The p×p identity in `like`'s dtype, on its device; for Dask, in its last axis's chunks.
+
+    `like` is (..., p, p): a Gram matrix formed tile by tile gets an identity of the
+    same tiles, not one p×p chunk.
+    """
+    if not array_api_compat.is_dask_array(like):
+        return xp.eye(p, dtype=like.dtype, device=device_of(like))
+    import dask.array as da
+
+    c = like.chunks[-1]
+    return da.eye(p, chunks=max(c, default=1), dtype=like.dtype).rechunk((c, c))

@@ -24,6 +24,7 @@ from ._array_api import (
     dtype_name,
     is_lazy_array,
     namespace_library,
+    namespace_of,
     type_name,
 )
 
@@ -120,7 +121,7 @@ def check_out(out: Any, xp: ModuleType, shape: tuple[int, ...], dtype: Any,
     like_name, like_array = like
     lib = namespace_library(xp)
     try:
-        same = array_namespace(out) is xp
+        same = namespace_of(out) is xp
     except TypeError:
         same = False
     if not same:

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from ._agnostic import _drift
-from ._array_api import core_dtype, device_of, get_namespace, is_complex, real_dtype
+from ._array_api import (
+    core_dtype,
+    device_of,
+    get_namespace,
+    is_complex,
+    real_dtype,
+    splits_matrices,
+)
 from ._validation import as_int, check_finite, check_matrix
 from .haar import as_generator
 
@@ -150,6 +157,13 @@ def unitarity_error(U, /, *, method="exact", probes=4, depth=4, rng=None, xp=Non
     if method not in ("exact", "probe"):
         raise ValueError(f"method must be 'exact' or 'probe', got {method!r}")
     if method == "exact":
+        if splits_matrices(U):
+            raise ValueError(
+                "unitarity_error(method='exact') needs each matrix of U in one chunk (a "
+                "p×p Gram matrix and its eigenvalues), got a Dask array with chunks "
+                f"{' × '.join(str(tuple(c)) for c in U.chunks[-2:])} along its last two "
+                "axes; use method='probe', which works on U's chunks as they are"
+            )
         return _cast_error(_drift.exact_error(U, xp), U, xp)
     probes = as_int(probes, "probes", 1)
     depth = as_int(depth, "depth", 1)

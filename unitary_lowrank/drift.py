@@ -14,7 +14,15 @@ import math
 from typing import Any
 
 from ._agnostic import _drift
-from ._array_api import core_dtype, get_namespace, is_lazy_array, real_dtype
+from ._array_api import (
+    chunked_like,
+    core_dtype,
+    get_namespace,
+    is_lazy_array,
+    real_dtype,
+    splits_matrices,
+    square_tiles,
+)
 from ._validation import as_int, as_real, check_finite, check_matrix, check_out
 from .dense import unitarity_error
 from .haar import as_generator
@@ -171,7 +179,19 @@ def reunitarize(U, /, *, method="auto", iterations=None, out=None, xp=None):
         iterations = as_int(iterations, "iterations", 1)
     check_out(out, xp, tuple(U.shape), U.dtype, ("U", U))
     check_finite(U, "U (it cannot be repaired)", xp)
-    return _to_out(_repair(U, method, iterations, xp), out)
+    if method == "polar" and splits_matrices(U):
+        raise ValueError(
+            "reunitarize(method='polar') needs each matrix of U in one chunk for its SVD, "
+            f"got a Dask array with chunks {_chunk_sizes(U)} along its last two axes; use "
+            "method='newton-schulz' or 'auto' (matrix products, tile by tile)"
+        )
+    # Dask: the Gram matrices of Newton-Schulz tile by tile, the result in U's chunks
+    return _to_out(chunked_like(_repair(square_tiles(U), method, iterations, xp), U), out)
+
+
+def _chunk_sizes(U: Any) -> str:
+    """The chunk sizes of a Dask array's last two axes, for messages."""
+    return " × ".join(str(tuple(c)) for c in U.chunks[-2:])
 
 
 def _repair(U: Any, method: str, iterations: int | None, xp) -> Any:

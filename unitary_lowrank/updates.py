@@ -18,6 +18,7 @@ import numpy as np
 from . import _engines, _pool
 from ._agnostic import _updates
 from ._array_api import (
+    align_factors,
     get_namespace,
     is_lazy_array,
     no_fp_warnings,
@@ -258,6 +259,7 @@ def _update(U_given, step: Step, method, *, check_unitary, out, engine, xp):
     None when the check is off).
     """
     U, A, B, batch = step
+    A, B = align_factors(U, A, B)  # Dask: the factors in U's chunks, so the result keeps them
     shape = (*batch, *U.shape[-2:])
     check_out(out, xp, shape, U.dtype, ("U", U_given))
     if A.shape[-1] == 0 or 0 in shape:  # empty step or empty batch: nothing moves

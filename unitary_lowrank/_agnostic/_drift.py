@@ -20,7 +20,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from .._array_api import core_dtype, device_of, herm
+from .._array_api import core_dtype, device_of, eye_like, herm
 
 __all__ = [
     "exact_error",
@@ -35,7 +35,7 @@ _BIG = 1e100
 
 
 def _eye(p: int, like: Any, xp: ModuleType) -> Any:
-    return xp.eye(p, dtype=like.dtype, device=device_of(like))
+    return eye_like(p, like, xp)
 
 
 def _prepare(U: Any, xp: ModuleType) -> tuple[Any, Any, Any]:
