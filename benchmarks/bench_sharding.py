@@ -15,10 +15,11 @@ for n = 4096 and 8192, float32 and float64, rank k = 1 and 4, all on the same da
   between the sharded and the single-device result.
 
 U is ``transport(I, A₀, B₀)`` (a rank-8 rotation of the identity), built by the jit on
-the devices: no O(n³) Haar draw. The 4 host devices are threads of one process and
-share the machine's cores (2 on the machine of ``docs/sharding.md``), so the ratio
-shows the cost of partitioning and of the collectives, not a speed-up from more
-hardware.
+the devices: no O(n³) Haar draw. Medians of 9 samples, the single-device and the
+sharded samples taken in turns (:func:`_alternating`). The 4 host devices are threads
+of one process and share the machine's cores (2 on the machine of
+``docs/sharding.md``), so the ratio shows the cost of partitioning and of the
+collectives, not a speed-up from more hardware.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 __all__ = ["run"]
@@ -67,6 +70,24 @@ def _largest_collective(hlo: str) -> int:
     return max(sizes, default=0)
 
 
+def _alternating(calls: dict, reps: int) -> dict:
+    """Median seconds of each call, its samples taken in turns (one of each per round).
+
+    On a shared machine the load changes over seconds; taking the samples of the
+    variants in turns exposes them to the same load, so their ratio is fairer than
+    that of two separate runs. One untimed call of each first (compilation, caches).
+    """
+    for fn in calls.values():
+        fn()
+    samples: dict = {name: [] for name in calls}
+    for _ in range(reps):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
 def _worker(quick: bool) -> list[dict]:
     import jax
     import jax.numpy as jnp
@@ -75,7 +96,6 @@ def _worker(quick: bool) -> list[dict]:
     from jax.sharding import PartitionSpec as P
 
     import unitary_lowrank as ul
-    from benchmarks._timing import measure
 
     devices = jax.devices("cpu")
     if len(devices) < DEVICES:
@@ -85,21 +105,21 @@ def _worker(quick: bool) -> list[dict]:
     one = SingleDeviceSharding(devices[0])
     sizes, ranks, dtypes = ((64,), (1,), ("float32",)) if quick else (SIZES, RANKS, DTYPES)
     methods = METHODS[:1] if quick else METHODS
-    reps = 1 if quick else 5
+    reps = 1 if quick else 9
     old_x64 = bool(jax.config.jax_enable_x64)
     out: list[dict] = []
     try:
         for dtype in dtypes:
             jax.config.update("jax_enable_x64", dtype == "float64")
             for n in sizes:
-                out += _size(n, dtype, ranks, methods, reps, jax, jnp, np, ul, measure,
+                out += _size(n, dtype, ranks, methods, reps, jax, jnp, np, ul,
                              rows_sharding, one)
     finally:
         jax.config.update("jax_enable_x64", old_x64)
     return out
 
 
-def _size(n, dtype, ranks, methods, reps, jax, jnp, np, ul, measure, rows_sharding, one):
+def _size(n, dtype, ranks, methods, reps, jax, jnp, np, ul, rows_sharding, one):
     """The rows of one size and dtype (U built once, on the devices, for both placements)."""
     rng = np.random.default_rng(n)
     A0 = (rng.standard_normal((n, 8)) / math.sqrt(n)).astype(dtype)
@@ -115,8 +135,8 @@ def _size(n, dtype, ranks, methods, reps, jax, jnp, np, ul, measure, rows_shardi
     placements = {"single": one, "sharded": rows_sharding}
     U = {p: build(s) for p, s in placements.items()}
     copy = jax.jit(lambda U: U + 0)
-    t_copy = {p: measure(lambda p=p: copy(U[p]).block_until_ready(), repeats=reps)
-              for p in placements}
+    t_copy = _alternating({p: (lambda p=p: copy(U[p]).block_until_ready()) for p in placements},
+                          reps)
     rows = []
     for k in ranks:
         A = (0.05 * rng.standard_normal((n, k)) / math.sqrt(n)).astype(dtype)
@@ -126,11 +146,16 @@ def _size(n, dtype, ranks, methods, reps, jax, jnp, np, ul, measure, rows_shardi
             args = {p: (U[p], jax.device_put(A, s), jax.device_put(B, s))
                     for p, s in placements.items()}
             compiled = {p: fn.lower(*args[p]).compile() for p in placements}
-            t = {p: measure(lambda p=p: compiled[p](*args[p]).block_until_ready(),
-                            repeats=reps) for p in placements}
+            t = _alternating({p: (lambda p=p: compiled[p](*args[p]).block_until_ready())
+                              for p in placements}, reps)
             res = {p: compiled[p](*args[p]) for p in placements}
-            diff = float(np.max(np.abs(np.asarray(res["sharded"]) - np.asarray(res["single"]))))
             kept = bool(res["sharded"].sharding.is_equivalent_to(rows_sharding, 2))
+            # shard by shard against the same rows of the single-device result (no host copy
+            # of the whole of U)
+            diff = max(float(np.max(np.abs(np.asarray(sh.data)
+                                           - np.asarray(res["single"][sh.index]))))
+                       for sh in res["sharded"].addressable_shards)
+            del res
             params = {"n": n, "k": k, "dtype": dtype, "method": method,
                       "devices": len(rows_sharding.mesh.devices.flat),
                       "single_s": t["single"], "sharded_s": t["sharded"],
