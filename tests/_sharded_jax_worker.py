@@ -43,11 +43,12 @@ DTYPES = ("float32", "complex64", "float64", "complex128")
 #: Functions run in every layout and dtype; ``reunitarize`` has its own check.
 FUNCTIONS = ("project", "transport", "retract-polar", "retract-exp", "retract-cayley",
              "step-dense", "step-factored", "step-lowrank", "step-key", "lowrank-dense",
-             "lowrank-factored", "probe", "reunitarize")
+             "lowrank-factored", "range-finder", "probe", "reunitarize")
 #: ``retract`` with "polar" and "exp" is ``project`` and ``transport`` (one code path):
 #: those two run batched; ``step-key`` (a JAX PRNG key, compared with the unsharded
-#: jit) runs on U by rows only.
-ROWS_ONLY = ("retract-polar", "retract-exp", "step-key")
+#: jit) and ``range-finder`` (the basis of ``lowrank``'s sketch) run on U by rows only,
+#: the last two in two dtypes.
+ROWS_ONLY = ("retract-polar", "retract-exp", "step-key", "range-finder")
 #: U by rows, a batch of matrices by rows, a batch sharded over its matrices.
 LAYOUTS = ("rows", "batch-rows", "batch-axis")
 #: The batched layouts run in one dtype each (the Fourier-domain case is complex), so
@@ -82,7 +83,7 @@ def cases() -> list[dict]:
     for func in FUNCTIONS:
         for layout in LAYOUTS[:1] if func in ROWS_ONLY else LAYOUTS:
             dtypes = BATCH_DTYPES.get(layout, DTYPES)
-            if func == "step-key":
+            if func in ("step-key", "range-finder"):
                 dtypes = ("float32", "complex128")
             for dtype in dtypes:
                 out.append({"id": f"{func}-{layout}-{dtype}", "func": func, "layout": layout,
@@ -92,7 +93,7 @@ def cases() -> list[dict]:
 
 def width(func: str) -> int:
     """The widest thin block w of a case (columns of the n×w arrays it must exchange)."""
-    if func.startswith(("step", "lowrank")):
+    if func.startswith(("step", "lowrank", "range")):
         return max(2 * K, K + OVERSAMPLE, R_FACTORED)
     if func == "probe":
         return PROBES * DEPTH
@@ -224,6 +225,13 @@ def _inputs(case, jax, np, ul, testing):
         one = jax.devices()[0]
         ref = jax.jit(fn)(jax.device_put(U, one), jax.device_put(G, one), key)
         return fn, (U, G, key), np.asarray(ref), ("U", "G", "key"), ("U",), 2.0
+    if func == "range-finder":
+        X, Y = factors(K, 1.0)
+        G = X @ np.conj(np.swapaxes(Y, -1, -2))
+
+        def fn(G):
+            return ul.range_finder(G, K, n_iter=N_ITER, rng=7)
+        return fn, (G,), fn(G), ("G",), ("Q",), 2.0
     if func in ("step-dense", "lowrank-dense"):
         X, Y = factors(K, 1.0)  # G of exact rank k: the sketch is exact
         G = X @ np.conj(np.swapaxes(Y, -1, -2))
@@ -297,7 +305,7 @@ def run_case(case, jax, np, ul, testing, mesh, NamedSharding, P) -> dict:
             for o, kind in zip(outs, out_kinds, strict=True):
                 want = NamedSharding(mesh, _spec(kind, case["layout"], o.ndim, P))
                 same = bool(o.sharding.is_equivalent_to(want, o.ndim))
-                if kind in ("A", "B") and case["layout"] != "batch-axis":
+                if kind in ("A", "B", "Q") and case["layout"] != "batch-axis":
                     # n×k factors: by rows like their source, or whole on every device
                     same |= bool(o.sharding.is_fully_replicated)
                 rec["shardings"].append(str(getattr(o.sharding, "spec", o.sharding)))
@@ -327,6 +335,9 @@ def _accuracy(case, outs, refs, np, ul, testing, cond) -> dict:
     if func.startswith("lowrank"):  # the factors are unique only up to a rotation
         got = [got[0] @ np.conj(np.swapaxes(got[1], -1, -2))]
         refs = [refs[0] @ np.conj(np.swapaxes(refs[1], -1, -2))]
+    if func == "range-finder":  # so is the basis: compare the projectors Q Qᴴ
+        got = [got[0] @ np.conj(np.swapaxes(got[0], -1, -2))]
+        refs = [refs[0] @ np.conj(np.swapaxes(refs[0], -1, -2))]
     diff = max(float(np.max(np.abs(g.astype(np.complex128) - r))) for g, r in
                zip(got, refs, strict=True))
     if func == "probe":
@@ -336,7 +347,7 @@ def _accuracy(case, outs, refs, np, ul, testing, cond) -> dict:
         return {"diff": diff, "tol": tol, "unitarity": None, "unitarity_tol": None}
     tol = testing.compare_tol(n, dtype, condition=cond)
     rec = {"diff": diff, "tol": tol}
-    if func.startswith("lowrank"):
+    if func.startswith(("lowrank", "range")):
         rec.update(unitarity=None, unitarity_tol=None)
         return rec
     err = float(np.max(ul.unitarity_error(got[0])))
