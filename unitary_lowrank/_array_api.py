@@ -19,6 +19,7 @@ from array_api_compat import is_lazy_array as _compat_is_lazy_array
 __all__ = [
     "DTYPE_NAMES",
     "align_factors",
+    "basis_update",
     "broadcast_batch",
     "check_array_kind",
     "chunked_like",
@@ -295,10 +296,12 @@ def matmul_add(C: Any, A: Any, B: Any, xp: ModuleType) -> Any:
     For torch tensors of matching shapes, one fused ``addmm`` / ``baddbmm`` call:
     the product is accumulated into a copy of C by the matrix multiply itself,
     so the n×m product never exists as a temporary (a third less memory
-    traffic, and one allocation instead of two). Everything else (and a torch
-    call whose batch axes would broadcast) takes the plain expression.
+    traffic, and one allocation instead of two). For Dask arrays of matching
+    shapes, one task per chunk of C (:func:`_dask_matmul_add`). Everything else
+    (and a call whose batch axes would broadcast) takes the plain expression.
     """
-    if array_api_compat.is_torch_namespace(xp) and A.shape[:-2] == C.shape[:-2] == B.shape[:-2]:
+    same_batch = A.shape[:-2] == C.shape[:-2] == B.shape[:-2]
+    if array_api_compat.is_torch_namespace(xp) and same_batch:
         torch = sys.modules["torch"]
         if C.ndim == 2:
             if 0 < A.shape[-1] <= 2 and C.dtype == torch.float32 and C.device.type == "cpu":
@@ -312,7 +315,94 @@ def matmul_add(C: Any, A: Any, B: Any, xp: ModuleType) -> Any:
             return torch.addmm(C, A, B)
         if C.ndim == 3:
             return torch.baddbmm(C, A, B)
+    if same_batch and array_api_compat.is_dask_array(C):
+        return _dask_matmul_add(C, A, B)
     return C + A @ B
+
+
+#: Bytes of the product block that :func:`_chunk_matmul_add` keeps in cache.
+_BLOCK_BYTES = 1 << 18
+
+
+def _chunk_matmul_add(c: Any, a: Any, b: Any) -> Any:
+    """``c + a @ b`` of one chunk; for NumPy by blocks of rows, so c is read once.
+
+    Each block's product stays in cache and is added into the result, which is
+    written once: one pass over the chunk, where ``c + a @ b`` makes three.
+    """
+    np = sys.modules["numpy"]
+    if type(c) is not np.ndarray:  # another chunk library (CuPy): its own expression
+        return c + a @ b
+    out = np.empty(np.broadcast_shapes(c.shape, a.shape[:-1] + b.shape[-1:]), dtype=c.dtype)
+    rows = max(1, _BLOCK_BYTES // max(1, out.shape[-1] * out.itemsize))
+    tmp = np.empty((*out.shape[:-2], min(rows, out.shape[-2]), out.shape[-1]), dtype=c.dtype)
+    for s in range(0, out.shape[-2], rows):
+        e = min(out.shape[-2], s + rows)
+        t = tmp[..., : e - s, :]
+        np.matmul(a[..., s:e, :], b, out=t)
+        np.add(c[..., s:e, :], t, out=out[..., s:e, :])
+    return out
+
+
+def basis_update(U: Any, Q: Any, K: Any, xp: ModuleType) -> Any:
+    """``U + (U Q) K`` (U: ...×n×p, Q: ...×p×r, K: ...×r×p), the left basis formed in it.
+
+    For a Dask U with its columns in one chunk, one task per chunk of rows, which
+    reads the chunk once (:func:`_chunk_basis_update`): the update then reads U
+    twice in all (``Uᴴ A``, this) and writes it once. Otherwise
+    ``matmul_add(U, thin_product(U, Q), K)``, the arithmetic of the separate steps.
+    """
+    if (array_api_compat.is_dask_array(U) and len(U.chunks[-1]) == 1
+            and Q.shape[:-2] == K.shape[:-2] == U.shape[:-2]):
+        import dask.array as da
+
+        nd = U.ndim
+        Q = Q.rechunk({nd - 2: -1, nd - 1: -1})
+        K = K.rechunk({nd - 2: -1, nd - 1: -1})
+        batch = tuple(range(nd - 2))
+        i, j, r = nd, nd + 1, nd + 2
+        return da.blockwise(_chunk_basis_update, (*batch, i, j), U, (*batch, i, j), Q,
+                            (*batch, j, r), K, (*batch, r, j), dtype=U.dtype,
+                            concatenate=True)
+    return matmul_add(U, thin_product(U, Q, xp), K, xp)
+
+
+def _chunk_basis_update(u: Any, q: Any, k: Any) -> Any:
+    """``u + (u q) k`` of one chunk; for NumPy by blocks of rows that stay in cache."""
+    np = sys.modules["numpy"]
+    if type(u) is not np.ndarray:
+        return u + (u @ q) @ k
+    out = np.empty(u.shape, dtype=u.dtype)
+    rows = max(1, _BLOCK_BYTES // max(1, u.shape[-1] * u.itemsize))
+    m = min(rows, u.shape[-2])
+    left = np.empty((*u.shape[:-2], m, q.shape[-1]), dtype=u.dtype)
+    tmp = np.empty((*u.shape[:-2], m, u.shape[-1]), dtype=u.dtype)
+    for s in range(0, u.shape[-2], rows):
+        e = min(u.shape[-2], s + rows)
+        block = u[..., s:e, :]
+        np.matmul(block, q, out=left[..., : e - s, :])
+        np.matmul(left[..., : e - s, :], k, out=tmp[..., : e - s, :])
+        np.add(block, tmp[..., : e - s, :], out=out[..., s:e, :])
+    return out
+
+
+def _dask_matmul_add(C: Any, A: Any, B: Any) -> Any:
+    """``C + A @ B`` of Dask arrays, each chunk of the result by one task.
+
+    A takes C's row chunks, B C's column chunks, and the r axis one chunk. Dask's
+    ``C + A @ B`` would write each chunk of C's size three times (the product, a
+    sum over the one chunk of r, the addition); here the product is written once
+    and C added into it.
+    """
+    import dask.array as da
+
+    nd = C.ndim
+    A = A.rechunk({nd - 2: C.chunks[-2], nd - 1: -1})
+    B = B.rechunk({nd - 2: -1, nd - 1: C.chunks[-1]})
+    batch = tuple(range(nd - 2))
+    i, j, r = nd, nd + 1, nd + 2
+    return da.blockwise(_chunk_matmul_add, (*batch, i, j), C, (*batch, i, j), A,
+                        (*batch, i, r), B, (*batch, r, j), dtype=C.dtype, concatenate=True)
 
 
 def broadcast_batch(*shapes: tuple[int, ...]) -> tuple[int, ...]:

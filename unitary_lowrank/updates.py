@@ -296,6 +296,9 @@ def _portable_update(U, A, B, batch, method, unitarity_dtype, xp):
         eps = float(xp.finfo(real_dtype(xp, U.dtype)).eps)
         Z, D = _updates.stiefel_core(A, Aperp, beta, alpha, batch, eps, xp)
         _check_core_input(U, xp, D)
+    if Z is None and (unitarity_dtype is None or is_lazy_array(U)):
+        # nothing else reads U Q: formed with the update (Dask: in the same pass over U)
+        return _updates.add_low_rank(U, None, Q, D, xp)
     L = _updates.times_basis(U, Q, xp)
     if unitarity_dtype is not None:
         _check_unitary_along_step(L, xp, unitarity_dtype)

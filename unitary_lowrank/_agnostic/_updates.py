@@ -23,6 +23,7 @@ from typing import Any
 
 from .._array_api import (
     adjoint_product,
+    basis_update,
     core_dtype,
     device_of,
     herm,
@@ -153,8 +154,15 @@ def gram_error(L: Any, xp: ModuleType) -> Any:
 
 
 def add_low_rank(U: Any, UQ: Any, Q: Any, D: Any, xp: ModuleType, Z: Any = None) -> Any:
-    """``U + [UQ, Z] D Qᴴ`` in the working dtype of U (Z: extra left basis, Stiefel case)."""
+    """``U + [UQ, Z] D Qᴴ`` in the working dtype of U (Z: extra left basis, Stiefel case).
+
+    With ``UQ=None`` (and no Z) the left basis ``U Q`` is formed with the update,
+    as :func:`times_basis` would (for Dask, in the same pass over U).
+    """
     dt = U.dtype
+    if UQ is None:
+        Qd = xp.astype(Q, dt)
+        return basis_update(U, Qd, xp.astype(D, dt) @ herm(Qd, xp), xp)
     left = UQ if Z is None else xp.concat([UQ, xp.astype(Z, dt)], axis=-1)
     return matmul_add(U, left, xp.astype(D, dt) @ herm(xp.astype(Q, dt), xp), xp)
 
