@@ -29,7 +29,9 @@ __all__ = [
     "eye_like",
     "get_namespace",
     "herm",
+    "in_one_task",
     "is_complex",
+    "is_dask_array",
     "is_lazy_array",
     "is_numpy_namespace",
     "adjoint_product",
@@ -49,6 +51,7 @@ __all__ = [
 DTYPE_NAMES = ("float32", "float64", "complex64", "complex128")
 
 device_of = array_api_compat.device
+is_dask_array = array_api_compat.is_dask_array
 is_numpy_namespace = array_api_compat.is_numpy_namespace
 
 
@@ -599,3 +602,31 @@ def eye_like(p: int, like: Any, xp: ModuleType) -> Any:
 
     c = like.chunks[-1]
     return da.eye(p, chunks=max(c, default=1), dtype=like.dtype).rechunk((c, c))
+
+
+def in_one_task(func: Any, outputs: list[tuple[tuple[int, ...], Any]], *arrays: Any,
+                xp: ModuleType) -> tuple[Any, ...]:
+    """``func(*arrays, xp=xp)``, a tuple; for Dask arrays, computed by one task.
+
+    For arrays small enough for one worker (n×k panels, k×k cores), whose
+    arithmetic as Dask arrays would be dozens of tiny tasks, each a round trip to
+    the scheduler: here the arrays are gathered (O(nk) numbers), `func` runs on
+    them with their chunks' own namespace, and the results come back as Dask
+    arrays of the `outputs` shapes and dtypes.
+    """
+    if not any(array_api_compat.is_dask_array(a) for a in arrays):
+        return tuple(func(*arrays, xp=xp))
+    import dask
+    import dask.array as da
+
+    meta_xp = array_namespace(next(a for a in arrays if array_api_compat.is_dask_array(a))._meta)
+    task = dask.delayed(_one_task, nout=len(outputs), pure=True)(func, *arrays)
+    return tuple(
+        da.from_delayed(task[i], shape, dtype=dtype,
+                        meta=meta_xp.empty((0,) * len(shape), dtype=dtype))
+        for i, (shape, dtype) in enumerate(outputs)
+    )
+
+
+def _one_task(func: Any, *arrays: Any) -> tuple[Any, ...]:
+    return tuple(func(*arrays, xp=array_namespace(*arrays)))

@@ -7,6 +7,7 @@ two-pass engines of :mod:`unitary_lowrank._engines`.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import textwrap
@@ -18,8 +19,12 @@ import numpy as np
 from . import _engines, _pool
 from ._agnostic import _updates
 from ._array_api import (
+    adjoint_product,
     align_factors,
+    basis_update,
     get_namespace,
+    in_one_task,
+    is_dask_array,
     is_lazy_array,
     no_fp_warnings,
     real_dtype,
@@ -286,6 +291,15 @@ def _two_pass_update(engine, U, A, B, batch, method, unitarity_dtype, out, xp):
 
 def _portable_update(U, A, B, batch, method, unitarity_dtype, xp):
     """The update by the array-agnostic body: square U, or U with fewer columns (polar)."""
+    if U.shape[-2] == U.shape[-1] and is_dask_array(U):
+        # the small core in one task, not as dozens of tiny Dask tasks (lazy: no checks);
+        # then U + (U Q) K by one task per chunk of rows
+        n, k, dt = U.shape[-1], A.shape[-1], U.dtype
+        r = min(n, 2 * k)
+        Q, K = in_one_task(functools.partial(_updates.square_factors, batch=batch, method=method),
+                           [((*batch, n, r), dt), ((*batch, r, n), dt)],
+                           adjoint_product(U, A, xp), B, xp=xp)
+        return basis_update(U, Q, K, xp)
     if U.shape[-2] == U.shape[-1]:
         Q, beta, alpha = _updates.square_subspace(U, A, B, batch, xp)
         D = _square_core(U, alpha, beta, method, xp)

@@ -37,6 +37,7 @@ __all__ = [
     "add_low_rank",
     "core_minus_identity",
     "gram_error",
+    "square_factors",
     "square_subspace",
     "step_subspace",
     "stiefel_core",
@@ -133,6 +134,18 @@ def core_minus_identity(alpha: Any, beta: Any, method: str, xp: ModuleType) -> A
     Vt = V[..., :, top:]
     Dt = (Vt * xp.expand_dims(d[..., top:], axis=-2)) @ herm(Vt, xp)
     return 2.0 * xp.real(Dt)
+
+
+def square_factors(Ahat: Any, B: Any, batch: tuple[int, ...], method: str, xp: ModuleType):
+    """``(Q, (F − I) Qᴴ)`` in the dtype of B: the update is ``U + (U Q)((F − I) Qᴴ)``.
+
+    From ``Â = UᴴA`` and B: :func:`step_subspace`, :func:`core_minus_identity`,
+    and the right factor as :func:`add_low_rank` forms it.
+    """
+    Q, beta, alpha = step_subspace(Ahat, B, batch, xp)
+    D = core_minus_identity(alpha, beta, method, xp)
+    Qd = xp.astype(Q, B.dtype)
+    return Qd, xp.astype(D, B.dtype) @ herm(Qd, xp)
 
 
 def square_subspace(U: Any, A: Any, B: Any, batch: tuple[int, ...], xp: ModuleType):
