@@ -24,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-SECTIONS = ("updates", "small", "sketch", "conv", "drift", "contention", "torch_optim", "sharding")
+SECTIONS = ("updates", "small", "sketch", "conv", "drift", "contention", "torch_optim", "sharding",
+            "dask")
 
 
 def _fmt(x: float | None) -> str:
