@@ -14,7 +14,7 @@ the gradient of a linear layer does. Each step is one ``jax.jit`` of
 retraction, in O(n²k) work and O(n·k) numbers exchanged between the devices; the
 result keeps U's sharding. Every ``--log-every`` steps it prints the loss and the probe
 estimate of ``‖UᵀU − I‖₂`` (:func:`unitary_lowrank.unitarity_error` with
-``method="probe"``, O(n²) and, here too, no gather of U).
+``method="probe"``, O(n²) and, here too, no gather of U), also jitted.
 
 At the start it prints the collectives of the compiled step (from its HLO text) with
 their largest array, to compare with the n² entries of U: on 4 devices the step
@@ -130,9 +130,16 @@ def main(argv=None) -> dict:
             return U, loss
 
         train = jax.jit(train_step, out_shardings=(rows, None))
-        # the probe draws its start vectors on the host (a NumPy generator) and runs
-        # eagerly on the sharded U: each operation is partitioned like U
-        probe_rng = np.random.default_rng(args.seed)
+        # The loss and the probe estimate, in one jit too. The probe draws its start
+        # vectors on the host from a seed, a constant of the compiled check (the same
+        # vectors at every check; the estimate is a lower bound whatever they are).
+        # Everything runs jitted: on CPU host devices, un-jitted operations on sharded
+        # arrays of this size could hang in XLA's collectives (docs/sharding.md, limits).
+        @jax.jit
+        def evaluate(U, X, Y):
+            D = U @ X - Y
+            est = ul.unitarity_error(U, method="probe", rng=args.seed)
+            return jnp.sum(jnp.abs(D) ** 2), est
         key = jax.random.key(args.seed + 1)
         compiled = train.lower(U, X, Y, key).compile()
         found = collectives(compiled.as_text())
@@ -151,9 +158,7 @@ def main(argv=None) -> dict:
         for s in range(args.steps + 1):
             key, k_step = jax.random.split(key)
             if s % args.log_every == 0 or s == args.steps:
-                D = U @ X - Y
-                loss = float(jnp.sum(jnp.abs(D) ** 2))
-                est = float(ul.unitarity_error(U, method="probe", rng=probe_rng))
+                loss, est = (float(v) for v in evaluate(U, X, Y))
                 losses.append(loss)
                 log.append({"step": s, "loss": loss, "probe": est})
                 print(f"step {s:5d}  loss {loss:.4e}  probe ‖UᵀU−I‖₂ {est:.2e}", flush=True)
