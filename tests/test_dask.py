@@ -122,18 +122,18 @@ class _LargestTask(Callback):
             self.entries, self.key = size, key
 
 
-def assert_chunked(results, *inputs) -> None:
-    """Assert no chunk of the graphs of `results`, and no task result, holds an N×N matrix.
+def assert_chunked(results, *inputs, whole: int = N * N) -> None:
+    """Assert no chunk of the graphs of `results`, and no task result, holds a whole U.
 
-    That is, fewer than N·N entries; unless the chunks of `inputs` (U, or a dense G)
-    already hold whole matrices (U chunked over the batch only), and then no more
-    than the largest of them. Checked on the declared chunks of every ``dask.array``
-    layer of the graph as built and as optimised, and on the real arrays returned by
-    every task of one run on the synchronous scheduler (a persist: the chunks are not
-    concatenated into the final array).
+    That is, fewer than `whole` entries (N·N: one N×N matrix); unless the chunks of
+    `inputs` (U, or a dense G) already hold whole matrices (U chunked over the batch
+    only), and then no more than the largest of them. Checked on the declared chunks
+    of every ``dask.array`` layer of the graph as built and as optimised, and on the
+    real arrays returned by every task of one run on the synchronous scheduler (a
+    persist: the chunks are not concatenated into the final array).
     """
     results = results if isinstance(results, tuple) else (results,)
-    limit = max(N * N - 1, *(_largest(x.chunks) for x in inputs))
+    limit = max(whole - 1, *(_largest(x.chunks) for x in inputs))
     for graph_of in (results, dask.optimize(*results)):
         for x in graph_of:
             for name, layer in x.__dask_graph__().layers.items():
@@ -203,6 +203,22 @@ def test_update_with_host_factors(client):
     assert X.chunks == Ud.chunks
     assert_chunked(X, Ud)
     assert_close(_computed(client, X), ul.project(U, A, B), compare_tol(N, "complex128"))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex64"])
+def test_project_stiefel(client, dtype):
+    """U with fewer columns than rows (the Stiefel manifold), chunked by rows."""
+    rng = np.random.default_rng(14)
+    p = N // 2
+    U = ul.random_unitary(N, p, dtype=dtype, rng=rng)
+    A, B = lowrank_factors(N, p, K, dtype, rng, norm=0.5)
+    Ud = da.from_array(U, chunks=(ROWS, p))
+    X = ul.project(Ud, da.from_array(A, chunks=(ROWS, K)), da.from_array(B))
+    assert X.chunks == Ud.chunks
+    assert_chunked(X, Ud, whole=N * p)
+    value = _computed(client, X)
+    assert_close(value, ul.project(U, A, B), compare_tol(N, dtype), what="project")
+    assert float(ul.unitarity_error(value)) <= unitarity_bound(N, dtype)
 
 
 @pytest.mark.parametrize("engine", ["blas", "numba"])

@@ -82,12 +82,13 @@ def identity(n: int, rows: int, dtype: str):
 
 
 def target(n: int, k: int, rows: int, dtype: str, seed: int):
-    """``(V, R)``: V n×k orthonormal (row chunks), R a k×k rotation by k/2 plane angles."""
+    """``(V, R)``: V n×k orthonormal (one chunk), R a k×k rotation by k/2 plane angles."""
     import dask.array as da
     import numpy as np
 
     rng = da.random.default_rng(seed)
     V, _ = da.linalg.qr(rng.standard_normal((n, k), chunks=(rows, k)).astype(dtype))
+    V = V.rechunk((n, k))  # n×k numbers: one chunk, which U @ V multiplies by U's row blocks
     angles = np.linspace(0.2, 0.6, k // 2)
     R = np.zeros((k, k))
     for j, a in enumerate(angles):
@@ -126,7 +127,7 @@ def main(argv=None) -> None:
             # inputs near the target's subspace: Z = V C + noise, ZZᵀ ≈ VVᵀ + small
             C = rng.standard_normal((k, b)) / math.sqrt(b)
             noise = da.random.default_rng(args.seed + 100 + step).standard_normal(
-                (n, b), chunks=(args.rows, b)) * (0.1 / math.sqrt(n))
+                (n, b), chunks=(n, b)) * (0.1 / math.sqrt(n))
             Z = client.persist(V @ C.astype(dtype) + noise.astype(dtype))
             TZ = Z + V @ ((R - np.eye(k, dtype=dtype)) @ (V.T @ Z))  # T Z, T never formed
             E = client.persist(U @ Z - TZ)
