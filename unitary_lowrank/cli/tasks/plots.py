@@ -174,6 +174,10 @@ def plot_histories(summaries: list[dict[str, Any]], path: str, *, title: str | N
         if target and target.get("accuracy") is not None:
             ax_acc.axhline(100 * target["accuracy"], color="tab:green", ls="-.", lw=1,
                            label=f"target ({100 * target['accuracy']:g}%)")
+        later = [100 * h["accuracy"] for t in summaries for h in t["history"]
+                 if h.get("accuracy") is not None and h["step"] > 0]
+        if later:  # zoom on where the runs end up, past the chance level of step 0
+            ax_acc.set_ylim(max(0.0, min(later) - 3.0), 100.5)
         ax_acc.set_ylabel("recall (%)" if task == "copy" else f"{split} accuracy (%)")
         ax_acc.grid(True, alpha=0.3)
         if ax_acc.get_legend_handles_labels()[0]:
