@@ -2,8 +2,10 @@
 
 U (n×n, float32 and float64, n = 8192: 256 and 512 MiB) is persisted on a
 ``dask.distributed.LocalCluster`` of 2 single-threaded worker processes, in chunks
-of 1024 rows. Timed, as medians after a warm-up, from the call to the moment the
-result is persisted on the workers (``client.persist`` then ``wait``):
+of 1024 rows. Timed from the call to the moment the result is persisted on the
+workers (``client.persist`` then ``wait``), as medians of 9 rounds after a warm-up
+round, each round timing the three in turn (so that all see the same share of
+whatever else runs on the machine):
 
 - ``copy``: ``U + 0`` (0 as a 0-d Dask array), one read and one write of U, the
   floor of any update that returns a new U (the ``U.copy()`` of a cluster);
@@ -56,18 +58,31 @@ def _unitary(n: int, rows: int, dtype: str):
                          meta=np.empty((0, 0), dtype=dtype))
 
 
-def _median_persist(client, make, repeats: int) -> float:
-    """Median seconds from ``make()`` to its result persisted (after one warm-up)."""
+def _persist_time(client, make) -> float:
+    """Seconds from ``make()`` to its result persisted on the workers."""
     from distributed import wait
 
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        X = client.persist(make())
-        wait(X)
-        times.append(time.perf_counter() - start)
-        del X
-    return float(np.median(times[1:]))
+    start = time.perf_counter()
+    X = client.persist(make())
+    wait(X)
+    elapsed = time.perf_counter() - start
+    del X
+    return elapsed
+
+
+def _interleaved_medians(client, makes: dict, repeats: int) -> dict:
+    """Median persist time of each of `makes`, sampled in turn (after one warm-up round).
+
+    Interleaving gives every variant the same share of the machine's other load, so
+    that their ratios hold even when the load changes during the run.
+    """
+    samples: dict = {name: [] for name in makes}
+    for round_ in range(repeats + 1):
+        for name, make in makes.items():
+            t = _persist_time(client, make)
+            if round_:
+                samples[name].append(t)
+    return {name: float(np.median(ts)) for name, ts in samples.items()}
 
 
 def _largest_chunk(x) -> int:
@@ -90,21 +105,23 @@ def _rows(client, n: int, rows: int, dtype: str, repeats: int, quick: bool) -> l
     # name=False: fresh keys at every call, so that no result of an earlier sample
     # is found still in the workers' memory
     zero = np.zeros((), dtype=dtype)
-    t_copy = _median_persist(client, lambda: U + da.from_array(zero, name=False), repeats)
+    calls = {"project": ul.project, "transport": ul.transport}
+    makes = {"copy": lambda: U + da.from_array(zero, name=False)}
+    for name, f in calls.items():
+        makes[name] = lambda f=f: f(U, da.from_array(A, name=False), da.from_array(B, name=False))
+    times = _interleaved_medians(client, makes, repeats)
     Un = U.compute() if quick else None  # the full-size check would need U on the host
     out = []
-    for name, f in (("project", ul.project), ("transport", ul.transport)):
-        t = _median_persist(client, lambda f=f: f(
-            U, da.from_array(A, name=False), da.from_array(B, name=False)), repeats)
+    for name, f in calls.items():
         X = f(U, da.from_array(A), da.from_array(B))
         params = {"n": n, "k": 1, "dtype": dtype, "rows_per_chunk": rows, "workers": 2,
-                  "copy_s": t_copy, "tasks": len(X.__dask_graph__()),
+                  "copy_s": times["copy"], "tasks": len(X.__dask_graph__()),
                   "copy_tasks": len((U + 0).__dask_graph__()),
                   "largest_chunk": _largest_chunk(X), "target_over_copy": TARGET}
         if Un is not None:
             params["max_abs_diff_numpy"] = float(np.max(np.abs(X.compute() - f(Un, A, B))))
-        out.append({"section": "dask", "case": f"{name} n={n} k=1 {dtype}",
-                    "params": params, "time_s": t, "ratios": {"over_copy": t / t_copy}})
+        out.append({"section": "dask", "case": f"{name} n={n} k=1 {dtype}", "params": params,
+                    "time_s": times[name], "ratios": {"over_copy": times[name] / times["copy"]}})
     return out
 
 
@@ -113,7 +130,7 @@ def run(quick: bool) -> list[dict]:
     from distributed import Client, LocalCluster
 
     n, rows = (256, 64) if quick else (N, ROWS)
-    repeats = 1 if quick else 5
+    repeats = 1 if quick else 9
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         return [row for dtype in ("float32", "float64")
