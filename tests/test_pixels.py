@@ -92,6 +92,25 @@ def _digits(n_train=40, n_eval=23, T_=9, seed=0):
     return PixelData(tx, ty, vx, vy, sx, sy, side=3, name="digits", permutation=None)
 
 
+@pytest.mark.parametrize("nonlinearity", ["modrelu", "relu"])
+def test_pixels_on_torch_match_numpy(nonlinearity):
+    """The pixels loop (minibatched evaluation included) in torch, float64: rounding only."""
+    pytest.importorskip("torch")
+    px = _digits()
+    kw = {"hidden": 5, "batch": 8, "steps": 6, "eval_every": 3, "test_batch": 7,
+          "dtype": "float64", "nonlinearity": nonlinearity}
+    ref = T.train(T.default_config("pixels", **kw), quiet=True, pixels=px)
+    got = T.train(T.default_config("pixels", backend="torch", **kw), quiet=True, pixels=px)
+    tol = 1e3 * eps_of("float64")
+    assert len(got["history"]) == len(ref["history"]) == 3
+    for a, b in zip(ref["history"], got["history"], strict=True):
+        assert abs(a["loss"] - b["loss"]) <= tol * a["loss"]
+        assert a["accuracy"] == b["accuracy"]
+    assert abs(ref["final_loss"] - got["final_loss"]) <= tol * ref["final_loss"]
+    assert got["accuracy"] == ref["accuracy"] and got["best_step"] == ref["best_step"]
+    assert got["unitarity_error"] <= unitarity_bound(5, "float64")
+
+
 def test_minibatch_evaluation_equals_one_batch():
     """Loss and accuracy in minibatches of 5 are those of the 23 images at once."""
     px = _digits()
