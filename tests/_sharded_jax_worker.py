@@ -39,21 +39,20 @@ DEVICES = 4
 #: A collective may move at most ``SLACK · f · (n·w + w²)`` entries, w the widest thin
 #: block of the case (2k for the QR of ``[B, Uᴴ A]``, the sketch size, the probe block).
 SLACK = 2
-DTYPES = ("float32", "complex64", "float64", "complex128")
 #: Functions run in every layout and dtype; ``reunitarize`` has its own check.
 FUNCTIONS = ("project", "transport", "retract-polar", "retract-exp", "retract-cayley",
              "step-dense", "step-factored", "step-lowrank", "step-key", "lowrank-dense",
              "lowrank-factored", "range-finder", "probe", "reunitarize")
 #: ``retract`` with "polar" and "exp" is ``project`` and ``transport`` (one code path):
 #: those two run batched; ``step-key`` (a JAX PRNG key, compared with the unsharded
-#: jit) and ``range-finder`` (the basis of ``lowrank``'s sketch) run on U by rows only,
-#: the last two in two dtypes.
+#: jit) and ``range-finder`` (the basis of ``lowrank``'s sketch) run on U by rows only.
 ROWS_ONLY = ("retract-polar", "retract-exp", "step-key", "range-finder")
 #: U by rows, a batch of matrices by rows, a batch sharded over its matrices.
 LAYOUTS = ("rows", "batch-rows", "batch-axis")
-#: The batched layouts run in one dtype each (the Fourier-domain case is complex), so
-#: that the file compiles fewer programs: with U by rows, every dtype runs.
-BATCH_DTYPES = {"batch-rows": ("complex64",), "batch-axis": ("float64",)}
+#: The dtypes of each layout: every function meets all four dtypes across the three
+#: layouts (the Fourier-domain batch is complex), in fewer programs to compile.
+LAYOUT_DTYPES = {"rows": ("float32", "complex128"), "batch-rows": ("complex64",),
+                 "batch-axis": ("float64",)}
 #: Newton–Schulz steps of ``reunitarize`` (from an error of about 4e-3: 1e-20 after 3).
 NS_STEPS = 3
 #: Sketch parameters of the step and lowrank cases; rank of the factored gradient.
@@ -76,15 +75,13 @@ _ARRAY = re.compile(r"\b(?:pred|[subf]\d+|bf16|c64|c128|f8\w*)\[([\d,]*)\]")
 def cases() -> list[dict]:
     """Every (function, layout, dtype) case, as plain dicts (no JAX needed).
 
-    Every function runs in every dtype on U by rows; the batched layouts in the dtype
-    of :data:`BATCH_DTYPES`.
+    Each layout runs in the dtypes of :data:`LAYOUT_DTYPES`; the functions of
+    :data:`ROWS_ONLY` on U by rows only.
     """
     out = []
     for func in FUNCTIONS:
         for layout in LAYOUTS[:1] if func in ROWS_ONLY else LAYOUTS:
-            dtypes = BATCH_DTYPES.get(layout, DTYPES)
-            if func in ("step-key", "range-finder"):
-                dtypes = ("float32", "complex128")
+            dtypes = LAYOUT_DTYPES[layout]
             for dtype in dtypes:
                 out.append({"id": f"{func}-{layout}-{dtype}", "func": func, "layout": layout,
                             "dtype": dtype})
