@@ -218,7 +218,7 @@ def test_paper_presets_run_a_few_steps_at_tiny_sizes(task, tmp_path, capsys):
     s = json.loads(js.read_text())
     paper = T.PRESETS[task]
     assert s["lr"] == paper["lr"] and s["unitary_lr_divider"] == paper["unitary_lr_divider"]
-    assert s["unitary_direction"] == "rmsprop" and s["rank"] == 1
+    assert s["unitary_direction"] == "rmsprop" and s["rank"] == 1 and s["io_init"] == "paper"
     if task == "copy":
         assert (s["sampler"], s["oversample"], s["epoch_decay"]) == ("column", 0, 0.9)
     if task == "adding":
@@ -244,6 +244,27 @@ def test_paper_preset_settings():
         "mnist", 1, 170, 1e-3)
     assert T.default_config("pixels", "paper", hidden=512).hidden == 512
     assert T.default_config("copy", "paper", seq_len=2000).seq_len == 2000
+
+
+@pytest.mark.parametrize("task", ["copy", "adding", "pixels"])
+def test_paper_io_init_draws_as_the_papers_code(task):
+    """W_in, V of the presets: the bounds or spreads of the paper's PyTorch initialisers."""
+    n_in, n, n_out = {"copy": (10, 190, 9), "adding": (2, 170, 1), "pixels": (1, 170, 10)}[task]
+    p = T.paper_io_init(task, n_in, n, n_out, np.random.default_rng(0))
+    assert p["W_in"].shape == (n, n_in) and p["V"].shape == (n_out, n)
+    W, V = p["W_in"], p["V"]
+    if task in ("copy", "adding"):  # Glorot-uniform: |w| <= sqrt(6 / (fan_in + fan_out))
+        bound = math.sqrt(6 / (n_in + n))
+        assert np.abs(W).max() <= bound and np.abs(W).max() > 0.9 * bound
+    else:  # He-normal, fan in 1: standard deviation sqrt(2)
+        assert abs(W.std() - math.sqrt(2)) < 4 * math.sqrt(2) / math.sqrt(2 * W.size)
+    if task == "copy":  # He-normal on the fan in n
+        assert abs(V.std() - math.sqrt(2 / n)) < 4 * math.sqrt(2 / n) / math.sqrt(2 * V.size)
+    else:
+        bound = 0.5 * math.sqrt(6 / (n + n_out)) if task == "adding" else 1 / math.sqrt(n)
+        assert np.abs(V).max() <= bound and np.abs(V).max() > 0.9 * bound
+    assert T.default_config(task, "paper").io_init == "paper"
+    assert T.default_config(task).io_init == "default"
 
 
 def test_oversample_reaches_the_sketch():

@@ -170,6 +170,9 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--init", choices=["henaff", "haar", "identity"],
                    help="initial U: Henaff (2x2 rotations, angles U(-pi, pi)), Haar or the "
                         f"identity; default: {d.init}")
+    p.add_argument("--io-init", choices=["default", "paper"],
+                   help="W_in and V: He-normal and Glorot-normal, or drawn as the paper's "
+                        f"code draws them for this task (the preset's); default: {d.io_init}")
     p.add_argument("--seed", type=_non_negative_int, default=0,
                    help="seed of the data, initialisation and sketches (an integer >= 0); "
                         "default: %(default)s")

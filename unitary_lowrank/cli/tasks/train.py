@@ -159,6 +159,10 @@ class Config:
         Steps between test evaluations, and the size of the fixed test batch
         (pixels: of the minibatches the validation and test sets are
         evaluated in).
+    io_init : {"default", "paper"}
+        How ``W_in`` and ``V`` are drawn: the defaults of
+        :func:`~unitary_lowrank.cli.tasks.rnn.init_params`, or as the paper's
+        code draws them for the task (:func:`paper_io_init`; the presets).
     dataset, data_dir, download, mirror, downsample, permute
         Pixels: the images (see :func:`unitary_lowrank.cli.tasks.datasets.load_pixels`).
     threads : int or None
@@ -194,6 +198,7 @@ class Config:
     eval_every: int = 250
     test_batch: int = 512
     threads: int | None = None
+    io_init: str = "default"
     dataset: str = "digits"
     data_dir: str | None = None
     download: bool = False
@@ -210,6 +215,7 @@ class Config:
         _choice("unitary_direction", self.unitary_direction, DIRECTIONS)
         _choice("nonlinearity", self.nonlinearity, rnn.NONLINEARITIES)
         _choice("init", self.init, rnn.INITS)
+        _choice("io_init", self.io_init, IO_INITS)
         _choice("dtype", self.dtype, DTYPES)
         _choice("backend", self.backend, BACKENDS)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) or (
@@ -253,6 +259,59 @@ class Config:
             raise ConfigError(
                 f"--rank must be at most --hidden ({self.hidden}), got {self.rank}"
             )
+
+
+#: How ``W_in`` and ``V`` are drawn (``--io-init``): see :func:`paper_io_init`.
+IO_INITS = ("default", "paper")
+
+
+def paper_io_init(task: str, n_in: int, hidden: int, n_out: int,
+                  rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``W_in`` and ``V`` drawn as the projUNN paper's code draws them for `task`.
+
+    copy (``copy_task.py``): ``W_in`` Glorot-uniform (gain 1), ``V`` He-normal
+    (``kaiming_normal_``, fan in); adding (``adding_task.py``): ``W_in``
+    Glorot-uniform, ``V`` Glorot-uniform with gain 1/2; pixels
+    (``permuted_mnist.py``): ``W_in`` He-normal, ``V`` PyTorch's ``nn.Linear``
+    default U(±1/√hidden). The biases stay as :func:`rnn.init_params` makes them.
+
+    Parameters
+    ----------
+    task : {"copy", "adding", "pixels"}
+        The problem.
+    n_in, hidden, n_out : int
+        Sizes.
+    rng : numpy.random.Generator
+        Source of randomness.
+
+    Returns
+    -------
+    dict
+        ``W_in`` (hidden, n_in) and ``V`` (n_out, hidden), float64 on the host.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from unitary_lowrank.cli.tasks.train import paper_io_init
+    >>> p = paper_io_init("adding", 2, 170, 1, np.random.default_rng(0))
+    >>> bool(np.abs(p["W_in"]).max() <= np.sqrt(6 / 172)), p["V"].shape
+    (True, (1, 170))
+    """
+    def glorot_uniform(fan_out: int, fan_in: int, gain: float = 1.0) -> np.ndarray:
+        bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-bound, bound, size=(fan_out, fan_in))
+
+    if task == "copy":
+        return {"W_in": glorot_uniform(hidden, n_in),
+                "V": rng.standard_normal((n_out, hidden)) * math.sqrt(2.0 / hidden)}
+    if task == "adding":
+        return {"W_in": glorot_uniform(hidden, n_in),
+                "V": glorot_uniform(n_out, hidden, gain=0.5)}
+    if task == "pixels":
+        bound = 1.0 / math.sqrt(hidden)
+        return {"W_in": rng.standard_normal((hidden, n_in)) * math.sqrt(2.0 / n_in),
+                "V": rng.uniform(-bound, bound, size=(n_out, hidden))}
+    raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
 
 
 def _flag(name: str) -> str:
@@ -313,18 +372,18 @@ _DEFAULTS = {
 #: direction (Haar-like orthogonal start), 100 epochs at a constant learning rate.
 #: None of them decays on reaching a loss or stops early.
 PRESETS = {
-    "copy": {"seq_len": 1000, "hidden": 190, "batch": 128, "lr": 7e-4,
+    "copy": {"io_init": "paper", "seq_len": 1000, "hidden": 190, "batch": 128, "lr": 7e-4,
              "unitary_lr_divider": 32.0, "unitary_direction": "rmsprop", "rank": 1,
              "sampler": "column", "oversample": 0, "init": "henaff", "nonlinearity": "relu",
              "steps": 20000, "epoch_steps": 4000, "epoch_decay": 0.9, "lr_decay": 1.0,
              "stop_below": 0.0, "eval_every": 100, "test_batch": 100},
-    "adding": {"seq_len": 200, "hidden": 170, "batch": 50, "lr": 1e-3,
+    "adding": {"io_init": "paper", "seq_len": 200, "hidden": 170, "batch": 50, "lr": 1e-3,
                "unitary_lr_divider": 32.0, "unitary_direction": "rmsprop", "rank": 1,
                "sampler": "lsi", "init": "identity", "nonlinearity": "relu",
                "steps": 100000, "epoch_steps": 2000, "epoch_decay": 0.94, "lr_decay": 1.0,
                "stop_below": 0.0, "eval_every": 100, "test_batch": 2000},
-    "pixels": {"dataset": "mnist", "downsample": 1, "permute": True, "hidden": 170,
-               "batch": 128, "lr": 1e-3, "unitary_lr_divider": 1.0,
+    "pixels": {"io_init": "paper", "dataset": "mnist", "downsample": 1, "permute": True,
+               "hidden": 170, "batch": 128, "lr": 1e-3, "unitary_lr_divider": 1.0,
                "unitary_direction": "rmsprop", "rank": 1, "sampler": "lsi", "init": "haar",
                "nonlinearity": "relu", "steps": 42200, "epoch_steps": None,
                "epoch_decay": 1.0, "lr_decay": 1.0, "patience": None, "stop_below": 0.0,
@@ -485,6 +544,10 @@ class _Task:
         if self.pixels is not None:
             return int(self.pixels.train_x.shape[1])
         return self.cfg.seq_len
+
+    def to_params(self, host: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Host arrays as parameters: in the run's dtype, on its device."""
+        return {k: self._to(v) for k, v in host.items()}
 
     def _to(self, a: np.ndarray) -> Any:
         return self.xp.asarray(
@@ -769,6 +832,9 @@ class _Run:
             self.task.n_in, cfg.hidden, self.task.n_out, init=cfg.init,
             nonlinearity=cfg.nonlinearity, dtype=cfg.dtype, rng=gen_init, xp=xp, device=device,
         )
+        if cfg.io_init == "paper":
+            self.params.update(self.task.to_params(
+                paper_io_init(cfg.task, self.task.n_in, cfg.hidden, self.task.n_out, gen_init)))
         # Copy and adding: a fixed test batch; pixels: the validation images.
         self.eval_sets = self.task.eval_sets("val", gen_test)
         self.opt = RMSprop(cfg.lr, xp=xp)
@@ -1090,6 +1156,7 @@ def _settings(cfg: Config) -> dict[str, Any]:
         "max_decays": cfg.max_decays if cfg.patience is not None else None,
         "nonlinearity": cfg.nonlinearity,
         "init": cfg.init,
+        "io_init": cfg.io_init,
         "seed": cfg.seed,
         "dtype": cfg.dtype,
         "backend": cfg.backend,
