@@ -509,6 +509,15 @@ def load_data(cfg: Config, *, progress: Any = None) -> Any:
     ------
     unitary_lowrank.cli.tasks.datasets.DataError
         Missing or corrupt files, a `downsample` that does not divide the side.
+
+    Examples
+    --------
+    >>> from unitary_lowrank.cli.tasks.train import default_config, load_data
+    >>> px = load_data(default_config("pixels"))  # scikit-learn's 8x8 digits, permuted
+    >>> px.train_x.shape[1], px.test_x.shape[0], px.permutation is not None
+    (64, 359, True)
+    >>> load_data(default_config("adding")) is None
+    True
     """
     if cfg.task != "pixels":
         return None
