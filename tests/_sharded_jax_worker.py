@@ -42,11 +42,12 @@ SLACK = 2
 #: Functions run in every layout and dtype; ``reunitarize`` has its own check.
 FUNCTIONS = ("project", "transport", "retract-polar", "retract-exp", "retract-cayley",
              "step-dense", "step-factored", "step-lowrank", "step-key", "lowrank-dense",
-             "lowrank-factored", "range-finder", "probe", "reunitarize")
+             "lowrank-factored", "range-finder", "probe", "probe-key", "reunitarize")
 #: ``retract`` with "polar" and "exp" is ``project`` and ``transport`` (one code path):
-#: those two run batched; ``step-key`` (a JAX PRNG key, compared with the unsharded
-#: jit) and ``range-finder`` (the basis of ``lowrank``'s sketch) run on U by rows only.
-ROWS_ONLY = ("retract-polar", "retract-exp", "step-key", "range-finder")
+#: those two run batched; ``step-key`` and ``probe-key`` (a JAX PRNG key, compared with
+#: the unsharded jit) and ``range-finder`` (the basis of ``lowrank``'s sketch) run on U
+#: by rows only.
+ROWS_ONLY = ("retract-polar", "retract-exp", "step-key", "range-finder", "probe-key")
 #: U by rows, a batch of matrices by rows, a batch sharded over its matrices.
 LAYOUTS = ("rows", "batch-rows", "batch-axis")
 #: The dtypes of each layout: every function meets all four dtypes across the three
@@ -92,7 +93,7 @@ def width(func: str) -> int:
     """The widest thin block w of a case (columns of the n×w arrays it must exchange)."""
     if func.startswith(("step", "lowrank", "range")):
         return max(2 * K, K + OVERSAMPLE, R_FACTORED)
-    if func == "probe":
+    if func.startswith("probe"):
         return PROBES * DEPTH
     return 2 * K
 
@@ -267,6 +268,12 @@ def _inputs(case, jax, np, ul, testing):
         def fn(U):
             return ul.unitarity_error(U, method="probe", probes=PROBES, depth=DEPTH, rng=3)
         return fn, (Ud,), fn(Ud), ("U",), ("err",), 1.0
+    if func == "probe-key":
+        def fn(U, key):
+            return ul.unitarity_error(U, method="probe", probes=PROBES, depth=DEPTH, rng=key)
+        key = jax.random.key(11)
+        ref = jax.jit(fn)(jax.device_put(Ud, jax.devices()[0]), key)
+        return fn, (Ud, key), np.asarray(ref), ("U", "key"), ("err",), 1.0
 
     def fn(U):
         return ul.reunitarize(U, method="newton-schulz", iterations=NS_STEPS)
@@ -337,7 +344,7 @@ def _accuracy(case, outs, refs, np, ul, testing, cond) -> dict:
         refs = [refs[0] @ np.conj(np.swapaxes(refs[0], -1, -2))]
     diff = max(float(np.max(np.abs(g.astype(np.complex128) - r))) for g, r in
                zip(got, refs, strict=True))
-    if func == "probe":
+    if func.startswith("probe"):
         # an estimate in the precision of the cores: float64 with x64, else the dtype's
         core = "float64" if dtype in ("float64", "complex128") else "float32"
         tol = testing.unitarity_bound(n, core)

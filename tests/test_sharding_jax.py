@@ -169,3 +169,34 @@ def test_sharded_example_runs_tiny(tmp_path):
     assert res["probe_estimate"] <= bound
     assert res["unitarity_error"] <= bound
     assert re.search(r"^step +6 +loss", out.stdout, re.MULTILINE)
+
+
+def test_probe_draws_from_a_jax_key():
+    """One device, x64 off: a key gives the jitted and the eager call the same start block.
+
+    The estimate is a lower bound of the exact error (up to the rounding of the
+    float32 check, ``unitarity_bound``) and, for this drifted U, within a factor 2;
+    another key gives another estimate; a key with NumPy input is a TypeError.
+    """
+    import jax
+    import numpy as np
+
+    import unitary_lowrank as ul
+    from unitary_lowrank.testing import unitarity_bound
+
+    rng = np.random.default_rng(0)
+    n = 64
+    U = ul.random_unitary(n, dtype="float32", rng=rng)
+    U = (U + 1e-3 / n**0.5 * rng.standard_normal((n, n))).astype("float32")
+    exact = float(ul.unitarity_error(U))
+    Uj = jax.numpy.asarray(U)
+    probe = jax.jit(lambda U, key: ul.unitarity_error(U, method="probe", probes=2, rng=key))
+    key = jax.random.key(0)
+    est = float(probe(Uj, key))
+    eager = float(ul.unitarity_error(Uj, method="probe", probes=2, rng=key))
+    bound = unitarity_bound(n, "float32")
+    assert abs(est - eager) <= bound
+    assert exact / 2 <= est <= exact + bound
+    assert float(probe(Uj, jax.random.key(1))) != est
+    with pytest.raises(TypeError, match="rng is a JAX PRNG key"):
+        ul.unitarity_error(U, method="probe", rng=key)

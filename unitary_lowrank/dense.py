@@ -8,11 +8,12 @@ from ._array_api import (
     device_of,
     get_namespace,
     is_complex,
+    is_lazy_array,
     real_dtype,
     splits_matrices,
 )
 from ._validation import as_int, check_finite, check_matrix
-from .haar import as_generator
+from .haar import as_generator, check_rng_library, rng_library
 
 __all__ = ["polar", "unitarity_error"]
 
@@ -88,10 +89,12 @@ def unitarity_error(U, /, *, method="exact", probes=4, depth=4, rng=None, xp=Non
     depth : int, default: 4
         Number of Krylov blocks: each block multiplies `probes` vectors by
         ``UᴴU − I`` once (``method="probe"`` only).
-    rng : None, int or numpy.random.Generator, optional
-        Randomness of the probe vectors (drawn on the host in double precision
+    rng : None, int, numpy.random.Generator or JAX PRNG key, optional
+        Randomness of the probe vectors: drawn on the host in double precision
         and moved to the device of `U`, so a seed gives the same estimate on
-        every backend).
+        every backend; for JAX arrays a JAX key draws them with ``jax.random``
+        (traceable: under ``jax.jit`` a key argument gives fresh vectors at
+        every call, where a seed is a constant of the compiled function).
     xp : array namespace, optional
         Namespace of `U`; inferred by default.
 
@@ -109,7 +112,9 @@ def unitarity_error(U, /, *, method="exact", probes=4, depth=4, rng=None, xp=Non
     TypeError
         If `U` is not a floating array (or is a masked array, a
         ``numpy.matrix`` or a torch ``meta`` tensor), `probes`/`depth` are not
-        integers, or `xp` is not an array namespace (or not that of `U`).
+        integers, `rng` is not a seed, a generator or a JAX key (or is a JAX
+        key for another library's `U`), or `xp` is not an array namespace (or
+        not that of `U`).
     ValueError
         If `U` has fewer than two dimensions, `method` is unknown, or `probes`
         or `depth` is below 1.
@@ -167,17 +172,38 @@ def unitarity_error(U, /, *, method="exact", probes=4, depth=4, rng=None, xp=Non
         return _cast_error(_drift.exact_error(U, xp), U, xp)
     probes = as_int(probes, "probes", 1)
     depth = as_int(depth, "depth", 1)
-    gen = as_generator(rng)
+    jax_key = rng_library(rng) == "jax"
+    if jax_key:
+        check_rng_library("jax", xp, "U is")
+    else:
+        gen = as_generator(rng)
     batch, p = tuple(U.shape[:-2]), U.shape[-1]
     rdt = real_dtype(xp, U.dtype)
     if p == 0 or 0 in batch:  # static shape branch: nothing to probe
         return xp.zeros(batch, dtype=rdt, device=device_of(U))
-    complex_ = is_complex(xp, U.dtype)
-    X0 = gen.standard_normal((*batch, p, min(probes, p)))
-    if complex_:
-        X0 = X0 + 1j * gen.standard_normal(X0.shape)
-    X0 = xp.asarray(X0, dtype=core_dtype(xp, U.dtype), device=device_of(U))
+    shape = (*batch, p, min(probes, p))
+    if jax_key:
+        X0 = _jax_start(rng, shape, core_dtype(xp, U.dtype), U)
+    else:
+        X0 = gen.standard_normal(shape)
+        if is_complex(xp, U.dtype):
+            X0 = X0 + 1j * gen.standard_normal(X0.shape)
+        X0 = xp.asarray(X0, dtype=core_dtype(xp, U.dtype), device=device_of(U))
     return _cast_error(_drift.probe_error(U, X0, depth, xp), U, xp)
+
+
+def _jax_start(key, shape, dtype, U):
+    """The probe's Gaussian start block drawn from a JAX key, placed like `U`.
+
+    A complex dtype draws real and imaginary parts of variance 1/2 each (the
+    scale does not matter: the block is orthonormalised first). Traced under a
+    jit, placement is the jit's; a concrete block goes to `U`'s device or
+    sharding, as a host-drawn one does.
+    """
+    import jax  # already imported: key is a JAX key
+
+    X0 = jax.random.normal(key, shape, dtype=dtype)
+    return X0 if is_lazy_array(X0) else jax.device_put(X0, device_of(U))
 
 
 def _cast_error(err, U, xp):
