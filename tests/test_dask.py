@@ -221,6 +221,33 @@ def test_project_stiefel(client, dtype):
     assert float(ul.unitarity_error(value)) <= unitarity_bound(N, dtype)
 
 
+def test_engines_get_numpy_chunks_only(monkeypatch):
+    """The Numba engine may run on the chunks of a Dask U: NumPy arrays, never Dask ones."""
+    engine = pytest.importorskip("unitary_lowrank._engines.numba")
+    seen = []
+
+    def watch(name):
+        original = getattr(engine, name)
+
+        def wrapper(*args, **kwargs):
+            seen.append((name, {type(x).__name__ for x in (*args, *kwargs.values())
+                                if hasattr(x, "shape")}))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(engine, name, wrapper)
+
+    for name in ("adjoint_products", "basis_from_products", "write_update"):
+        watch(name)
+    rng = np.random.default_rng(15)
+    U = _unitary("rows", "float64", rng)
+    A, B = _factors("rows", "float64", rng, k=1)
+    X = ul.transport(_dask(U, "rows"), _dask(A, "rows"), _dask(B, "rows"))
+    with dask.config.set(scheduler="sync"):
+        value = X.compute()
+    assert_close(value, ul.transport(U, A, B), compare_tol(N, "float64"))
+    assert seen and all(kinds == {"ndarray"} for _, kinds in seen), seen
+
+
 @pytest.mark.parametrize("engine", ["blas", "numba"])
 def test_numpy_engines_refuse_dask(engine):
     if engine == "numba":
