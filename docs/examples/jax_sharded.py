@@ -130,15 +130,14 @@ def main(argv=None) -> dict:
             return U, loss
 
         train = jax.jit(train_step, out_shardings=(rows, None))
-        # The loss and the probe estimate, in one jit too. The probe draws its start
-        # vectors on the host from a seed, a constant of the compiled check (the same
-        # vectors at every check; the estimate is a lower bound whatever they are).
-        # Everything runs jitted: on CPU host devices, un-jitted operations on sharded
-        # arrays of this size could hang in XLA's collectives (docs/sharding.md, limits).
+        # The loss and the probe estimate, in one jit too; the probe's start vectors
+        # come from a JAX key, fresh at every check. Everything runs jitted: on CPU host
+        # devices, un-jitted operations on sharded arrays of this size could hang in
+        # XLA's collectives (docs/sharding.md, limits).
         @jax.jit
-        def evaluate(U, X, Y):
+        def evaluate(U, X, Y, key):
             D = U @ X - Y
-            est = ul.unitarity_error(U, method="probe", rng=args.seed)
+            est = ul.unitarity_error(U, method="probe", rng=key)
             return jnp.sum(jnp.abs(D) ** 2), est
         key = jax.random.key(args.seed + 1)
         compiled = train.lower(U, X, Y, key).compile()
@@ -156,9 +155,9 @@ def main(argv=None) -> dict:
         losses, log = [], []
         t0 = time.perf_counter()
         for s in range(args.steps + 1):
-            key, k_step = jax.random.split(key)
+            key, k_step, k_probe = jax.random.split(key, 3)
             if s % args.log_every == 0 or s == args.steps:
-                loss, est = (float(v) for v in evaluate(U, X, Y))
+                loss, est = (float(v) for v in evaluate(U, X, Y, k_probe))
                 losses.append(loss)
                 log.append({"step": s, "loss": loss, "probe": est})
                 print(f"step {s:5d}  loss {loss:.4e}  probe ‖UᵀU−I‖₂ {est:.2e}", flush=True)
