@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import io
 import json
 import math
@@ -16,7 +17,9 @@ from unitary_lowrank.cli.tasks import rnn
 from unitary_lowrank.cli.tasks import train as T
 from unitary_lowrank.testing import compare_tol, eps_of, unitarity_bound
 
-pytest.importorskip("sklearn")  # the bundled 8x8 digits come from scikit-learn (cli extra)
+#: The bundled 8x8 digits (the default dataset) come from scikit-learn (the cli extra).
+needs_digits = pytest.mark.skipif(importlib.util.find_spec("sklearn") is None,
+                                  reason="the 8x8 digits need scikit-learn")
 
 TINY = ["--hidden", "6", "--batch", "8", "--steps", "4", "--eval-every", "2",
         "--test-batch", "50"]
@@ -33,6 +36,7 @@ def run(argv, capsys):
     return code, out, err
 
 
+@needs_digits
 def test_pixels_on_digits_writes_json_and_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     js, png = tmp_path / "run.json", tmp_path / "run.png"
@@ -56,6 +60,7 @@ def test_pixels_on_digits_writes_json_and_plot(tmp_path, capsys):
     assert png.read_bytes().startswith(PNG_MAGIC)
 
 
+@needs_digits
 def test_no_permute_and_relu_run(tmp_path, capsys):
     js = tmp_path / "run.json"
     code, out, err = run(["pixels", *TINY, "--no-permute", "--nonlinearity", "relu",
@@ -66,6 +71,7 @@ def test_no_permute_and_relu_run(tmp_path, capsys):
     assert s["permute"] is False and s["nonlinearity"] == "relu"
 
 
+@needs_digits
 @pytest.mark.parametrize("method", T.METHODS)
 def test_every_method_runs_pixels(method, capsys):
     code, out, err = run(["pixels", *TINY, "--method", method, "--quiet"], capsys)
@@ -178,7 +184,7 @@ def test_test_set_is_evaluated_with_the_best_validation_state():
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--downsample", "3"], "downsample"),
+    pytest.param(["--downsample", "3"], "downsample", marks=needs_digits),
     (["--dataset", "imagenet"], "--dataset"),
     (["--dataset", "mnist", "--data-dir", "{tmp}"], "mnist"),
 ])
@@ -202,7 +208,7 @@ def test_corrupt_data_files_are_one_line_and_status_2(tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith("unitary-lowrank pixels: error:")
 
 
-@pytest.mark.parametrize("task", ["copy", "adding", "pixels"])
+@pytest.mark.parametrize("task", ["copy", "adding", pytest.param("pixels", marks=needs_digits)])
 def test_paper_presets_run_a_few_steps_at_tiny_sizes(task, tmp_path, capsys):
     """The paper's settings, with the sizes and the epoch made tiny: the schedule runs."""
     js = tmp_path / "p.json"
@@ -316,6 +322,7 @@ def test_log_lines_carry_the_progress_off_a_terminal():
     assert len(later) == 2 and all("train loss" in ln and "ETA" in ln for ln in later)
 
 
+@needs_digits
 def test_plot_overlays_pixel_runs(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     paths = []
