@@ -116,8 +116,10 @@ def unitarity_error(U, /, *, method="exact", probes=4, depth=4, rng=None, xp=Non
         key for another library's `U`), or `xp` is not an array namespace (or
         not that of `U`).
     ValueError
-        If `U` has fewer than two dimensions, `method` is unknown, or `probes`
-        or `depth` is below 1.
+        If `U` has fewer than two dimensions, `method` is unknown, `probes`
+        or `depth` is below 1, or ``method="exact"`` is asked of a Dask array
+        whose matrices are split over several chunks (use ``"probe"``, which
+        works chunk by chunk; ``docs/dask.md``).
 
     See Also
     --------

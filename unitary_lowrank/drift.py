@@ -129,8 +129,10 @@ def reunitarize(U, /, *, method="auto", iterations=None, out=None, xp=None):
         If `U` has fewer than two dimensions or more columns than rows, holds
         NaN or infinity, `method` is unknown, `iterations` is below 1 or given
         with ``"polar"``, `out` does not match (shape, dtype, device) or is
-        read-only, or ``method="newton-schulz"`` and ``‖UᴴU − I‖₂ >= 1`` (the
-        iteration would not converge).
+        read-only, ``method="newton-schulz"`` and ``‖UᴴU − I‖₂ >= 1`` (the
+        iteration would not converge), or ``method="polar"`` is asked of a
+        Dask array whose matrices are split over several chunks (Newton–Schulz
+        runs on its tiles; ``docs/dask.md``).
 
     See Also
     --------
