@@ -199,7 +199,8 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
                         + (" and accuracy" if task != "adding" else "")
                         + ", ‖UᵀU − I‖₂, the decays and the stop (needs matplotlib)")
     p.add_argument("--quiet", action="store_true",
-                   help="no progress or test lines; only the final summary")
+                   help="no progress bar, even on a terminal: a plain line per evaluation "
+                        "(as when stderr is not a terminal), then the summary")
 
 
 def _add_pixel_options(p: argparse.ArgumentParser) -> None:
@@ -334,7 +335,7 @@ def _run_training(args: argparse.Namespace) -> int:
         except DataError as exc:
             raise _UsageError(f"{PROG} {args.command}: error: {exc}") from None
     try:
-        summary = T.train(cfg, stream=sys.stderr, quiet=args.quiet, pixels=pixels)
+        summary = T.train(cfg, stream=sys.stderr, bar=not args.quiet, pixels=pixels)
     except T.TrainingInterrupted as exc:  # Ctrl-C: report the steps done, then exit 130
         summary = exc.summary
     print(T.format_summary(summary), flush=True)

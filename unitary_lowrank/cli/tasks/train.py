@@ -745,7 +745,7 @@ def _finite_or_none(x: float | None) -> float | None:
 
 
 def train(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False,
-          pixels: Any = None, use_tqdm: bool = True) -> dict[str, Any]:
+          pixels: Any = None, use_tqdm: bool = True, bar: bool = True) -> dict[str, Any]:
     """Train the network of `cfg` and return the summary (see :func:`write_json`).
 
     Parameters
@@ -762,6 +762,9 @@ def train(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False,
     use_tqdm : bool, default: True
         On a terminal, draw the progress bar through tqdm when it is installed
         (False: the built-in bar).
+    bar : bool, default: True
+        False: no progress bar even on a terminal, only the plain line per
+        evaluation (the command line's ``--quiet``).
 
     Returns
     -------
@@ -805,7 +808,8 @@ def train(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False,
         pixels = load_data(cfg)
     update_U = _UnitaryUpdate(cfg, xp)
     with blas_threads(cfg.threads), np.errstate(over="ignore", invalid="ignore"):
-        summary = _train(cfg, xp, device, stream, quiet, update_U, pixels, use_tqdm)
+        summary = _train(cfg, xp, device, stream, quiet, update_U, pixels, use_tqdm and bar,
+                         bar)
     if summary["stop_reason"] == "interrupted":
         raise TrainingInterrupted(summary)
     return summary
@@ -832,7 +836,8 @@ class _Run:
     """
 
     def __init__(self, cfg: Config, xp: ModuleType, device: Any, stream: TextIO, quiet: bool,
-                 update_U: _UnitaryUpdate, pixels: Any = None, use_tqdm: bool = True):
+                 update_U: _UnitaryUpdate, pixels: Any = None, use_tqdm: bool = True,
+                 bar: bool = True):
         seeds = np.random.SeedSequence(cfg.seed).spawn(4)
         gen_init, self.gen_train, gen_test, gen_step = (np.random.default_rng(s) for s in seeds)
         self.cfg, self.xp, self.stream, self.quiet = cfg, xp, stream, quiet
@@ -849,7 +854,7 @@ class _Run:
         self.opt = RMSprop(cfg.lr, xp=xp)
         self.update_U = update_U
         update_U.rng = gen_step
-        self.progress = Progress(stream, cfg.steps, not quiet, use_tqdm=use_tqdm)
+        self.progress = Progress(stream, cfg.steps, bar and not quiet, use_tqdm=use_tqdm)
         self.history: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []  # learning-rate decays and the early stop
         self.t_start = time.perf_counter()
@@ -1083,9 +1088,9 @@ def _should_stop(cfg: Config, frac: float, accuracy: float | None) -> bool:
 
 def _train(cfg: Config, xp: ModuleType, device: Any, stream: TextIO, quiet: bool,
            update_U: _UnitaryUpdate, pixels: Any = None,
-           use_tqdm: bool = True) -> dict[str, Any]:
+           use_tqdm: bool = True, bar: bool = True) -> dict[str, Any]:
     """The loop of :func:`train`: steps, progress, tests; then the summary."""
-    run = _Run(cfg, xp, device, stream, quiet, update_U, pixels, use_tqdm)
+    run = _Run(cfg, xp, device, stream, quiet, update_U, pixels, use_tqdm, bar)
     try:
         if _first_test(run):
             for step in range(1, cfg.steps + 1):
