@@ -286,9 +286,14 @@ def adjoint_product(M: Any, Z: Any, xp: ModuleType) -> Any:
     Computed as ``(Zᴴ M)ᴴ`` for torch on the CPU: only thin arrays are
     conjugated (``Mᴴ`` of a complex M would be a copy of M), and MKL's product
     of a transposed square matrix and a few columns is 10–30× slower than this
-    form at n = 1024–2048, k = 2–4. Other libraries take ``herm(M) @ Z``.
+    form at n = 1024–2048, k = 2–4. Also for JAX: for a Z of one column, XLA on
+    the CPU copies M (or each device's rows of an M sharded by rows) into its
+    transpose, and the sharded product with 4 columns is slower too (n = 4096,
+    float32: one column 16× this form's time on one device, 29× on 4 host
+    devices; 4 columns on 4 host devices 10×). Other libraries take
+    ``herm(M) @ Z``.
     """
-    if _torch_cpu(xp, M):
+    if _torch_cpu(xp, M) or array_api_compat.is_jax_namespace(xp):
         return herm(herm(Z, xp) @ M, xp)
     return herm(M, xp) @ Z
 
