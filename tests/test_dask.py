@@ -221,6 +221,28 @@ def test_project_stiefel(client, dtype):
     assert float(ul.unitarity_error(value)) <= unitarity_bound(N, dtype)
 
 
+@pytest.mark.parametrize("case", ["rank 4", "batched factors", "out"])
+def test_update_other_shapes(client, case):
+    """Rank 4 (past the Numba engine's range), factors with a batch for one U, ``out=``."""
+    rng = np.random.default_rng(16)
+    U = _unitary("rows", "float64", rng)
+    if case == "batched factors":
+        A, B = _factors("batch-rows", "float64", rng)
+        Ad, Bd = _dask(A, "batch-rows"), da.from_array(B)
+    else:
+        A, B = _factors("rows", "float64", rng, k=4)
+        Ad, Bd = da.from_array(A), da.from_array(B)
+    Ud = _dask(U, "rows")
+    out = da.zeros_like(Ud) if case == "out" else None
+    X = ul.retract(Ud, Ad, Bd, "cayley", out=out)
+    if out is not None:
+        assert X is out
+    assert X.chunks[-2:] == Ud.chunks
+    # a batch of F results from one U: a chunk may hold the same rows of all F of them
+    assert_chunked(X, Ud, whole=N * N * (F if case == "batched factors" else 1))
+    assert_close(_computed(client, X), ul.retract(U, A, B, "cayley"), compare_tol(N, "float64"))
+
+
 def test_engines_get_numpy_chunks_only(monkeypatch):
     """The Numba engine may run on the chunks of a Dask U: NumPy arrays, never Dask ones."""
     engine = pytest.importorskip("unitary_lowrank._engines.numba")
