@@ -445,8 +445,11 @@ def test_nothing_is_computed_inside_the_library():
     A, B = (_dask(x, "batch-rows") for x in _factors("batch-rows", "float64", rng))
     X, Y = (_dask(x, "batch-rows") for x in _gradient("batch-rows", "float64", rng, 16))
     G = X @ da.swapaxes(Y, -1, -2)
+    U1 = _dask(_drifted("rows", "float64", rng), "rows")  # one matrix: the engine's graph
+    A1, B1 = (_dask(x, "rows") for x in _factors("rows", "float64", rng, k=1))
     count = _CountTasks()
     with count, dask.config.set(scheduler="sync"):
+        ul.transport(U1, A1, B1)
         ul.project(U, A, B)
         ul.transport(U, A, B, check_finite=True)  # the value checks are skipped, not run
         ul.step(U, (X, Y), 0.1, rank=K, rng=0)
