@@ -6,7 +6,8 @@ the sharded programs run in one subprocess (``tests/_sharded_jax_worker.py``, wi
 record per case; each case is one test here. For every case:
 
 - the result keeps the input's sharding (U by rows, a batch of U by rows or by
-  matrices; the n×k factors of ``lowrank`` by rows or whole on every device);
+  matrices; the n×k factors of ``lowrank`` and the basis of ``range_finder`` by rows
+  or whole on every device);
 - it equals the library's single-device NumPy result (a JAX key: the unsharded jit)
   within ``compare_tol`` (the probe estimate within ``unitarity_bound`` of its
   precision), and a U result is unitary within ``unitarity_bound``
