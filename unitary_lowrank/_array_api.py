@@ -45,6 +45,7 @@ __all__ = [
     "splits_matrices",
     "square_tiles",
     "type_name",
+    "whole_matrices",
 ]
 
 #: The four dtypes every routine supports.
@@ -635,3 +636,13 @@ def in_one_task(func: Any, outputs: list[tuple[tuple[int, ...], Any]], *arrays: 
 
 def _one_task(func: Any, *arrays: Any) -> tuple[Any, ...]:
     return tuple(func(*arrays, xp=array_namespace(*arrays)))
+
+
+def whole_matrices(x: Any) -> Any:
+    """A Dask `x` with each matrix (its last two axes) in one chunk; others unchanged.
+
+    For thin arrays only (n×k factors), whose numbers one task can hold.
+    """
+    if not array_api_compat.is_dask_array(x) or not splits_matrices(x):
+        return x
+    return x.rechunk({x.ndim - 2: -1, x.ndim - 1: -1})

@@ -21,11 +21,14 @@ import numpy as np
 from ._agnostic import _sketch
 from ._array_api import (
     broadcast_batch,
+    core_dtype,
     device_of,
     dtype_name,
     get_namespace,
+    in_one_task,
     is_lazy_array,
     real_dtype,
+    whole_matrices,
 )
 from ._validation import as_int, check_matrix, check_same_device
 from .haar import as_generator, check_rng_library, rng_library
@@ -143,6 +146,9 @@ def as_operator(G: Any, xp: ModuleType | None, name: str = "G") -> _Operator:
         check_same_device([(nx, X), (ny, Y)])
         dtype = xp.result_type(X.dtype, Y.dtype)
         X, Y = (v if v.dtype == dtype else xp.astype(v, dtype) for v in (X, Y))
+        # Dask: the thin factors (O((m + n) r) numbers) in one chunk per matrix, so that
+        # their checks and products are single tasks, not trees over U's row chunks
+        X, Y = whole_matrices(X), whole_matrices(Y)
         X, sx = _finite_and_scaled(X, nx, xp)
         Y, sy = _finite_and_scaled(Y, ny, xp)
         return _Operator(
@@ -375,8 +381,15 @@ def _factors_at(op: _Operator, k: int, sampler: str, oversample: int, n_iter: in
     size = k + oversample if sampler == "column" else min(k + oversample, op.m, op.n)
     r = op.r
     if r is not None and (r <= k or (sampler == "randomized" and r <= size)):
-        # The factors already are the answer: exact SVD in O((m + n) r²).
-        return _sketch.exact_factored_svd(*op.G, xp)
+        # The factors already are the answer: exact SVD in O((m + n) r²). For Dask
+        # factors in one task (two QRs of n×r blocks and an r×r SVD), not as dozens
+        # of tiny tasks in a row.
+        q = min(op.m, op.n, r)
+        sdt = real_dtype(xp, core_dtype(xp, op.dtype))
+        return in_one_task(_sketch.exact_factored_svd,
+                           [((*op.batch, op.m, q), op.dtype), ((*op.batch, q), sdt),
+                            ((*op.batch, op.n, q), op.dtype), (op.batch, sdt)],
+                           *op.G, xp=xp)
     Q = _basis(op, sampler, size, n_iter, shared, gen)
     return _sketch.project_svd(op.G, Q, residual, xp)
 
