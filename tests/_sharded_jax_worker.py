@@ -381,6 +381,34 @@ def run_checker(jax, np, mesh, NamedSharding, P) -> list[dict]:
     return out
 
 
+def run_eager(jax, np, ul, testing, mesh, NamedSharding, P) -> list[dict]:
+    """Eager (un-jitted) calls on U by rows with A, B placed otherwise on the same devices.
+
+    The library must take U sharded by rows with factors replicated, or with the
+    same row layout spelled ``P("rows")``, as one placement (no device error), and
+    compute what NumPy computes.
+    """
+    rng = np.random.default_rng(3)
+    U0 = np.linalg.qr(rng.standard_normal((N, N)))[0].astype("float32")
+    A0 = (1e-2 * rng.standard_normal((N, K))).astype("float32")
+    B0 = rng.standard_normal((N, K)).astype("float32")
+    U = jax.device_put(U0, NamedSharding(mesh, P("rows", None)))
+    layouts = {"replicated": P(), "rows spelled P('rows')": P("rows")}
+    out = []
+    for name, spec in layouts.items():
+        A = jax.device_put(A0, NamedSharding(mesh, spec))
+        B = jax.device_put(B0, NamedSharding(mesh, spec))
+        rec = {"name": name}
+        try:
+            got = np.asarray(ul.project(U, A, B))
+            rec["diff"] = float(np.max(np.abs(got - ul.project(U0, A0, B0))))
+            rec["tol"] = testing.compare_tol(N, "float32")
+        except Exception as exc:  # reported to the test, which fails with it
+            rec["error"] = f"{type(exc).__name__}: {exc}"
+        out.append(rec)
+    return out
+
+
 def main(argv: list[str]) -> None:
     """Run the cases named in `argv` (all when none) and print the JSON record."""
     os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={DEVICES}")
@@ -394,14 +422,16 @@ def main(argv: list[str]) -> None:
 
     devices = jax.devices()
     if len(devices) < DEVICES:
-        print(json.dumps({"devices": len(devices), "results": [], "checker": []}))
+        print(json.dumps({"devices": len(devices), "results": [], "checker": [], "eager": []}))
         return
     mesh = Mesh(np.array(devices[:DEVICES]), ("rows",))
     wanted = set(argv)
     results = [run_case(c, jax, np, ul, testing, mesh, NamedSharding, P) for c in cases()
                if not wanted or c["id"] in wanted or c["func"] in wanted]
     checker = run_checker(jax, np, mesh, NamedSharding, P)
-    print(json.dumps({"devices": len(devices), "results": results, "checker": checker}))
+    eager = run_eager(jax, np, ul, testing, mesh, NamedSharding, P)
+    print(json.dumps({"devices": len(devices), "results": results, "checker": checker,
+                      "eager": eager}))
 
 
 if __name__ == "__main__":

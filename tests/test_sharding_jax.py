@@ -89,6 +89,14 @@ def test_sharded_case(report, case):
         f"(all: {rec['collectives']})")
 
 
+@pytest.mark.parametrize("name", ["replicated", "rows spelled P('rows')"])
+def test_eager_call_on_one_set_of_devices_is_one_placement(report, name):
+    """Outside jit, U by rows and A, B replicated (or P("rows")) are not "other devices"."""
+    rec = next(r for r in report["eager"] if r["name"] == name)
+    assert "error" not in rec, rec.get("error")
+    assert rec["diff"] <= rec["tol"], f"{rec['diff']:.3e} > {rec['tol']:.3e}"
+
+
 def test_updates_communicate_only_thin_blocks(report):
     """On U by rows a rank-k update exchanges n×k and n×2k blocks, a batch by matrices nothing."""
     for func in ("project", "transport", "retract-cayley"):

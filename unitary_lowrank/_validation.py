@@ -163,6 +163,19 @@ def check_matrix(x: Any, name: str, xp: ModuleType, layout: str = "(..., m, n)")
     check_dtype(x, name, xp)
 
 
+def _placement(dev: Any) -> Any:
+    """What two arrays must share: the device, or for a sharded JAX array its set of devices.
+
+    A sharded JAX array's "device" is its sharding; two shardings over the same
+    devices (U by rows, A replicated, or the same layout spelled ``P("rows")``
+    and ``P("rows", None)``) are one placement, and JAX moves the data itself.
+    """
+    devices = getattr(dev, "device_set", None)
+    if devices is None:
+        return dev
+    return next(iter(devices)) if len(devices) == 1 else frozenset(devices)
+
+
 def check_same_device(named: list[tuple[str, Any]]) -> None:
     """`ValueError` when arrays live on different devices (never copy between them)."""
     # A traced array (under jax.grad or jax.jit) has no device, None: nothing to compare.
@@ -172,7 +185,7 @@ def check_same_device(named: list[tuple[str, Any]]) -> None:
         return
     (first_name, first_dev), *rest = placed
     for name, dev in rest:
-        if dev != first_dev:
+        if _placement(dev) != _placement(first_dev):
             raise ValueError(
                 f"{name} is on device {dev!r} but {first_name} is on {first_dev!r}; "
                 "move them to one device first"
