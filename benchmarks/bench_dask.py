@@ -132,7 +132,7 @@ def run(quick: bool) -> list[dict]:
     n, rows = (256, 64) if quick else (N, ROWS)
     repeats = 1 if quick else 9
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         return [row for dtype in ("float32", "float64")
                 for row in _rows(client, n, rows, dtype, repeats, quick)]
 

@@ -62,9 +62,13 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "dask_larg
 
 @pytest.fixture(scope="module")
 def client():
-    """A two-worker cluster of this process (threads), closed after the module."""
+    """A two-worker cluster of this process (threads), closed after the module.
+
+    ``dashboard_address=":0"``: the scheduler's HTTP server takes a free port
+    (with None it still binds 8787, and fails where another cluster holds it).
+    """
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                       dashboard_address=None)
+                                       dashboard_address=":0")
     client = distributed.Client(cluster, set_as_default=False)  # no global scheduler
     yield client
     client.close()

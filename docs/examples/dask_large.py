@@ -115,7 +115,7 @@ def main(argv=None) -> None:
           f"workers with a memory limit of {format_bytes(limit)} each"
           + (" (below the size of U)" if limit < size else ""))
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                      memory_limit=limit, dashboard_address=None) as cluster, \
+                      memory_limit=limit, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         V, R = target(n, k, args.rows, dtype, args.seed)
         V = client.persist(V)
