@@ -19,6 +19,7 @@ jnp = jax.numpy
 import unitary_lowrank as ul  # noqa: E402
 from unitary_lowrank.testing import (  # noqa: E402
     compare_tol,
+    eps_of,
     rounded_unitarity_bound,
     to_numpy,
     unitarity_bound,
@@ -140,6 +141,15 @@ def test_range_finder_with_a_jax_key():
     Qn = to_numpy(Q)
     resid = to_numpy(G) - Qn @ (Qn.T @ to_numpy(G))
     assert np.max(np.abs(resid)) <= compare_tol(10, "float32") * float(np.max(np.abs(G)))
+
+
+def test_lowrank_with_a_tolerance_is_quiet_with_x64_off():
+    """tol= picks the rank by counting on the device: no int64 request (a warning) there."""
+    G = jnp.asarray(_lowrank_matrix((12, 9), 3, "float32", 4))
+    A, B = ul.lowrank(G, tol=eps_of("float32") ** 0.5, rng=jax.random.key(1))
+    assert A.shape == (12, 3) and B.shape == (9, 3)  # the exact rank of G
+    err = np.max(np.abs(_product(A, B) - to_numpy(G)))
+    assert err <= compare_tol(12, "float32") * float(np.max(np.abs(G)))
 
 
 def test_int_seed_with_jax_arrays_draws_on_the_host():

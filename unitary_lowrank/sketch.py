@@ -598,7 +598,8 @@ def _adaptive(op, tol, kmin, kmax, sampler, oversample, n_iter, shared, gen, ret
         L = errs.shape[-1]
         top = min(L, kmax)
         # Number of ranks in [1, top] that miss tol, per matrix; the answer is one more.
-        miss = xp.sum(xp.astype(errs[..., :top] > tol, xp.int64), axis=-1)
+        # int32: counts up to kmax fit, and JAX without x64 has no int64 (it would warn)
+        miss = xp.sum(xp.astype(errs[..., :top] > tol, xp.int32), axis=-1)
         need = max(int(xp.max(miss)) + 1, kmin)
         if need <= top:
             k = need
