@@ -50,7 +50,7 @@ TUTORIAL_OUTPUT = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per run, also when the tests run interleaved
 def html_dir(tmp_path_factory) -> Path:
     """The built site: UNITARY_LOWRANK_DOCS_HTML, or a fresh ``-W`` build in a temp dir."""
     given = os.environ.get("UNITARY_LOWRANK_DOCS_HTML")

@@ -61,9 +61,9 @@ def _env() -> dict:
     return env
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per run, also when the tests run interleaved
 def report() -> dict:
-    """The worker's record of every case (one subprocess for the whole module)."""
+    """The worker's record of every case (one subprocess for the whole run)."""
     out = subprocess.run([sys.executable, str(WORKER_PATH)], cwd=ROOT, env=_env(),
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
