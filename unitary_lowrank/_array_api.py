@@ -18,6 +18,7 @@ from array_api_compat import is_lazy_array as _compat_is_lazy_array
 
 __all__ = [
     "DTYPE_NAMES",
+    "adjoint_product",
     "align_factors",
     "basis_update",
     "broadcast_batch",
@@ -34,16 +35,15 @@ __all__ = [
     "is_dask_array",
     "is_lazy_array",
     "is_numpy_namespace",
-    "adjoint_product",
     "matmul_add",
-    "thin_product",
+    "namespace_library",
     "namespace_of",
     "no_fp_warnings",
-    "namespace_library",
     "real_dtype",
     "resolve_namespace",
     "splits_matrices",
     "square_tiles",
+    "thin_product",
     "type_name",
     "whole_matrices",
 ]
@@ -313,7 +313,7 @@ def matmul_add(C: Any, A: Any, B: Any, xp: ModuleType) -> Any:
     if array_api_compat.is_torch_namespace(xp) and same_batch:
         torch = sys.modules["torch"]
         if C.ndim == 2:
-            if 0 < A.shape[-1] <= 2 and C.dtype == torch.float32 and C.device.type == "cpu":
+            if 0 < A.shape[-1] <= 2 and C.dtype == torch.float32 and _torch_cpu(xp, C):
                 # MKL's sgemm is slow with an inner dimension of 1 or 2 (the rank-1
                 # update's r = 2): rank-one updates take a quarter of its time at
                 # n = 512–2048 (float64 and complex gain nothing, so keep addmm)
