@@ -14,7 +14,7 @@ JAX, array-api-strict) and return arrays of the same library, device and dtype.
 from ._parallel import get_num_threads, set_num_threads
 from ._pool import ResultPoolInfo, result_pool_info, set_result_pool
 from .dense import polar, unitarity_error
-from .directions import rmsprop_direction
+from .directions import adam_direction, rmsprop_direction
 from .drift import DriftGuard, reunitarize
 from .haar import random_unitary
 from .sketch import LowRank, lowrank, range_finder
@@ -27,6 +27,7 @@ __all__ = [
     "DriftGuard",
     "LowRank",
     "ResultPoolInfo",
+    "adam_direction",
     "get_num_threads",
     "lowrank",
     "polar",

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from ._agnostic import _drift
+from typing import Any
+
+import numpy as np
+
+from ._agnostic import _drift, _updates
 from ._array_api import (
     core_dtype,
     device_of,
+    eye_like,
     get_namespace,
+    herm,
     is_complex,
     is_lazy_array,
     real_dtype,
@@ -220,3 +226,75 @@ def _cast_error(err, U, xp):
     big = err > float(xp.finfo(rdt).max)
     err = xp.where(big, xp.full_like(err, float("inf")), err)
     return xp.astype(err, rdt)
+
+
+def full_retraction(U: Any, S: Any, method: str, xp: Any) -> Any:
+    """The dense retraction of a finite Euclidean step `S` at a unitary `U` (internal).
+
+    ``"polar"``: the SVD polar factor of ``U + S`` (any shape); ``"exp"``:
+    ``U expm(Ω)``, ``"cayley"``: ``U (I − Ω/2)⁻¹(I + Ω/2)``, with
+    ``Ω = (UᴴS − SᴴU)/2`` (square U), then one Newton–Schulz step, so that the
+    rounding of successive steps does not accumulate. `ValueError` unless
+    ``‖UᴴU − I‖₂ <= √eps`` (one O(n²p) product next to the O(n³) retraction).
+    For ``unitary_lowrank.step`` with ``rank="full"``.
+    """
+    tol = float(xp.finfo(real_dtype(xp, U.dtype)).eps) ** 0.5
+    E = herm(U, xp) @ U - eye_like(U.shape[-1], U, xp)
+    # ‖E‖₂ <= ‖E‖_F: the Frobenius norm passes a unitary U at O(p²); only a U that
+    # fails it gets the exact norm (from a p×p eigvalsh in double precision)
+    if not is_lazy_array(E) and not bool(xp.all(xp.linalg.matrix_norm(E) <= tol)):
+        err = _updates.gram_error(U, xp)
+        if not bool(xp.all(err <= tol)):
+            worst = float(xp.max(xp.where(xp.isnan(err), xp.full_like(err, float("inf")),
+                                          err)))
+            raise ValueError(
+                f"U is not unitary (orthonormal columns): ‖UᴴU − I‖₂ = {worst:.2e} exceeds "
+                f"sqrt(eps) = {tol:.1e}; repair it first with reunitarize(U)"
+            )
+    if method == "polar":
+        W, _, Vh = xp.linalg.svd(U + S, full_matrices=False)
+        X = W @ Vh
+    else:
+        W = herm(U, xp) @ S
+        Om = (W - herm(W, xp)) / 2
+        if method == "exp":
+            X = U @ _expm_skew(Om, xp)
+        else:
+            eye = eye_like(Om.shape[-1], Om, xp)
+            X = U @ xp.linalg.solve(eye - Om / 2, eye + Om / 2)
+    # One Newton–Schulz step X(3I − XᴴX)/2 (two products, O(np²)): it squares the
+    # distance of X from the group, so the rounding of earlier steps does not add up
+    # over a run; what remains is the rounding of this one.
+    return X - X @ ((herm(X, xp) @ X - eye_like(X.shape[-1], X, xp)) / 2)
+
+
+def _expm_skew(Om: Any, xp: Any) -> Any:
+    """``expm(Ω)`` of a skew-Hermitian `Ω`: the library's own routine where it has one.
+
+    torch's ``matrix_exp``, JAX's and SciPy's ``expm`` (a diagonal Padé
+    approximant with scaling and squaring, unitary up to rounding for a
+    skew-Hermitian argument); elsewhere ``V exp(−iΛ) Vᴴ`` from ``eigh(iΩ)``.
+    """
+    import array_api_compat
+
+    if array_api_compat.is_torch_namespace(xp):
+        import torch
+
+        return torch.linalg.matrix_exp(Om)
+    if array_api_compat.is_jax_namespace(xp):
+        import jax.scipy.linalg
+
+        return jax.scipy.linalg.expm(Om)
+    if array_api_compat.is_numpy_namespace(xp) and type(Om) is np.ndarray:
+        try:
+            from scipy.linalg import expm
+        except ImportError:  # scipy is optional: the eigendecomposition below
+            pass
+        else:
+            return expm(Om)
+    cdt = xp.complex128 if real_dtype(xp, Om.dtype) == xp.float64 else xp.complex64
+    H = xp.astype(Om, cdt) * 1j  # Hermitian
+    lam, V = xp.linalg.eigh((H + herm(H, xp)) / 2)
+    phase = xp.exp(xp.astype(lam, cdt) * (-1j))
+    E = (V * phase[..., None, :]) @ herm(V, xp)
+    return E if is_complex(xp, Om.dtype) else xp.real(E)

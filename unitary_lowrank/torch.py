@@ -27,7 +27,14 @@ __all__ = ["ProjUNN"]
 
 _METHODS = ("polar", "exp", "cayley")
 _SAMPLERS = ("lsi", "randomized", "column")
-_DIRECTIONS = ("rmsprop", "gradient")
+_DIRECTIONS = ("adam", "rmsprop", "gradient")
+#: ``rank="auto"``: a full-rank step for weights whose larger side is at most this, where
+#: the dense O(n³) retraction costs little next to a network's forward and backward pass
+#: (chosen from ``python -m benchmarks.run --sections train``; docs/choosing.md), and
+#: rank :data:`AUTO_RANK` above it.
+AUTO_FULL_MAX = 256
+#: ``rank="auto"``: the rank of the step for weights larger than :data:`AUTO_FULL_MAX`.
+AUTO_RANK = 1
 _DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 #: Largest number of columns for which the first-step check computes the exact
 #: ``‖WᴴW − I‖₂`` (O(np² + p³)); beyond, the probe estimate (O(n·p·16)).
@@ -195,17 +202,23 @@ class ProjUNN(torch.optim.Optimizer):
         lr: float = 1e-3,
         *,
         method: str = "exp",
-        rank: int = 1,
+        rank: int | str = 1,
         sampler: str = "lsi",
         direction: str = "rmsprop",
         alpha: float = 0.99,
+        betas: tuple[float, float] = (0.9, 0.999),
+        momentum: float = 0.0,
         eps: float = 1e-8,
+        maximize: bool = False,
         repair_every: int | None = None,
+        check_unitary: bool = True,
         generator: None | int | torch.Generator = None,
     ) -> None:
         defaults = {"lr": lr, "method": method, "rank": rank, "sampler": sampler,
-                    "direction": direction, "alpha": alpha, "eps": eps,
-                    "repair_every": repair_every}
+                    "direction": direction, "alpha": alpha, "betas": tuple(betas)
+                    if isinstance(betas, list) else betas, "momentum": momentum, "eps": eps,
+                    "maximize": maximize, "repair_every": repair_every,
+                    "check_unitary": check_unitary}
         _check_hyper(defaults, "")
         self._entropy = _root_entropy(generator)
         # each weight's live generator and the state tuple it was saved as: reused while
@@ -340,14 +353,10 @@ class ProjUNN(torch.optim.Optimizer):
         steps = int(state.get("step", 0))
         wide = p.shape[-1] > p.shape[-2]
         W = p.detach().mH if wide else p.detach()  # orthonormal columns
-        if steps == 0:
+        if steps == 0 and group["check_unitary"]:
             _check_unitary(W, name, wide)
         new_state: dict[str, Any] = {"step": steps + 1}
-        if group["direction"] == "rmsprop":
-            D, new_state["square_avg"] = ul.rmsprop_direction(
-                grad, state.get("square_avg"), alpha=group["alpha"], eps=group["eps"])
-        else:
-            D = grad
+        D = _direction(grad, state, new_state, group, steps + 1, name)
         packed = state.get("rng_state")
         live = self._live.get(p)
         if live is not None and packed is not None and live[1] is packed:
@@ -355,7 +364,7 @@ class ProjUNN(torch.optim.Optimizer):
         else:
             gen = _generator(packed, self._entropy, index)
         try:
-            new = ul.step(W, D.mH if wide else D, group["lr"], rank=group["rank"],
+            new = ul.step(W, D.mH if wide else D, group["lr"], rank=_rank(group["rank"], W),
                           method=group["method"], sampler=group["sampler"], rng=gen)
             every = group["repair_every"]
             if every is not None and (steps + 1) % every == 0:
@@ -376,6 +385,49 @@ class ProjUNN(torch.optim.Optimizer):
 
 
 # ---------------------------------------------------------------------- helpers
+def _direction(grad: torch.Tensor, state: dict[str, Any], new_state: dict[str, Any],
+               group: dict[str, Any], t: int, name: str) -> torch.Tensor:
+    """The direction D of step `t` of a weight; its new running means go into `new_state`.
+
+    `ValueError` (nothing changed) when a running mean of ``|G|²`` would not be finite:
+    a gradient holding NaN or infinity, or one whose square overflows the dtype.
+    """
+    G = -grad if group["maximize"] else grad
+    kind = group["direction"]
+    square = None
+    if kind == "adam":
+        D, new_state["exp_avg"], square = ul.adam_direction(
+            G, state.get("exp_avg"), state.get("exp_avg_sq"), t, betas=group["betas"],
+            eps=group["eps"])
+        new_state["exp_avg_sq"] = square
+    elif kind == "rmsprop":
+        D, square = ul.rmsprop_direction(G, state.get("square_avg"), alpha=group["alpha"],
+                                         eps=group["eps"])
+        new_state["square_avg"] = square
+    else:
+        D = G
+    if square is not None and square.numel() and not bool(torch.isfinite(square.amax())):
+        raise ValueError(
+            f"ProjUNN: the step of {name} was refused, nothing was changed: its gradient holds "
+            f"NaN or infinity, or entries whose square overflows {grad.dtype} (largest "
+            f"|G| = {float(grad.abs().amax()):.3g}); the running mean of |G|² would stay "
+            "infinite and freeze the weight. Skip this batch, or scale the loss down"
+        )
+    mu = group["momentum"]
+    if mu:
+        buf = state.get("momentum_buffer")
+        D = D.clone() if buf is None else torch.mul(buf, mu).add_(D)
+        new_state["momentum_buffer"] = D
+    return D
+
+
+def _rank(rank: int | str, W: torch.Tensor) -> int | str:
+    """The rank of the step of `W` (tall or square): ``"auto"`` resolved by its size."""
+    if rank != "auto":
+        return rank
+    return "full" if max(W.shape[-2:]) <= AUTO_FULL_MAX else min(AUTO_RANK, W.shape[-1])
+
+
 def _describe(group: dict[str, Any], g: int, i: int) -> str:
     names = group.get("param_names")
     label = f"parameter {i} ({names[i]!r})" if names else f"parameter {i}"
@@ -396,17 +448,34 @@ def _check_hyper(h: dict[str, Any], where: str) -> None:
             raise ValueError(f"{key} must be one of {', '.join(map(repr, allowed))}{where}, "
                              f"got {h[key]!r}")
     rank = h["rank"]
-    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
-        raise TypeError(f"rank must be an int{where}, got {type(rank).__name__} {rank!r}")
-    if rank < 1:
+    if isinstance(rank, str):
+        if rank not in ("full", "auto"):
+            raise ValueError(f"rank must be an int >= 1, 'full' or 'auto'{where}, got {rank!r}")
+    elif isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
+        raise TypeError(f"rank must be an int, 'full' or 'auto'{where}, got "
+                        f"{type(rank).__name__} {rank!r}")
+    elif rank < 1:
         raise ValueError(f"rank must be >= 1{where}, got {rank!r}")
-    alpha, eps = h["alpha"], h["eps"]
-    for key, value in (("alpha", alpha), ("eps", eps)):
+    for key in ("maximize", "check_unitary"):
+        if not isinstance(h[key], bool):
+            raise TypeError(f"{key} must be a bool{where}, got {type(h[key]).__name__} "
+                            f"{h[key]!r}")
+    betas = h["betas"]
+    if not isinstance(betas, tuple) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair of real numbers{where}, got {betas!r}")
+    alpha, eps, mu = h["alpha"], h["eps"], h["momentum"]
+    for key, value in (("alpha", alpha), ("eps", eps), ("momentum", mu),
+                       ("betas[0]", betas[0]), ("betas[1]", betas[1])):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{key} must be a real number{where}, got "
                             f"{type(value).__name__} {value!r}")
-    if not 0.0 <= float(alpha) < 1.0:
-        raise ValueError(f"alpha must be in [0, 1){where}, got {alpha!r}")
+    for key, value in (("alpha", alpha), ("momentum", mu), ("betas[0]", betas[0]),
+                       ("betas[1]", betas[1])):
+        if not 0.0 <= float(value) < 1.0:
+            raise ValueError(f"{key} must be in [0, 1){where}, got {value!r}")
+    if mu and h["direction"] == "adam":
+        raise ValueError(f"momentum applies to direction='rmsprop' or 'gradient'{where}; "
+                         "direction='adam' carries its own momentum, betas[0]")
     if not 0.0 < float(eps) < math.inf:
         raise ValueError(f"eps must be finite and > 0{where}, got {eps!r}")
     every = h["repair_every"]
@@ -430,7 +499,7 @@ def _check_weight(p: torch.Tensor, group: dict[str, Any], name: str) -> None:
     if n != q and group["method"] != "polar":
         raise ValueError(f"ProjUNN: {name}: method={group['method']!r} needs square weights; "
                          "use method='polar' for a non-square (Stiefel) weight")
-    if group["rank"] > min(n, q):
+    if not isinstance(group["rank"], str) and group["rank"] > min(n, q):
         raise ValueError(f"ProjUNN: {name}: rank must be <= min(n, p) = {min(n, q)}, "
                          f"got {group['rank']}")
 

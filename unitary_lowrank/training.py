@@ -19,11 +19,13 @@ from ._array_api import (
     core_dtype,
     dtype_name,
     get_namespace,
+    herm,
     is_lazy_array,
     no_fp_warnings,
     real_dtype,
 )
-from ._validation import check_lr, check_matrix, check_method
+from ._validation import check_finite, check_lr, check_matrix, check_method, check_same_device
+from .dense import full_retraction
 from .haar import as_generator
 from .sketch import as_operator, lowrank_operator
 from .updates import retract_validated
@@ -52,8 +54,12 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
     lr : float or 0-d array
         Learning rate (a real number, or a real 0-d array of any library, also
         a traced one under ``jax.jit``; the step is ``−lr·G``).
-    rank : int, default: 1
+    rank : int or "full", default: 1
         Rank of the step. With `tol`, the smallest rank considered.
+        ``"full"``: no sketch; the whole step ``−lr·G`` is retracted by a
+        dense O(n³) computation (see Notes), which learns more per step and
+        costs little next to a network's own forward and backward pass at
+        small n.
     tol : float, optional
         Choose the rank instead: the smallest rank ``>= rank`` whose relative
         Frobenius error ``‖G − A Bᴴ‖_F / ‖G‖_F`` is at most `tol` (see
@@ -109,6 +115,17 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
 
     Notes
     -----
+    **Full rank.** With ``rank="full"`` the step is not sketched: for
+    ``"exp"``, ``U expm(Ω)`` with the tangent direction ``Ω = skew(Uᴴ(−lr·G))
+    = (Uᴴ S − Sᴴ U)/2``, ``S = −lr·G`` (torch's ``matrix_exp``, JAX's and
+    SciPy's ``expm``, else ``V exp(−iΛ) Vᴴ`` from ``eigh(iΩ)``); for
+    ``"cayley"``, ``U (I − Ω/2)⁻¹(I + Ω/2)``; for ``"polar"``, the SVD polar
+    factor of ``U + S`` (also for non-square U). These are the dense
+    references of the low-rank updates: ``rank="full"`` equals
+    ``retract(U, S, I)`` up to rounding, in O(n³) instead of the O(n³)-plus
+    of a rank-n factored step. U must be unitary (``‖UᴴU − I‖₂ <= √eps``,
+    checked at O(n²p)); `tol`, `max_rank` and ``return_info`` do not apply.
+
     Only the factor with fewer rows is scaled by ``−lr`` (B when ``p < n``),
     which is the same product ``−lr·A Bᴴ`` for a real `lr`. A dense G of one
     square matrix below 512×512 (NumPy, or a CPU torch tensor without
@@ -130,9 +147,22 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
     >>> U2, info = ul.step(U, X @ Y.T, 1e-3, tol=0.5, return_info=True, rng=0)
     >>> U2.shape, bool(info.error <= 0.5)
     ((32, 32), True)
+
+    The whole step, with no sketch (a dense O(n³) retraction):
+
+    >>> from scipy.linalg import expm
+    >>> U3 = ul.step(U, X @ Y.T, 1e-3, rank="full")
+    >>> W = U.T @ (-1e-3 * X @ Y.T)
+    >>> bool(np.allclose(U3, U @ expm((W - W.T) / 2), atol=1e-13))
+    True
     """
     check_method(method)
     lr = check_lr(lr)
+    if isinstance(rank, str):
+        if rank != "full":
+            raise ValueError(f"rank must be a positive int or 'full', got {rank!r}")
+        return _full_rank_step(U, G, lr, method, tol, max_rank, return_info, check_finite,
+                               out, xp)
     fast = _fast_sketch(U, G, rank, tol, max_rank, sampler, oversample, n_iter, rng,
                         return_info, xp)
     if fast is not None:  # a small dense G: sketched in one compiled call
@@ -321,3 +351,50 @@ def _describe(G: Any) -> str:
     if isinstance(G, tuple | list) and len(G) == 2:
         return f"X {tuple(G[0].shape)} and Y {tuple(G[1].shape)}"
     return f"G {tuple(G.shape)}"
+
+
+def _full_rank_step(U, G, lr, method, tol, max_rank, return_info, check_finite_U, out, xp):
+    """:func:`step` with ``rank="full"``: the dense retraction of ``−lr·G``."""
+    for name, value in (("tol", tol), ("max_rank", max_rank)):
+        if value is not None:
+            raise ValueError(f"{name} does not apply to rank='full' (the step is not sketched)")
+    if return_info:
+        raise ValueError("return_info does not apply to rank='full' (the step is not sketched)")
+    get_namespace(("U", U))  # TypeError unless U is an array
+    if isinstance(G, tuple | list):
+        if len(G) != 2:
+            raise ValueError(f"G must be an array or a pair (X, Y), got {len(G)} items")
+        xp = get_namespace(("U", U), ("X", G[0]), ("Y", G[1]), xp=xp)
+        check_matrix(G[0], "X", xp, "(..., n, r)")
+        check_matrix(G[1], "Y", xp, "(..., p, r)")
+        with no_fp_warnings(xp):
+            G = G[0] @ herm(G[1], xp)
+    else:
+        xp = get_namespace(("U", U), ("G", G), xp=xp)
+        check_matrix(G, "G", xp, "(..., n, p)")
+    check_matrix(U, "U", xp, "(..., n, p)")
+    n, p = tuple(U.shape[-2:])
+    if tuple(G.shape[-2:]) != (n, p):
+        raise ValueError(f"G must be an (..., n, p) gradient matching U's last two axes "
+                         f"{(n, p)}, got {tuple(G.shape[-2:])}")
+    if method != "polar" and n != p:
+        raise ValueError(f"step(method={method!r}) needs a square U, got {(n, p)}; use "
+                         "method='polar' for a non-square (Stiefel) U")
+    check_same_device([("U", U), ("G", G)])
+    if check_finite_U:
+        check_finite(U, "U", xp)
+    check_finite(G, "G", xp)
+    if not isinstance(lr, float):  # a traced 0-d array: keep G's dtype
+        lr = xp.astype(lr, real_dtype(xp, G.dtype))
+    with no_fp_warnings(xp):
+        S = G * (-lr)
+    if not is_lazy_array(S) and not bool(xp.all(xp.isfinite(S))):
+        raise _too_large(G, lr, xp)
+    result = full_retraction(U, S, method, xp)
+    if not is_lazy_array(result) and not bool(xp.all(xp.isfinite(result))):
+        check_finite(U, "U", xp)
+        raise _too_large(G, lr, xp)
+    if out is None:
+        return result
+    out[...] = result
+    return out
