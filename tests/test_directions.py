@@ -1,4 +1,4 @@
-"""``rmsprop_direction`` against the NumPy formula on every backend.
+"""``rmsprop_direction`` and ``adam_direction`` against the NumPy formulas on every backend.
 
 Also: complex moduli, ``jax.jit``, inputs left alone, argument errors.
 """
@@ -200,3 +200,97 @@ def test_torch_fused_path_does_not_alias_and_autograd_takes_the_portable_one():
     s = torch.sqrt(0.75 * v0 + 0.25 * g * g)
     want = 1 / (s + 1e-8) - g * (0.25 * g / s) / (s + 1e-8) ** 2
     torch.testing.assert_close(gr.grad, want, rtol=16 * eps_of("float64"), atol=0.0)
+
+
+# ------------------------------------------------------------------------ Adam
+def _adam_formula(grads: list[np.ndarray], b1: float, b2: float, eps: float):
+    """Adam's recurrence as torch.optim.Adam writes it, in float64 / complex128.
+
+    Also the size of the terms that make up m at each step (``β₁|m₀| + (1 − β₁)|g|``)
+    and that of the direction built from them: m may cancel to near zero, and a
+    rounding error is relative to its terms, not to m.
+    """
+    m = v = mag = None
+    out = []
+    for t, g in enumerate(grads, start=1):
+        g = g.astype(np.complex128 if np.iscomplexobj(g) else np.float64)
+        sq = (g.real**2 + g.imag**2) if np.iscomplexobj(g) else g**2
+        mag = (1 - b1) * np.abs(g) if m is None else b1 * np.abs(m) + (1 - b1) * np.abs(g)
+        m = (1 - b1) * g if m is None else b1 * m + (1 - b1) * g
+        v = (1 - b2) * sq if v is None else b2 * v + (1 - b2) * sq
+        denom = np.sqrt(v / (1 - b2**t)) + eps
+        out.append((m / (1 - b1**t) / denom, m, v, mag, mag / (1 - b1**t) / denom))
+    return out
+
+
+def _assert_close_to_terms(got, want, terms, dtype: str, what: str) -> None:
+    tol = 20 * eps_of(dtype)
+    err = np.abs(got - want) / np.maximum(terms, np.finfo(np.float64).tiny)
+    assert err.max() <= tol, f"{what}: error {err.max():.2e} of its terms > {tol:.2e}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(5,), (3, 4, 6)])
+def test_adam_matches_the_numpy_formula(backend, dtype, shape):
+    b1, b2, eps = 0.8, 0.95, 1e-6
+    grads = _gradients(dtype, shape, 4, seed=3)
+    m = v = None
+    for t, (g_host, (want_d, want_m, want_v, mag_m, mag_d)) in enumerate(
+            zip(grads, _adam_formula(grads, b1, b2, eps), strict=True), start=1):
+        g = backend.asarray(g_host)
+        d, m, v = ul.adam_direction(g, m, v, t, betas=(b1, b2), eps=eps)
+        assert_same_kind(d, g)
+        assert_same_kind(m, g)
+        assert_same_kind(v, g, backend.dtype(REAL_OF[dtype]))
+        _assert_rel_close(backend.numpy(v), want_v, dtype, f"v at step {t}")
+        _assert_close_to_terms(backend.numpy(m), want_m, mag_m, dtype, f"m at step {t}")
+        _assert_close_to_terms(backend.numpy(d), want_d, mag_d, dtype, f"direction at step {t}")
+
+
+def test_adam_agrees_with_torch_adam():
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(4, 5, dtype=torch.float64, generator=gen)
+    p = torch.nn.Parameter(w.clone())
+    opt = torch.optim.Adam([p], lr=0.1, betas=(0.9, 0.99), eps=1e-8)
+    mine, m, v = w.clone(), None, None
+    for t in range(1, 6):
+        g = torch.randn(4, 5, dtype=torch.float64, generator=gen)
+        p.grad = g.clone()
+        opt.step()
+        d, m, v = ul.adam_direction(g, m, v, t, betas=(0.9, 0.99), eps=1e-8)
+        mine = mine - 0.1 * d
+    assert torch.allclose(mine, p.detach(), rtol=0, atol=50 * torch.finfo(torch.float64).eps)
+
+
+def test_adam_inputs_are_not_modified(backend):
+    g0 = np.arange(1.0, 7.0).reshape(2, 3)
+    g, m, v = (backend.asarray(x) for x in (g0, 0.5 * g0, g0**2))
+    ul.adam_direction(g, m, v, 3)
+    for x, want in ((g, g0), (m, 0.5 * g0), (v, g0**2)):
+        np.testing.assert_array_equal(backend.numpy(x), want)
+
+
+@pytest.mark.parametrize(("args", "kwargs", "exc", "match"), [
+    ((), {"betas": (0.9, 1.0)}, ValueError, r"betas\[1\] must be in \[0, 1\)"),
+    ((), {"betas": (-0.1, 0.9)}, ValueError, r"betas\[0\] must be in \[0, 1\)"),
+    ((), {"betas": 0.9}, TypeError, "betas must be a pair"),
+    ((), {"eps": 0.0}, ValueError, "eps"),
+    ((None, None, 0), {}, ValueError, "step must be >= 1"),
+    ((None, None, 1.0), {}, TypeError, "step must be an int"),
+    ((np.zeros(3, dtype=np.float32),), {}, TypeError, "exp_avg must have dtype float64"),
+    ((None, np.zeros(2)), {}, ValueError, r"exp_avg_sq must have the shape of G \(3,\)"),
+])
+def test_adam_bad_arguments(args, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        ul.adam_direction(np.ones(3), *args, **kwargs)
+
+
+def test_adam_under_jax_jit(jax_x64):
+    jnp = jax_x64.numpy
+    g0 = np.linspace(-1, 1, 6).reshape(2, 3)
+    f = jax_x64.jit(lambda g, m, v: ul.adam_direction(g, m, v, 2))
+    got = f(jnp.asarray(g0), jnp.asarray(0.5 * g0), jnp.asarray(g0 * g0))
+    want = ul.adam_direction(g0, 0.5 * g0, g0 * g0, 2)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(np.asarray(a), b, rtol=20 * eps_of("float64"))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import unitary_lowrank as ul
-from unitary_lowrank import _engines
+from unitary_lowrank import _engines, updates
 from unitary_lowrank.testing import assert_close, assert_unitary, compare_tol, lowrank_factors
 from unitary_lowrank.testing.reference import reference_retract
 
@@ -75,7 +75,7 @@ def test_small_square_numpy_takes_the_kernel(calls):
 @pytest.mark.parametrize("why", ["batch", "stiefel", "engine", "rank", "large", "wide",
                                  "mixed", "fortran", "overlap"])
 def test_other_calls_take_the_general_path(why, calls):
-    n, k = {"large": (512, 1), "wide": (100, 4), "rank": (12, 5)}.get(why, (12, 1))
+    n, k = {"large": (512, 1), "wide": (130, 4), "rank": (12, 5)}.get(why, (12, 1))
     U, A, B = _case(n, k, "float64", 1)
     kwargs = {}
     if why == "batch":
@@ -108,8 +108,9 @@ def test_other_calls_take_the_general_path(why, calls):
 def test_matches_portable_body_and_dense_oracle(method, dtype, n, k, calls):
     U, A, B = _case(n, k, dtype, 10 * n + k)
     X = ul.retract(U, A, B, method=method)
-    # k >= 2 takes the kernel only up to n·k = 384 (n = 130, k = 3: the general path)
-    assert calls == ([0] if k == 1 or n * k <= 384 else [])
+    # k >= 2 takes the kernel only up to n·k = _SMALL_MAX_WORK (n = 130, k = 3 goes on;
+    # larger products take the general path)
+    assert calls == ([0] if k == 1 or n * k <= updates._SMALL_MAX_WORK else [])
     assert X.dtype == U.dtype and X.shape == U.shape and type(X) is np.ndarray
     assert_unitary(X)
     tol = _tol(U, A, B, method, dtype)

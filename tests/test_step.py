@@ -247,3 +247,77 @@ def test_lr_arrays_that_are_not_a_real_number(bad, error):
     U = ul.random_unitary(4, dtype="float64", rng=0)
     with pytest.raises(error, match="lr must be"):
         ul.step(U, np.ones((4, 4)), bad)
+
+
+# ---------------------------------------------------------------- rank="full"
+@pytest.mark.parametrize("method", METHODS)
+def test_full_rank_step_matches_the_dense_reference(backend, dtype, method):
+    rng = np.random.default_rng(7)
+    n, lr = 12, 0.05
+    U = ul.random_unitary(n, dtype=dtype, batch_shape=(2,), rng=rng)
+    G = gaussian((2, n, n), dtype, rng)
+    U1 = ul.step(backend.asarray(U), backend.asarray(G), lr, rank="full", method=method)
+    assert_same_kind(U1, backend.asarray(U))
+    assert_unitary(U1)
+    ref = reference_step(U, -lr * G.astype(_wide(dtype)), method)
+    assert np.max(np.abs(to_numpy(U1) - ref)) <= compare_tol(n, dtype)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_full_rank_equals_the_rank_n_factored_step(method):
+    rng = np.random.default_rng(8)
+    n, lr = 9, 0.1
+    U = ul.random_unitary(n, dtype="complex128", rng=rng)
+    G = gaussian((n, n), "complex128", rng)
+    full = ul.step(U, G, lr, rank="full", method=method)
+    factored = ul.retract(U, -lr * G, np.eye(n), method=method)
+    assert np.max(np.abs(full - factored)) <= compare_tol(n, "complex128")
+
+
+def test_full_rank_factored_gradient_and_stiefel_polar():
+    rng = np.random.default_rng(9)
+    n, p, r = 10, 4, 3
+    U = ul.random_unitary(n, p, dtype="float64", rng=rng)
+    X, Y = rng.standard_normal((n, r)), rng.standard_normal((p, r))
+    U1 = ul.step(U, (X, Y), 0.1, rank="full", method="polar")
+    assert U1.shape == (n, p)
+    assert_unitary(U1)
+    ref = reference_step(U, -0.1 * X @ Y.T, "polar")
+    assert np.max(np.abs(U1 - ref)) <= compare_tol(n, "float64")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "complex64"])
+def test_full_rank_steps_do_not_accumulate_rounding(dtype):
+    # 200 steps: each ends with a Newton–Schulz correction, so the distance from the group
+    # stays at the rounding of one step instead of growing like √steps.
+    rng = np.random.default_rng(10)
+    n = 48
+    U = ul.random_unitary(n, dtype=dtype, rng=rng)
+    for _ in range(200):
+        U = ul.step(U, gaussian((n, n), dtype, rng), 0.05, rank="full", method="exp")
+    assert_unitary(U)
+
+
+def test_full_rank_out_and_errors():
+    rng = np.random.default_rng(11)
+    U = ul.random_unitary(6, dtype="float64", rng=rng)
+    G = rng.standard_normal((6, 6))
+    out = np.empty_like(U)
+    assert ul.step(U, G, 0.1, rank="full", out=out) is out
+    np.testing.assert_array_equal(out, ul.step(U, G, 0.1, rank="full"))
+    with pytest.raises(ValueError, match="rank must be a positive int or 'full'"):
+        ul.step(U, G, 0.1, rank="all")
+    with pytest.raises(ValueError, match="tol does not apply to rank='full'"):
+        ul.step(U, G, 0.1, rank="full", tol=0.1)
+    with pytest.raises(ValueError, match="return_info does not apply"):
+        ul.step(U, G, 0.1, rank="full", return_info=True)
+    with pytest.raises(ValueError, match="needs a square U"):
+        ul.step(U[:, :3], G[:, :3], 0.1, rank="full", method="exp")
+    with pytest.raises(ValueError, match=r"U is not unitary .*‖UᴴU − I‖₂"):
+        ul.step(2 * U, G, 0.1, rank="full")
+    with pytest.raises(ValueError, match="G contains NaN or infinity"):
+        ul.step(U, np.full((6, 6), np.nan), 0.1, rank="full")
+    with pytest.raises(ValueError, match="the step -lr\\*G is too large"):
+        ul.step(U, np.full((6, 6), 1e300), 1e10, rank="full")
+    with pytest.raises(ValueError, match="matching U's last two axes"):
+        ul.step(U, G[:5], 0.1, rank="full")

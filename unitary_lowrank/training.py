@@ -339,8 +339,9 @@ def _too_large(A: Any, lr: float, xp: Any) -> ValueError:
     orthonormal columns), so ``‖A‖_F`` is the Frobenius norm of the rank-k part
     of G; it is computed in double precision, only on this error path.
     """
-    norm = xp.linalg.vector_norm(xp.astype(A, core_dtype(xp, A.dtype)), axis=(-2, -1))
-    g = float(xp.max(norm)) if math.prod(norm.shape) else 0.0
+    with no_fp_warnings(xp):  # the norm of a huge G overflows: say inf, without a warning
+        norm = xp.linalg.vector_norm(xp.astype(A, core_dtype(xp, A.dtype)), axis=(-2, -1))
+        g = float(xp.max(norm)) if math.prod(norm.shape) else 0.0
     return ValueError(
         f"the step -lr*G is too large for {dtype_name(xp, A.dtype)}: lr = {lr!r} times G "
         f"(Frobenius norm {g:.3g} at rank {A.shape[-1]}) overflows; lower lr or scale G down"

@@ -90,8 +90,9 @@ _SMALL_MAX_RANK = 4
 #: ... and, for k >= 2, with ``n·k`` at most this (rank 1: every n < 512): the kernel's
 #: loops are the faster below it, the BLAS products of the general path above it
 #: (measured: k = 2 took 1.1x the general path at n = 256 in complex64, 1.2-1.5x at
-#: n = 384-500; k = 4 at n = 128 took 0.8x).
-_SMALL_MAX_WORK = 384
+#: n = 384-500; k = 4 at n = 128 took 0.8x with NumPy complex64, 0.5x float64, and 0.24x
+#: with a float32 CPU torch tensor, whose general path costs more per call).
+_SMALL_MAX_WORK = 512
 #: The tolerance of the unitarity check, sqrt(eps), per supported (native) NumPy dtype.
 _SMALL_TOL = {np.dtype(name): float(np.finfo(np.dtype(name)).eps) ** 0.5
               for name in ("float32", "float64", "complex64", "complex128")}
@@ -102,7 +103,7 @@ def _fast_update(U, A, B, method, check_finite_U, check_unitary, out):
 
     Taken for 2-D square NumPy arrays (or CPU torch tensors that need no autograd,
     read through zero-copy NumPy views) of one supported dtype, n < 512, and
-    k = 1, or k <= 4 with n·k <= 384.
+    k = 1, or k <= 4 with n·k <= 512.
     Every other call, and every call whose values the kernel refuses (non-finite
     A, B, U or core, U not unitary along the step), returns None: the general
     path then runs and raises the documented error, so messages and checks are
@@ -406,7 +407,7 @@ engine : {"auto", "blas", "numba", "array_api"}, default: "auto"
     ones): ``"numba"`` for k <= 2 when installed, else ``"blas"`` for
     matrices from 512×512 on, else ``"array_api"`` (the fastest on the
     benchmark); and for one square matrix below 512×512 with k = 1 (or
-    k <= 4 and n·k <= 384), a NumPy array or a CPU torch tensor without autograd,
+    k <= 4 and n·k <= 512), a NumPy array or a CPU torch tensor without autograd,
     one compiled Numba call for the whole update when numba is installed
     (the same formula, checks and errors; ``benchmarks/README.md``, small
     sizes).
