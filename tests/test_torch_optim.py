@@ -21,6 +21,7 @@ torch = pytest.importorskip("torch")
 
 import unitary_lowrank as ul  # noqa: E402
 from unitary_lowrank.testing import (  # noqa: E402
+    compare_tol,
     eps_of,
     rounded_unitarity_bound,
     unitarity_bound,
@@ -70,10 +71,17 @@ def saved_generator(state: dict) -> np.random.Generator:
 
 
 def expected_step(W, G, lr, gen, *, direction="rmsprop", square_avg=None, rank=1, method="exp",
-                  sampler="lsi", alpha=0.99, eps=1e-8):
-    """ul.step on the direction the optimizer should use; wide weights through Wᴴ."""
+                  sampler="lsi", alpha=0.99, eps=1e-8, adam=None, t=1):
+    """ul.step on the direction the optimizer should use; wide weights through Wᴴ.
+
+    `adam`: the previous ``(exp_avg, exp_avg_sq)`` for ``direction="adam"`` (then the
+    returned running mean is that pair), `t` the number of the step.
+    """
     if direction == "rmsprop":
         D, v = ul.rmsprop_direction(G, square_avg, alpha=alpha, eps=eps)
+    elif direction == "adam":
+        D, m, sq = ul.adam_direction(G, *(adam or (None, None)), t, eps=eps)
+        v = (m, sq)
     else:
         D, v = G, None
     wide = W.shape[-1] > W.shape[-2]
@@ -93,7 +101,7 @@ CASES = [  # shape, dtype, method
 ]
 
 
-@pytest.mark.parametrize("direction", ["rmsprop", "gradient"])
+@pytest.mark.parametrize("direction", ["rmsprop", "gradient", "adam"])
 @pytest.mark.parametrize(("shape", "dtype", "method"), CASES)
 def test_step_is_ul_step_bit_for_bit(shape, dtype, method, direction):
     gen = torch.Generator().manual_seed(1)
@@ -107,11 +115,14 @@ def test_step_is_ul_step_bit_for_bit(shape, dtype, method, direction):
         p.grad = G.clone()
         opt.step()
         W, v = expected_step(W, G, 0.01, rng, direction=direction, square_avg=v, rank=2,
-                             method=method)
+                             method=method, adam=v, t=t + 1)
         assert torch.equal(p.detach(), W), t
         state = opt.state[p]
         assert state["step"] == t + 1
-        if direction == "rmsprop":
+        if direction == "adam":
+            assert torch.equal(state["exp_avg"], v[0]) and torch.equal(state["exp_avg_sq"], v[1])
+            assert "square_avg" not in state
+        elif direction == "rmsprop":
             assert torch.equal(state["square_avg"], v)
             assert state["square_avg"].dtype == torch.empty(0, dtype=dtype).real.dtype
         else:
@@ -412,7 +423,7 @@ def test_named_parameters_are_named_in_errors():
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-@pytest.mark.parametrize("direction", ["rmsprop", "gradient"])
+@pytest.mark.parametrize("direction", ["rmsprop", "gradient", "adam"])
 def test_non_finite_gradient_raises_and_changes_nothing(bad, direction):
     gen = torch.Generator().manual_seed(0)
     a = torch.nn.Parameter(orthonormal((6, 6), seed=1))
@@ -572,3 +583,147 @@ def test_cuda_weights_stay_on_the_device(dtype):
     assert torch.equal(W.detach(), ref)
     assert error(W) <= unitarity_bound(16, _name(dtype)) * math.sqrt(5)
 
+
+
+# ------------------------------------------------- Adam, momentum, maximize, full rank
+def _dense_reference(W0, grads, lr, *, direction, momentum=0.0, maximize=False,
+                     betas=(0.9, 0.999), alpha=0.99, eps=1e-8):
+    """The optimizer's rule written out in NumPy/SciPy: W ← W expm(skew(Wᴴ(−lr·D)))."""
+    from scipy.linalg import expm
+
+    W = W0.numpy().astype(np.complex128 if W0.is_complex() else np.float64)
+    m = v = buf = None
+    for t, g in enumerate(grads, start=1):
+        g = -g.numpy() if maximize else g.numpy()
+        sq = np.abs(g) ** 2
+        if direction == "adam":
+            m = (1 - betas[0]) * g if m is None else betas[0] * m + (1 - betas[0]) * g
+            v = (1 - betas[1]) * sq if v is None else betas[1] * v + (1 - betas[1]) * sq
+            D = (m / (1 - betas[0] ** t)) / (np.sqrt(v / (1 - betas[1] ** t)) + eps)
+        elif direction == "rmsprop":
+            v = (1 - alpha) * sq if v is None else alpha * v + (1 - alpha) * sq
+            D = g / (np.sqrt(v) + eps)
+        else:
+            D = g
+        if momentum:
+            buf = D if buf is None else momentum * buf + D
+            D = buf
+        S = W.conj().T @ (-lr * D)
+        W = W @ expm((S - S.conj().T) / 2)
+    return W
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize(("direction", "momentum", "maximize"), [
+    ("adam", 0.0, False), ("adam", 0.0, True), ("rmsprop", 0.9, False),
+    ("gradient", 0.5, True)])
+def test_full_rank_rules_match_a_dense_reference(dtype, direction, momentum, maximize):
+    gen = torch.Generator().manual_seed(3)
+    W0 = orthonormal((7, 7), dtype, seed=4)
+    grads = [gaussian((7, 7), dtype, gen) for _ in range(4)]
+    p = torch.nn.Parameter(W0.clone())
+    opt = ProjUNN([p], lr=0.05, rank="full", direction=direction, momentum=momentum,
+                  maximize=maximize)
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+    want = _dense_reference(W0, grads, 0.05, direction=direction, momentum=momentum,
+                            maximize=maximize)
+    assert np.max(np.abs(p.detach().numpy() - want)) <= compare_tol(7, _name(dtype)) * 4
+    assert error(p) <= unitarity_bound(7, _name(dtype))
+    if momentum:
+        assert opt.state[p]["momentum_buffer"].dtype == dtype
+
+
+def test_maximize_is_descent_on_the_negated_gradient():
+    gen = torch.Generator().manual_seed(5)
+    a = torch.nn.Parameter(orthonormal((6, 6), seed=6))
+    b = torch.nn.Parameter(a.detach().clone())
+    up = ProjUNN([a], lr=0.05, rank=2, direction="adam", maximize=True, generator=1)
+    down = ProjUNN([b], lr=0.05, rank=2, direction="adam", generator=1)
+    for _ in range(3):
+        g = gaussian((6, 6), torch.float64, gen)
+        a.grad, b.grad = g.clone(), -g
+        up.step()
+        down.step()
+    assert torch.equal(a.detach(), b.detach())
+
+
+def test_rank_auto_is_full_for_small_weights_and_low_rank_for_large(monkeypatch):
+    import unitary_lowrank.torch as ult
+
+    seen = []
+    real = ul.step
+    monkeypatch.setattr(ul, "step", lambda *a, **k: seen.append(k["rank"]) or real(*a, **k))
+    small = torch.nn.Parameter(orthonormal((8, 8), seed=1))
+    large = torch.nn.Parameter(orthonormal((ult.AUTO_FULL_MAX + 1, 3), seed=2))
+    opt = ProjUNN([small, large], rank="auto", method="polar", generator=0)
+    small.grad, large.grad = torch.ones(8, 8, dtype=torch.float64), torch.ones_like(large)
+    opt.step()
+    assert seen == ["full", ult.AUTO_RANK]
+
+
+def test_momentum_state_round_trips_bit_identically():
+    gen = torch.Generator().manual_seed(8)
+    grads = [gaussian((5, 5), torch.complex128, gen) for _ in range(6)]
+
+    def run(opt, p, gs):
+        for g in gs:
+            p.grad = g.clone()
+            opt.step()
+
+    for kw in ({"direction": "adam"}, {"direction": "rmsprop", "momentum": 0.9}):
+        full = torch.nn.Parameter(orthonormal((5, 5), torch.complex128, seed=9))
+        run(ProjUNN([full], lr=0.05, rank=2, generator=4, **kw), full, grads)
+        half = torch.nn.Parameter(orthonormal((5, 5), torch.complex128, seed=9))
+        opt = ProjUNN([half], lr=0.05, rank=2, generator=4, **kw)
+        run(opt, half, grads[:3])
+        buf = io.BytesIO()
+        torch.save(opt.state_dict(), buf)
+        buf.seek(0)
+        again = ProjUNN([half], lr=0.05, rank=2, **kw)
+        again.load_state_dict(torch.load(buf))
+        run(again, half, grads[3:])
+        assert torch.equal(half.detach(), full.detach()), kw
+
+
+@pytest.mark.parametrize("direction", ["rmsprop", "adam"])
+def test_a_gradient_spike_is_refused_instead_of_freezing_the_weight(direction):
+    # float32, entries 1e20: |G|² overflows; a running mean of inf would make every later
+    # step exactly zero (torch.optim.RMSprop's fate). The step is refused, nothing changes.
+    W = torch.nn.Parameter(orthonormal((6, 6), torch.float32, seed=1))
+    opt = ProjUNN([W], lr=0.01, rank=2, direction=direction, generator=0)
+    gen = torch.Generator().manual_seed(0)
+    W.grad = torch.full((6, 6), -1e20)  # at the first step: no state is made
+    with pytest.raises(ValueError, match="refused, nothing was changed"):
+        opt.step()
+    assert W not in opt.state
+    W.grad = gaussian((6, 6), torch.float32, gen)
+    opt.step()
+    before = W.detach().clone()
+    state = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in opt.state[W].items()}
+    W.grad = torch.full((6, 6), 1e20)
+    with pytest.raises(ValueError, match=r"refused, nothing was changed.*square overflows "
+                                         r"torch.float32 \(largest \|G\| = 1e\+20\)"):
+        opt.step()
+    assert torch.equal(W.detach(), before)
+    for k, v in state.items():
+        assert (torch.equal(opt.state[W][k], v) if torch.is_tensor(v) else opt.state[W][k] == v)
+    W.grad = gaussian((6, 6), torch.float32, gen)
+    opt.step()
+    assert not torch.equal(W.detach(), before)  # the weight still learns
+    assert all(bool(torch.isfinite(v).all()) for v in opt.state[W].values()
+               if torch.is_tensor(v))
+
+
+def test_check_unitary_false_skips_the_first_step_check(monkeypatch):
+    import unitary_lowrank.torch as ult
+
+    calls = []
+    monkeypatch.setattr(ult, "_check_unitary", lambda *a: calls.append(a))
+    for flag, want in ((False, 0), (True, 1)):
+        W = torch.nn.Parameter(orthonormal((5, 5), seed=2))
+        opt = ProjUNN([W], check_unitary=flag, generator=0)
+        W.grad = torch.ones(5, 5, dtype=torch.float64)
+        opt.step()
+        assert len(calls) == want

@@ -390,29 +390,30 @@ def _direction(grad: torch.Tensor, state: dict[str, Any], new_state: dict[str, A
     """The direction D of step `t` of a weight; its new running means go into `new_state`.
 
     `ValueError` (nothing changed) when a running mean of ``|G|²`` would not be finite:
-    a gradient holding NaN or infinity, or one whose square overflows the dtype.
+    a gradient holding NaN or infinity, or entries whose square overflows the dtype.
     """
     G = -grad if group["maximize"] else grad
     kind = group["direction"]
-    square = None
+    if kind != "gradient" and grad.numel():
+        # |G|² must not overflow: a running mean of inf would make every later step zero
+        big = float(grad.abs().amax())  # NaN propagates
+        if not big <= math.sqrt(torch.finfo(grad.dtype).max):
+            raise ValueError(
+                f"ProjUNN: the step of {name} was refused, nothing was changed: its gradient "
+                + ("holds NaN or infinity" if not math.isfinite(big) else
+                   f"has entries whose square overflows {grad.dtype} (largest |G| = {big:.3g})")
+                + "; the running mean of |G|² would stay infinite and freeze the weight. "
+                "Skip this batch, or scale the loss down"
+            )
     if kind == "adam":
-        D, new_state["exp_avg"], square = ul.adam_direction(
+        D, new_state["exp_avg"], new_state["exp_avg_sq"] = ul.adam_direction(
             G, state.get("exp_avg"), state.get("exp_avg_sq"), t, betas=group["betas"],
             eps=group["eps"])
-        new_state["exp_avg_sq"] = square
     elif kind == "rmsprop":
-        D, square = ul.rmsprop_direction(G, state.get("square_avg"), alpha=group["alpha"],
-                                         eps=group["eps"])
-        new_state["square_avg"] = square
+        D, new_state["square_avg"] = ul.rmsprop_direction(
+            G, state.get("square_avg"), alpha=group["alpha"], eps=group["eps"])
     else:
         D = G
-    if square is not None and square.numel() and not bool(torch.isfinite(square.amax())):
-        raise ValueError(
-            f"ProjUNN: the step of {name} was refused, nothing was changed: its gradient holds "
-            f"NaN or infinity, or entries whose square overflows {grad.dtype} (largest "
-            f"|G| = {float(grad.abs().amax()):.3g}); the running mean of |G|² would stay "
-            "infinite and freeze the weight. Skip this batch, or scale the loss down"
-        )
     mu = group["momentum"]
     if mu:
         buf = state.get("momentum_buffer")
