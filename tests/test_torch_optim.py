@@ -727,3 +727,79 @@ def test_check_unitary_false_skips_the_first_step_check(monkeypatch):
         W.grad = torch.ones(5, 5, dtype=torch.float64)
         opt.step()
         assert len(calls) == want
+
+
+# ------------------------------------------------------------ resuming, Ctrl-C
+def test_a_complex128_state_resumes_into_complex64_weights():
+    gen = torch.Generator().manual_seed(1)
+    W = torch.nn.Parameter(orthonormal((5, 5), torch.complex128, seed=1))
+    opt = ProjUNN([W], lr=0.01, rank=2, direction="adam", generator=0)
+    W.grad = gaussian((5, 5), torch.complex128, gen)
+    opt.step()
+    W32 = torch.nn.Parameter(W.detach().to(torch.complex64))
+    opt32 = ProjUNN([W32], lr=0.01, rank=2, direction="adam")
+    opt32.load_state_dict(opt.state_dict())
+    st = opt32.state[W32]
+    assert st["exp_avg"].dtype == torch.complex64 and st["exp_avg_sq"].dtype == torch.float32
+    W32.grad = gaussian((5, 5), torch.complex64, gen)
+    opt32.step()
+    assert error(W32) <= unitarity_bound(5, "complex64") * 2
+
+
+def test_foreign_and_damaged_states_are_named():
+    V = torch.nn.Parameter(orthonormal((4, 4), seed=1))
+    rms = torch.optim.RMSprop([V], lr=0.01)
+    V.grad = torch.ones(4, 4, dtype=torch.float64)
+    rms.step()
+    W = torch.nn.Parameter(orthonormal((4, 4), seed=1))
+    W.grad = torch.ones(4, 4, dtype=torch.float64)
+    opt = ProjUNN([W], generator=0)
+    with pytest.raises(ValueError, match="not the state of a ProjUNN optimizer"):
+        opt.load_state_dict(rms.state_dict())
+    opt.step()
+    good = opt.state_dict()
+    bad = copy.deepcopy(good)
+    bad["state"][0]["rng_state"] = bad["state"][0]["rng_state"][:2]
+    with pytest.raises(ValueError, match=r"ProjUNN.load_state_dict: parameter 0 .*rng_state"):
+        ProjUNN([W]).load_state_dict(bad)
+    bad = copy.deepcopy(good)
+    bad["state"][0]["square_avg"] = torch.ones(3, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"'square_avg' has shape \(3, 3\), the weight \(4, 4\)"):
+        ProjUNN([W]).load_state_dict(bad)
+    # a state saved before betas, momentum, maximize and check_unitary existed still loads
+    old = copy.deepcopy(good)
+    for key in ("betas", "momentum", "maximize", "check_unitary"):
+        del old["param_groups"][0][key]
+    again = ProjUNN([W])
+    again.load_state_dict(old)
+    assert again.param_groups[0]["momentum"] == 0.0
+
+
+def test_ctrl_c_during_the_write_loop_leaves_all_weights_new():
+    # A SIGINT raised while the first weight is written is held until the last is.
+    import signal
+
+    ws = [torch.nn.Parameter(orthonormal((5, 5), seed=s)) for s in range(3)]
+    opt = ProjUNN(ws, lr=0.05, rank=2, generator=0)
+    gen = torch.Generator().manual_seed(2)
+    for w in ws:
+        w.grad = gaussian((5, 5), torch.float64, gen)
+    before = [w.detach().clone() for w in ws]
+    real_copy = torch.Tensor.copy_
+    fired = []
+
+    def copy_and_interrupt(self, src, *a, **k):
+        if not fired:
+            fired.append(True)
+            signal.raise_signal(signal.SIGINT)
+        return real_copy(self, src, *a, **k)
+
+    torch.Tensor.copy_ = copy_and_interrupt
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            opt.step()
+    finally:
+        torch.Tensor.copy_ = real_copy
+    assert fired
+    assert all(not torch.equal(w.detach(), b) for w, b in zip(ws, before, strict=True))
+    assert all(opt.state[w]["step"] == 1 for w in ws)

@@ -23,6 +23,8 @@ import torch
 
 import unitary_lowrank as ul
 
+from ._signals import deferred_interrupts
+
 __all__ = ["ProjUNN"]
 
 _METHODS = ("polar", "exp", "cayley")
@@ -39,6 +41,12 @@ _DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 #: Largest number of columns for which the first-step check computes the exact
 #: ``‖WᴴW − I‖₂`` (O(np² + p³)); beyond, the probe estimate (O(n·p·16)).
 _EXACT_CHECK_MAX = 512
+#: Hyper-parameters that every saved ProjUNN state has had (the others take their defaults
+#: when a state saved before they existed is loaded).
+_SAVED_KEYS = ("lr", "method", "rank", "sampler", "direction")
+#: Per-weight running means: those of |G|² are real, the others have the weight's dtype.
+_REAL_STATE = ("square_avg", "exp_avg_sq")
+_LIKE_STATE = ("exp_avg", "momentum_buffer")
 #: Key of the root entropy in :meth:`ProjUNN.state_dict`.
 _ENTROPY_KEY = "projunn_entropy"
 
@@ -144,6 +152,11 @@ class ProjUNN(torch.optim.Optimizer):
     `ValueError` that names the weight, and no weight, running mean or random
     state has changed: the caller may skip the batch and go on. (The weights
     being all updated at once, a step holds one new copy of each of them.)
+    A Ctrl-C (SIGINT) that arrives while the new values are written, in the
+    main thread, is held until every weight is written, so an interrupted
+    step leaves all weights old or all new. A gradient entry whose square
+    overflows the dtype (above about 1.8e19 in float32) is refused the same
+    way: a running mean of infinity would freeze the weight for good.
 
     **Devices and dtypes.** Weights, gradients and running means stay on
     their device and in their dtype (the running mean of a complex weight is
@@ -289,9 +302,29 @@ class ProjUNN(torch.optim.Optimizer):
         state_dict : dict
             As returned by :meth:`state_dict`.
         """
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= state_dict.keys():
+            raise TypeError("ProjUNN.load_state_dict: state_dict must be a dict with 'state' and "
+                            f"'param_groups', got {type(state_dict).__name__}")
         state_dict = dict(state_dict)
         entropy = state_dict.pop(_ENTROPY_KEY, None)
+        groups = []
+        for g, group in enumerate(state_dict["param_groups"]):
+            missing = [k for k in _SAVED_KEYS if k not in group]
+            if missing:
+                raise ValueError(
+                    f"ProjUNN.load_state_dict: param group {g} has no {', '.join(missing)}: "
+                    "this is not the state of a ProjUNN optimizer (e.g. torch.optim.RMSprop's); "
+                    "load it into the optimizer that saved it")
+            # hyper-parameters added since the state was saved take their defaults
+            groups.append({**{k: v for k, v in self.defaults.items() if k not in group},
+                           **group})
+        state_dict["param_groups"] = groups
         super().load_state_dict(state_dict)
+        names = {id(p): _describe(group, g, i) for g, group in enumerate(self.param_groups)
+                 for i, p in enumerate(group["params"])}
+        for p, st in self.state.items():
+            _check_loaded_state(p, st, f"ProjUNN.load_state_dict: {names.get(id(p), 'a weight')}")
+        self._live.clear()
         if entropy is not None:
             self._entropy = int(entropy)
 
@@ -336,10 +369,12 @@ class ProjUNN(torch.optim.Optimizer):
         except BaseException:
             self._live.clear()  # generators drawn from: rebuilt from the (unchanged) state
             raise
-        for p, new, state, gen in pending:  # every new value is complete and finite
-            p.copy_(new)
-            self.state[p].update(state)
-            self._live[p] = (gen, state["rng_state"])
+        # every new value is complete and finite; a Ctrl-C waits until all are written
+        with deferred_interrupts():
+            for p, new, state, gen in pending:
+                p.copy_(new)
+                self.state[p].update(state)
+                self._live[p] = (gen, state["rng_state"])
         return loss
 
     def _prepare(self, p: torch.Tensor, group: dict[str, Any], name: str, index: int
@@ -420,6 +455,42 @@ def _direction(grad: torch.Tensor, state: dict[str, Any], new_state: dict[str, A
         D = D.clone() if buf is None else torch.mul(buf, mu).add_(D)
         new_state["momentum_buffer"] = D
     return D
+
+
+def _check_loaded_state(p: torch.Tensor, st: dict[str, Any], where: str) -> None:
+    """Cast a loaded weight's running means to its dtypes; `ValueError` for what cannot fit.
+
+    A state saved in another precision (complex128 resumed as complex64) is cast, as
+    torch does for real weights; a shape that differs, a non-tensor mean or a malformed
+    generator state is refused, naming the weight.
+    """
+    for key in _REAL_STATE + _LIKE_STATE:
+        if key not in st:
+            continue
+        v = st[key]
+        if not torch.is_tensor(v):
+            raise ValueError(f"{where}: state {key!r} must be a tensor, got {type(v).__name__}")
+        if tuple(v.shape) != tuple(p.shape):
+            raise ValueError(f"{where}: state {key!r} has shape {tuple(v.shape)}, the weight "
+                             f"{tuple(p.shape)}: was the state saved for another model?")
+        want = p.real.dtype if (key in _REAL_STATE and p.is_complex()) else p.dtype
+        if v.dtype.is_complex and not want.is_complex:
+            raise ValueError(f"{where}: state {key!r} is complex ({v.dtype}) for a real "
+                             f"weight ({p.dtype}): was the state saved for another model?")
+        st[key] = v.to(dtype=want, device=p.device)
+    packed = st.get("rng_state")
+    if packed is not None:
+        ok = (isinstance(packed, tuple | list) and len(packed) == 4
+              and all(isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 0
+                      for x in packed))
+        if not ok:
+            raise ValueError(f"{where}: state 'rng_state' must be the 4 non-negative ints "
+                             f"saved by ProjUNN, got {packed!r}")
+        st["rng_state"] = tuple(int(x) for x in packed)
+    step = st.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, numbers.Integral)
+                             or step < 0):
+        raise ValueError(f"{where}: state 'step' must be an int >= 0, got {step!r}")
 
 
 def _rank(rank: int | str, W: torch.Tensor) -> int | str:
