@@ -16,6 +16,7 @@ import array_api_compat.numpy as npx
 import numpy as np
 import pytest
 
+import unitary_lowrank as ul
 from unitary_lowrank.cli import main
 from unitary_lowrank.cli.tasks import train as T
 from unitary_lowrank.testing import compare_tol, eps_of, unitarity_bound
@@ -133,6 +134,29 @@ def test_rmsprop_direction_of_the_unitary_step(method):
         got = update(U, (X, Y))
         assert np.array_equal(U, U_in)  # the caller's U is not modified
         assert np.abs(got - want).max() <= compare_tol(n, "float64")  # 100·n·eps
+        U = want
+
+
+@pytest.mark.parametrize("method", ["transport", "project", "cayley"])
+def test_adam_direction_at_full_rank(method):
+    """``--unitary-direction adam --rank full``: U moves along Adam's direction, unsketched."""
+    n, m = 6, 9
+    cfg = T.default_config("copy", method=method, hidden=n, rank="full", dtype="float64",
+                           unitary_direction="adam", lr=0.05, unitary_lr_divider=2.0)
+    cfg.validate()
+    update = T._UnitaryUpdate(cfg, npx, rng=np.random.default_rng(1))
+    rng = np.random.default_rng(0)
+    U = ul.random_unitary(n, dtype="float64", rng=rng)
+    mom = v = np.zeros((n, n))
+    for t in range(1, 4):
+        X, Y = rng.standard_normal((n, m)), rng.standard_normal((n, m))
+        G = X @ Y.T
+        mom, v = 0.9 * mom + 0.1 * G, 0.999 * v + 0.001 * G * G
+        D = (mom / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+        want = reference_step(U, -(0.05 / 2.0) * D, {"transport": "exp", "cayley": "cayley"}.get(
+            method, "polar"))
+        got = update(U, (X, Y))
+        assert np.abs(got - want).max() <= compare_tol(n, "float64")
         U = want
 
 
@@ -281,7 +305,8 @@ BAD = [
     (["copy", "--lr", "nan"], "--lr"),
     (["copy", "--method", "sgd"], "--method"),
     (["copy", "--sampler", "svd"], "--sampler"),
-    (["copy", "--unitary-direction", "adam"], "--unitary-direction"),
+    (["copy", "--unitary-direction", "adamw"], "--unitary-direction"),
+    (["copy", "--rank", "half"], "--rank"),
     (["copy", "--stop-recall", "1.5"], "--stop-recall"),
     (["adding", "--stop-recall", "0.9"], "--stop-recall"),
     (["copy", "--rank", "9", "--hidden", "8"], "--rank"),

@@ -31,6 +31,11 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: error: {message}")
 
 
+def _rank(text: str) -> int | str:
+    """A positive int, or the word ``full``."""
+    return "full" if text.strip().lower() == "full" else _positive_int(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -105,8 +110,9 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
                    help="update of U: transport (projUNN-T), project (projUNN-D), cayley, "
                         "dense-polar (dense SVD each step), unconstrained (RMSprop on U), "
                         "frozen (never trained); default: %(default)s")
-    p.add_argument("--rank", type=_positive_int,
-                   help=f"rank of the sketched step on U; default: {d.rank}")
+    p.add_argument("--rank", type=_rank,
+                   help="rank of the sketched step on U, or 'full' (no sketch: the dense "
+                        f"retraction of the whole step); default: {d.rank}")
     p.add_argument("--sampler", choices=T.SAMPLERS,
                    help=f"sketch of the step on U; default: {d.sampler}")
     p.add_argument("--oversample", type=_non_negative_int,
@@ -129,9 +135,10 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
                         "--unitary-direction); "
                         f"default: {d.unitary_lr_divider:g}")
     p.add_argument("--unitary-direction", choices=T.DIRECTIONS,
-                   help="direction of the step on U: the gradient itself, or RMSprop's "
+                   help="direction of the step on U: the gradient itself, RMSprop's "
                         "gradient / (sqrt(running mean of gradient^2) + eps), as in the "
-                        f"projUNN paper's code; default: {d.unitary_direction}")
+                        "projUNN paper's code, or Adam's (momentum and a bias-corrected "
+                        f"second moment); default: {d.unitary_direction}")
     if task == "pixels":
         p.add_argument("--lr-decay", type=_positive_float,
                        help="multiply both learning rates by this after --patience "

@@ -1,4 +1,4 @@
-"""RMSprop for the ordinary (unconstrained) parameters of the network."""
+"""RMSprop for the ordinary (unconstrained) parameters of the network; Adam's direction for U."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import unitary_lowrank as ul
 
-__all__ = ["RMSprop"]
+__all__ = ["Adam", "RMSprop"]
 
 
 class RMSprop:
@@ -94,4 +94,62 @@ class RMSprop:
         d, self.square_avg[name] = ul.rmsprop_direction(
             g, self.square_avg.get(name), alpha=self.alpha, eps=self.eps, xp=self.xp
         )
+        return d
+
+
+class Adam(RMSprop):
+    r"""Adam: ``m ← β₁ m + (1 − β₁) g``, ``v ← β₂ v + (1 − β₂) |g|²``, ``p ← p − lr · m̂/(√v̂ + ε)``.
+
+    The direction and the running means come from
+    :func:`unitary_lowrank.adam_direction`, kept per parameter name with the
+    step count of each (for the bias corrections).
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate.
+    betas : tuple of two floats, default: (0.9, 0.999)
+        Smoothing constants of the means of ``g`` and ``|g|²``.
+    eps : float, default: 1e-8
+        Added to ``√v̂``.
+    xp : array namespace
+        Namespace of the parameters.
+
+    Examples
+    --------
+    >>> import numpy as np, array_api_compat.numpy as xp
+    >>> from unitary_lowrank.cli.tasks.optim import Adam
+    >>> opt = Adam(0.1, xp=xp)
+    >>> p = opt.step({"w": np.array([1.0, -1.0])}, {"w": np.array([2.0, -0.5])})
+    >>> np.round(p["w"], 6).tolist()  # a first step of lr·sign(g)
+    [0.9, -0.9]
+    """
+
+    def __init__(self, lr: float, *, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, xp: ModuleType):
+        super().__init__(lr, eps=eps, xp=xp)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.exp_avg: dict[str, Any] = {}
+        self.steps: dict[str, int] = {}
+
+    def direction(self, name: str, g: Any) -> Any:
+        """Update the running means of `name` and return Adam's ``m̂ / (√v̂ + ε)``.
+
+        Parameters
+        ----------
+        name : str
+            Which parameter `g` is the gradient of.
+        g : array
+            The gradient.
+
+        Returns
+        -------
+        array
+            The direction, of the shape of `g`.
+        """
+        t = self.steps.get(name, 0) + 1
+        d, self.exp_avg[name], self.square_avg[name] = ul.adam_direction(
+            g, self.exp_avg.get(name), self.square_avg.get(name), t, betas=self.betas,
+            eps=self.eps, xp=self.xp)
+        self.steps[name] = t
         return d

@@ -36,7 +36,7 @@ import unitary_lowrank as ul
 
 from . import data, rnn
 from ._threads import blas_threads
-from .optim import RMSprop
+from .optim import Adam, RMSprop
 from .progress import Progress
 
 __all__ = [
@@ -60,9 +60,10 @@ __all__ = [
 TASKS = ("copy", "adding", "pixels")
 METHODS = ("transport", "project", "cayley", "dense-polar", "unconstrained", "frozen")
 SAMPLERS = ("lsi", "randomized", "column")
-#: What the step on U follows: the gradient itself, or RMSprop's direction (as the
-#: projUNN paper's code does: its RMSprop hands ``−lr·g/(√v + ε)`` to the projection).
-DIRECTIONS = ("gradient", "rmsprop")
+#: What the step on U follows: the gradient itself, RMSprop's direction (as the
+#: projUNN paper's code does: its RMSprop hands ``−lr·g/(√v + ε)`` to the projection), or
+#: Adam's (momentum and bias-corrected second moment: learns the most per step).
+DIRECTIONS = ("gradient", "rmsprop", "adam")
 BACKENDS = ("numpy", "cupy", "torch")
 DTYPES = ("float32", "float64")
 #: Retraction of the low-rank methods in :func:`unitary_lowrank.training.step`.
@@ -117,7 +118,8 @@ class Config:
         How `U` is updated, one of :data:`METHODS`.
     rank, sampler
         Rank of the sketched gradient and the sketching method (low-rank
-        methods only).
+        methods only); ``rank="full"``: no sketch, the dense retraction of
+        the whole step (:func:`unitary_lowrank.step`).
     oversample : int
         Extra columns of the sketch: the randomized sampler draws
         ``rank + oversample`` Gaussian columns, the column sampler that many
@@ -128,12 +130,14 @@ class Config:
         the number of pixels of an image).
     lr, unitary_lr_divider : float
         RMSprop learning rate; the step on `U` is ``−(lr / divider) D``.
-    unitary_direction : {"gradient", "rmsprop"}
-        The direction `D` of the step on `U`: the gradient ``G`` itself, or
+    unitary_direction : {"gradient", "rmsprop", "adam"}
+        The direction `D` of the step on `U`: the gradient ``G`` itself,
         RMSprop's ``G / (√v + ε)`` with `v` the running mean of ``G²`` (the
-        projUNN paper's code). Either way the step is sketched to rank `rank`
-        and mapped back onto the orthogonal group by the method; ``rmsprop``
-        forms the n×n gradient (O(n²·batch·T) more work per step).
+        projUNN paper's code), or Adam's ``m̂ / (√v̂ + ε)``
+        (:func:`unitary_lowrank.adam_direction`). Either way the step is
+        sketched to rank `rank` and mapped back onto the orthogonal group by
+        the method; ``rmsprop`` and ``adam`` form the n×n gradient
+        (O(n²·batch·T) more work per step).
     lr_decay, decay_below : float
         Multiply both learning rates by `lr_decay` once the test loss falls
         below ``decay_below × baseline`` (the task is solved; smaller steps
@@ -172,7 +176,7 @@ class Config:
 
     task: str
     method: str = "transport"
-    rank: int = 1
+    rank: int | str = 1
     sampler: str = "lsi"
     oversample: int = 10
     seq_len: int = 100
@@ -222,7 +226,9 @@ class Config:
             self.seed < 0
         ):
             raise ConfigError(f"--seed must be an integer >= 0, got {self.seed!r}")
-        for name in ("seq_len", "hidden", "batch", "steps", "rank", "eval_every", "test_batch"):
+        if self.rank != "full":
+            _positive("rank", self.rank)
+        for name in ("seq_len", "hidden", "batch", "steps", "eval_every", "test_batch"):
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or value < 1:
                 raise ConfigError(f"{_flag(name)} must be a positive integer, got {value}")
@@ -255,7 +261,7 @@ class Config:
             not isinstance(self.threads, int | np.integer) or self.threads < 1
         ):
             raise ConfigError(f"--threads must be a positive integer, got {self.threads}")
-        if self.rank > self.hidden:
+        if self.rank != "full" and self.rank > self.hidden:
             raise ConfigError(
                 f"--rank must be at most --hidden ({self.hidden}), got {self.rank}"
             )
@@ -322,6 +328,11 @@ def _dataset_names() -> tuple[str, ...]:
     from .datasets import DATASETS
 
     return tuple(DATASETS)
+
+
+def _positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ConfigError(f"{_flag(name)} must be a positive integer, got {value!r}")
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -423,7 +434,8 @@ def default_config(task: str, preset: str | None = None, **overrides: Any) -> Co
         values.update(PRESETS[task])
     given = {k: v for k, v in overrides.items() if v is not None}
     values.update(given)
-    if "rank" not in given:  # a default rank above a small hidden size: full rank
+    if "rank" not in given and values.get("rank", 1) != "full":
+        # a default rank above a small hidden size: full rank
         values["rank"] = min(values.get("rank", 1), values.get("hidden", Config.hidden))
     return Config(task=task, **values)
 
@@ -670,8 +682,9 @@ class _UnitaryUpdate:
         self.rms = RMSprop(cfg.lr, xp=xp) if cfg.method == "unconstrained" else None
         # RMSprop's running mean of G² for the direction of the orthogonal methods.
         self.precondition = (
-            RMSprop(1.0, xp=xp)
-            if cfg.unitary_direction == "rmsprop" and cfg.method not in ("frozen", "unconstrained")
+            (Adam(1.0, xp=xp) if cfg.unitary_direction == "adam" else RMSprop(1.0, xp=xp))
+            if cfg.unitary_direction in ("rmsprop", "adam")
+            and cfg.method not in ("frozen", "unconstrained")
             else None
         )
 
@@ -683,6 +696,8 @@ class _UnitaryUpdate:
     def _use_factors(self, n: int, m: int) -> bool:
         """Whether sketching from the factors costs less than forming the n×n gradient."""
         cfg = self.cfg
+        if cfg.rank == "full":
+            return False
         if cfg.sampler == "lsi":
             work = 2 * n * cfg.rank  # G^T Ω and G V, each through X and Y
         elif cfg.sampler == "randomized":
@@ -1279,7 +1294,8 @@ def format_summary(s: dict[str, Any]) -> str:
             f"batch {s['batch']}, {s['nonlinearity']}, {s['init']} init, seed {s['seed']}"
         ),
         f"  U updated by    {how}, lr {s['lr']:g} / {s['unitary_lr_divider']:g}"
-        + (" along RMSprop's direction" if s.get("unitary_direction") == "rmsprop" else ""),
+        + {"rmsprop": " along RMSprop's direction", "adam": " along Adam's direction"}.get(
+            s.get("unitary_direction"), ""),
         f"  backend         {s['backend']}, {s['dtype']}",
         f"  steps           {s['iterations']} of {s['steps']}{_why_stopped(s)}",
         (
