@@ -23,6 +23,7 @@ as an ``xfail(strict=True)`` test with the reason ``"core bug: ..."`` /
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import threading
@@ -956,3 +957,67 @@ def test_step_huge_learning_rate(method):
             assert np.all(np.isfinite(res))
             if method != "exp":
                 assert_unitary(res, factor=100)
+
+
+# ------------------------------------------------------------------ interrupts
+
+#: Run in a fresh interpreter: the engine's first import is interrupted by a Ctrl-C
+#: (SIGINT sent to itself, or a KeyboardInterrupt raised outright) when it reaches the
+#: module argv[1]; the caller catches it, and every later call must work.
+_INTERRUPTED_IMPORT = r"""
+import os, signal, sys
+import numpy as np
+import unitary_lowrank as ul
+from unitary_lowrank import _engines
+from unitary_lowrank.testing import assert_unitary
+
+target, how = sys.argv[1], sys.argv[2]
+fired = []
+
+def hook(event, args):
+    if event == "import" and args[0] == target and not fired:
+        fired.append(True)
+        if how == "signal":
+            os.kill(os.getpid(), signal.SIGINT)
+        else:
+            raise KeyboardInterrupt
+
+sys.addaudithook(hook)
+U = ul.random_unitary(4, dtype="float64", rng=0)
+A, B = np.full((4, 1), 1e-3), np.ones((4, 1))
+try:
+    ul.project(U, A, B)
+except KeyboardInterrupt:
+    interrupted = True
+else:
+    interrupted = False
+assert fired and interrupted, (fired, interrupted)
+for _ in range(2):
+    assert_unitary(ul.project(U, A, B))
+assert _engines.load_small() is not None and _engines.load_numba() is not None
+M = ul.random_unitary(600, dtype="float64", rng=1)
+assert_unitary(ul.project(M, np.full((600, 1), 1e-3), np.ones((600, 1)), engine="numba"))
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("how", ["signal", "raise"])
+@pytest.mark.parametrize("target", ["numba.core.typing", "yaml"])
+def test_interrupted_engine_import_leaves_a_working_process(target, how):
+    """Ctrl-C during the lazy import of the Numba engine: the next call works.
+
+    ``"signal"``: SIGINT lands while numba is being imported, is held back until the
+    import is over and reaches the caller as KeyboardInterrupt. ``"raise"``: the
+    import is aborted half-way (the modules it left half-initialised are forgotten,
+    so that the retry imports them afresh instead of failing with
+    ``module 'numba' has no attribute 'core'``).
+    """
+    import subprocess
+    import sys
+
+    pytest.importorskip("numba")
+    pytest.importorskip("yaml")
+    env = {k: v for k, v in os.environ.items() if k != "UNITARY_LOWRANK_DISABLE_NUMBA"}
+    proc = subprocess.run([sys.executable, "-c", _INTERRUPTED_IMPORT, target, how],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

@@ -25,10 +25,15 @@ engines, in :mod:`._shared`. :func:`select` picks the engine of a call.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import math
 import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Protocol
 
@@ -106,18 +111,81 @@ def load_numba() -> ModuleType | None:
     """
     if os.environ.get(DISABLE_NUMBA_VAR, "0") == "1":
         return None
-    try:
-        return importlib.import_module(f"{__name__}.numba")
-    except ImportError:
-        return None
+    return _import_engine(f"{__name__}.numba")
 
 
 @functools.cache
 def _import_small() -> ModuleType | None:
+    return _import_engine(f"{__name__}.small")
+
+
+def _import_engine(name: str) -> ModuleType | None:
+    """Import the engine module `name` (and numba, hundreds of modules), or None.
+
+    None when a dependency is missing (ImportError). The import is all or
+    nothing: a Ctrl-C (SIGINT) that arrives meanwhile is held back until it is
+    over and then delivered to the handler that was in place (KeyboardInterrupt by
+    default), and an import that fails for any reason all the same (an exception
+    raised by a signal handler in another thread's setup, MemoryError, ...) takes
+    the modules it left half-initialised out of ``sys.modules``, so that the next
+    call imports them afresh instead of finding, say, ``numba`` without
+    ``numba.core``.
+    """
+    before = set(sys.modules)
+    with _sigint_deferred():  # a held-back Ctrl-C is raised at its end, after the import
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            _forget_new_modules(before)
+            return None
+        except BaseException:
+            _forget_new_modules(before)
+            raise
+
+
+def _forget_new_modules(before: set[str]) -> None:
+    """Remove from ``sys.modules`` every module imported since the snapshot `before`."""
+    for module in set(sys.modules) - before:
+        sys.modules.pop(module, None)
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold SIGINT back for the duration of the block; deliver it afterwards.
+
+    Only in the main thread (the only one where Python runs signal handlers and
+    where a handler can be installed), and only when the current handler was set
+    from Python (or is the default action): the block then runs under a handler
+    that records the signal. Once the block is over (done or failed), the
+    previous handler is put back and a recorded signal is raised again, so it
+    reaches that handler as if it had arrived just then.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     try:
-        return importlib.import_module(f"{__name__}.small")
-    except ImportError:
-        return None
+        previous = signal.getsignal(signal.SIGINT)
+    except (ValueError, OSError):  # pragma: no cover - no signals here
+        previous = None
+    if previous is None or previous == signal.SIG_IGN:
+        yield  # a handler installed from C (not restorable), or SIGINT ignored
+        return
+    received: list[int] = []
+
+    def record(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    try:
+        signal.signal(signal.SIGINT, record)
+    except (ValueError, OSError):  # pragma: no cover - e.g. an embedded interpreter
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)
 
 
 def load_small() -> ModuleType | None:
