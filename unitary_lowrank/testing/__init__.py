@@ -9,9 +9,11 @@ never chosen to make a test pass. Two submodules complete it:
   (of ``U + D``) and :func:`~unitary_lowrank.testing.reference.reference_polar`,
   in double precision on the host (they call SciPy);
 - :mod:`unitary_lowrank.testing.strategies`: Hypothesis strategies (it imports
-  hypothesis).
+  hypothesis, and loads the compiled kernels with :func:`load_engines` when it
+  is imported, so that no example pays for them).
 
-This module imports neither SciPy nor hypothesis.
+This module imports neither SciPy nor hypothesis (nor numba, until
+:func:`load_engines` is called).
 
 Examples
 --------
@@ -26,6 +28,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -40,6 +43,7 @@ __all__ = [
     "assert_unitary",
     "compare_tol",
     "eps_of",
+    "load_engines",
     "lowrank_factors",
     "rounded_unitarity_bound",
     "to_numpy",
@@ -76,6 +80,51 @@ def eps_of(dtype: Any) -> float:
     True
     """
     return float(np.finfo(_np_dtype(dtype)).eps)
+
+
+@functools.cache
+def load_engines() -> bool:
+    """Load the compiled kernels of the small updates and sketches, for every dtype.
+
+    The first update (or sketch) of a process imports numba and loads the
+    compiled kernels of its dtype from numba's cache, which takes about a second
+    in all (more on a first run, which compiles them). A property test pays
+    it in its first example, and Hypothesis's default ``deadline`` of 200 ms
+    then fails the test as flaky (``FlakyFailure`` from ``DeadlineExceeded``).
+    This function pays it up front: it runs :func:`~unitary_lowrank.project` and
+    :func:`~unitary_lowrank.step` (samplers ``"randomized"`` and ``"lsi"``) once
+    on a 2×2 matrix of each of the four dtypes. Importing
+    :mod:`unitary_lowrank.testing.strategies` calls it; call it yourself (e.g.
+    in a ``conftest.py``) for property tests that draw their own matrices.
+    Only the first call does any work.
+
+    Returns
+    -------
+    bool
+        Whether the kernels are there: False when numba is not installed or is
+        disabled (``UNITARY_LOWRANK_DISABLE_NUMBA=1``), and the updates take the
+        array-agnostic code, which has nothing to load.
+
+    Examples
+    --------
+    >>> from unitary_lowrank.testing import load_engines
+    >>> isinstance(load_engines(), bool)
+    True
+    """
+    from .. import _engines
+    from ..training import step
+    from ..updates import project
+
+    if _engines.load_small() is None:
+        return False
+    for name in DTYPE_NAMES:
+        U = np.eye(2, dtype=name)
+        A = np.full((2, 1), 1e-3, dtype=name)
+        B = np.ones((2, 1), dtype=name)
+        project(U, A, B)
+        for sampler in ("randomized", "lsi"):
+            step(U, np.ones((2, 2), dtype=name), 1e-3, sampler=sampler, rng=0)
+    return True
 
 
 def unitarity_bound(n: int, dtype: Any, factor: float = 30.0) -> float:

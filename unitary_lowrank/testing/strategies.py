@@ -5,6 +5,11 @@ and build the matrices with NumPy, so every example is reproducible from its
 seed and the matrices have exactly the structure asked for (Haar distribution,
 spectral norm, rank, singularity). Needs the ``test`` extra (hypothesis).
 
+Importing this module loads the library's compiled kernels
+(:func:`~unitary_lowrank.testing.load_engines`), so that the first example of
+a test does not pay for them and tests pass under Hypothesis's default
+``deadline``.
+
 Examples
 --------
 >>> from hypothesis import given, settings
@@ -27,7 +32,7 @@ from hypothesis import strategies as st
 
 from .._array_api import DTYPE_NAMES
 from ..haar import random_unitary
-from . import lowrank_factors
+from . import load_engines, lowrank_factors
 
 __all__ = [
     "STEP_KINDS",
@@ -38,6 +43,10 @@ __all__ = [
     "unitaries",
     "update_cases",
 ]
+
+# Before any example runs: the first update of a process loads numba and the kernels
+# (about a second), which would exceed Hypothesis's default deadline of 200 ms.
+load_engines()
 
 #: Kinds of step drawn by :func:`update_cases`.
 #: ``generic``: random factors of a given norm; ``zero``: A = 0;
