@@ -377,6 +377,25 @@ def test_rnn_gradients_against_finite_differences(dtype):
     assert torch.autograd.gradcheck(f, (x, *params.values()))
 
 
+def test_rnn_dtype_conversions_keep_complex_parameters_complex():
+    torch.manual_seed(4)
+    rnn = OrthogonalRNN(2, 4, dtype=torch.complex64, output_size=1)
+    W = rnn.weight_hh
+    rnn.to(torch.float64)  # plain torch would drop the imaginary parts here
+    assert rnn.weight_hh is W and is_constrained(W) and rnn.dtype == torch.complex128
+    kinds = {n: p.dtype for n, p in rnn.named_parameters()}
+    assert kinds == {"input_layer.weight": torch.complex128, "weight_hh": torch.complex128,
+                     "activation.bias": torch.float64, "output_layer.weight": torch.complex128,
+                     "output_layer.bias": torch.complex128}
+    assert orth_error(W) <= rounded_unitarity_bound(4, torch.complex64)
+    x = torch.randn(3, 5, 2, dtype=torch.float64)
+    want, _ = rnn_reference(rnn, host(x))
+    np.testing.assert_allclose(host(rnn(x)[0]), want, atol=1e-13)
+    with pytest.raises(ValueError, match="a real layer stays real"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's note on complex modules
+        OrthogonalRNN(2, 3).to(torch.complex64)
+
+
 def test_rnn_refuses_bad_arguments():
     with pytest.raises(ValueError, match="nonlinearity='relu' is for real layers"):
         OrthogonalRNN(2, 3, nonlinearity="relu", dtype=torch.complex64)

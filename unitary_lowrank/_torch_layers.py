@@ -609,7 +609,9 @@ class OrthogonalRNN(_KeepsKind):
     :meth:`forward` loops over the steps in Python (one ``h×h`` product per
     step); the input layer is applied to all steps at once. Dtype conversions
     (``.to(torch.float64)``, ``.double()``) set the precision and keep complex
-    parameters complex (plain torch would drop their imaginary part).
+    parameters complex (plain torch would drop their imaginary part); a
+    conversion to half precision, or of a real layer to a complex dtype,
+    raises `ValueError` (ProjUNN steps float32 and float64 weights).
 
     Examples
     --------
@@ -828,7 +830,9 @@ class OrthogonalConv2d(_KeepsKind):
     padding_mode="circular")``); :meth:`to_conv2d` builds that module.
 
     **Dtype conversions** (``.to(torch.float64)``, ``.double()``) set the
-    precision and keep the real blocks real and the complex ones complex.
+    precision and keep the real blocks real and the complex ones complex; a
+    conversion to half precision, or of a real layer to a complex dtype,
+    raises `ValueError`.
 
     Examples
     --------
