@@ -321,6 +321,7 @@ def test_update_needs_params():
     ({"eps": "small"}, TypeError, "eps"),
     ({"key": -1}, ValueError, "key"),
     ({"key": "seed"}, TypeError, "key"),
+    ({"check_unitary": 1}, TypeError, "check_unitary"),
 ])
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -334,6 +335,82 @@ def test_bad_learning_rate():
         projunn(jnp.ones(2))
     with pytest.raises(ValueError, match="learning_rate"):
         projunn(float("nan"))
+
+
+@pytest.mark.parametrize("lr", [-0.1, -1e-30, jnp.asarray(-0.1), np.float32(-1.0)])
+def test_negative_learning_rate_is_refused(lr):
+    """As torch.optim refuses it: a negative step size ascends the loss."""
+    with pytest.raises(ValueError, match=r"learning_rate must be finite and >= 0, got -"):
+        projunn(lr)
+    projunn(0.0)  # zero is a valid (frozen) step size
+
+
+def test_non_unitary_leaf_is_refused_at_init():
+    """2·U trained for 20 jitted steps without an error and stayed off the group."""
+    U = _haar(6, jnp.float32, 0)
+    params = {"layer": {"W": 2.0 * U}}
+    with pytest.raises(ValueError, match=r"\['layer'\]\['W'\] is not unitary .* = 3 > sqrt"):
+        projunn(0.01).init(params)
+    with pytest.raises(ValueError, match=r"\['W'\] is not unitary"):  # the exact norm is used
+        projunn(0.01, method="polar").init({"W": U.at[0, 0].add(0.01)})
+    big = _haar(600, jnp.float32, 1, p=520)  # beyond 512 columns: the probe estimate
+    projunn(0.01, method="polar").init({"W": big})
+    with pytest.raises(ValueError, match="not unitary"):
+        projunn(0.01, method="polar").init({"W": 1.5 * big})
+    projunn(0.01, check_unitary=False).init(params)  # skipped on request
+    jax.jit(projunn(0.01).init)(params)  # and for traced leaves (no value to read)
+    projunn(0.01).init({"W": U})
+
+
+def test_wide_leaf_is_refused_at_init_naming_its_path():
+    """A 4×8 leaf passed init with method='polar', then failed in update without its path."""
+    W = jnp.swapaxes(_haar(8, jnp.float32, 0, p=4), -1, -2)
+    opt = projunn(0.01, method="polar")
+    with pytest.raises(ValueError, match=r"wide shape \(4, 8\) at \['enc'\]\['W'\]"):
+        opt.init({"enc": {"W": W}})
+    # update names the leaf too (params given to update that init never saw)
+    tall = {"enc": {"W": _haar(8, jnp.float32, 0, p=4)}}
+    state = opt.init(tall)
+    with pytest.raises(ValueError, match=r"wide shape \(4, 8\) at \['enc'\]\['W'\]"):
+        opt.update({"enc": {"W": W}}, state, {"enc": {"W": W}})
+    with pytest.raises(ValueError, match=r"gradient at \['enc'\]\['W'\] must have .* "
+                                         r"\(8, 4\), got \(4, 8\)"):
+        opt.update({"enc": {"W": W}}, state, tall)
+
+
+def test_value_errors_of_an_eager_update_name_the_leaf():
+    U = _haar(6, jnp.float32, 0)
+    params = {"a": U, "b": 2.0 * U}
+    opt = projunn(0.01, check_unitary=False)
+    with pytest.raises(ValueError, match=r"projunn: at \['b'\]: U is not unitary"):
+        opt.update({"a": U, "b": U}, opt.init(params), params)
+
+
+def test_complex_gradient_of_a_real_leaf_is_refused():
+    """Its imaginary part was silently dropped."""
+    U = _haar(6, jnp.float32, 0)
+    opt = projunn(0.01, direction="gradient")
+    state = opt.init({"W": U})
+    g = {"W": (1.0 + 1.0j) * jnp.ones((6, 6), jnp.complex64)}
+    for update in (opt.update, jax.jit(opt.update)):
+        with pytest.raises(TypeError, match=r"gradient at \['W'\] is complex \(complex64\) "
+                                            r"but the parameter is real \(float32\)"):
+            update(g, state, {"W": U})
+
+
+def test_large_int_seeds():
+    """key=2**70 raised OverflowError; with x64 off, key=2**32 was the key of seed 0."""
+    params = {"W": _haar(4, jnp.float32, 0)}
+
+    def key_of(seed):
+        return np.asarray(jax.random.key_data(projunn(0.1, key=seed).init(params).key))
+
+    for seed in (0, 1, 2**31, 2**32 - 1):  # below 2**32: jax.random.key(seed), as before
+        assert np.array_equal(key_of(seed), jax.random.key_data(jax.random.key(seed)))
+    seeds = [0, 1, 2**32, 2**32 + 1, 2**63, 2**64, 2**64 + 1, 2**70, 2**200]
+    keys = {tuple(key_of(seed).tolist()) for seed in seeds}
+    assert len(keys) == len(seeds)  # no two seeds share a key
+    assert np.array_equal(key_of(2**70), key_of(2**70))  # and a seed is reproducible
 
 
 def test_bad_leaves_at_init():

@@ -25,6 +25,7 @@ import optax
 
 import unitary_lowrank as ul
 
+from ._array_api import is_lazy_array
 from .sketch import SAMPLERS
 
 __all__ = ["ProjUNNState", "projunn"]
@@ -73,11 +74,24 @@ def _check_real(value: Any, name: str, low: float, high: float, *, open_low: boo
 
 
 def _check_key(key: Any) -> Any:
-    """A JAX PRNG key from an int seed or a key (typed or raw uint32 of shape (2,))."""
+    """A JAX PRNG key from an int seed or a key (typed or raw uint32 of shape (2,)).
+
+    A seed below 2³² is ``jax.random.key(seed)``; a larger one (of any size) is
+    ``jax.random.key`` of its low 32 bits with each further 32-bit word folded in
+    (``jax.random.fold_in``), so that no two seeds share a key (``jax.random.key``
+    itself keeps only the low 32 bits of a seed with x64 off, and overflows
+    from 2⁶³ on).
+    """
     if isinstance(key, numbers.Integral) and not isinstance(key, bool):
-        if key < 0:
+        seed = int(key)
+        if seed < 0:
             raise ValueError(f"key must be a non-negative int seed or a JAX PRNG key, got {key}")
-        return jax.random.key(int(key))
+        out = jax.random.key(seed & 0xFFFFFFFF)
+        seed >>= 32
+        while seed:
+            out = jax.random.fold_in(out, seed & 0xFFFFFFFF)
+            seed >>= 32
+        return out
     if isinstance(key, jax.Array) and (
         jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
         or (key.dtype == jnp.uint32 and tuple(key.shape) == (2,))
@@ -89,9 +103,14 @@ def _check_key(key: Any) -> Any:
     )
 
 
+def _where(path: Any) -> str:
+    """The path of a leaf as ``jax.tree_util.keystr`` writes it (``params`` for a bare array)."""
+    return jax.tree_util.keystr(path) or "params"
+
+
 def _check_leaf(path: Any, p: Any, method: str, rank: int) -> None:
     """`ValueError`/`TypeError` for a leaf that cannot be a unitary weight of this method."""
-    where = jax.tree_util.keystr(path) or "params"
+    where = _where(path)
     dtype = getattr(p, "dtype", None)
     if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
         raise TypeError(
@@ -107,22 +126,34 @@ def _check_leaf(path: Any, p: Any, method: str, rank: int) -> None:
             f"method {method!r} needs square (..., n, n) matrices, got shape {shape} at "
             f"{where}; use method='polar' for (..., n, p) matrices with orthonormal columns"
         )
+    if q > n:
+        raise ValueError(
+            f"method 'polar' needs (..., n, p) matrices with p <= n (orthonormal columns), "
+            f"got the wide shape {shape} at {where}; keep the weight as its (..., p, n) "
+            "transpose, whose columns are orthonormal"
+        )
     if rank > min(n, q):
         raise ValueError(f"rank {rank} exceeds min(n, p) = {min(n, q)} at {where} {shape}")
 
 
 def _check_learning_rate(lr: Any) -> None:
-    """A real number (finite), a schedule, or a real 0-d array (inject_hyperparams' value)."""
+    """A real number (finite, >= 0), a schedule, or a real 0-d array (inject_hyperparams').
+
+    The value of a 0-d array is checked too, unless it is traced; a schedule's
+    values are not (they are traced under ``jax.jit``).
+    """
     if callable(lr):
         return
     if isinstance(lr, numbers.Real) and not isinstance(lr, bool):
-        if not math.isfinite(float(lr)):
-            raise ValueError(f"learning_rate must be finite, got {lr!r}")
+        if not 0.0 <= float(lr) < math.inf:
+            raise ValueError(f"learning_rate must be finite and >= 0, got {float(lr)!r}")
         return
     dtype = getattr(lr, "dtype", None)
     if (getattr(lr, "shape", None) == () and dtype is not None
             and jnp.issubdtype(dtype, jnp.floating)):
-        return  # possibly traced: its value is never read here
+        if not is_lazy_array(lr) and not 0.0 <= float(lr) < math.inf:
+            raise ValueError(f"learning_rate must be finite and >= 0, got {float(lr)!r}")
+        return
     raise TypeError(
         "learning_rate must be a real number, a real 0-d array or a schedule (a callable "
         f"of the step count), got {type(lr).__name__}"
@@ -133,10 +164,37 @@ def _real_dtype(dtype: Any) -> Any:
     return jnp.finfo(dtype).dtype
 
 
+#: Leaves with more columns than this get the probe estimate of ``‖WᴴW − I‖₂`` at init
+#: (O(n·p·16)) instead of the exact one (O(n·p²)), as the PyTorch optimizer does.
+_EXACT_CHECK_MAX = 512
+
+
+def _check_unitary(path: Any, p: Any) -> None:
+    """`ValueError` naming the leaf unless ``‖WᴴW − I‖₂ <= sqrt(eps)``; nothing for a tracer."""
+    if is_lazy_array(p) or 0 in tuple(p.shape):
+        return  # init under jax.jit: no value to read
+    if p.shape[-1] <= _EXACT_CHECK_MAX:
+        err = ul.unitarity_error(p)
+    else:  # a lower estimate; a fixed seed, so init draws nothing
+        err = ul.unitarity_error(p, method="probe", rng=0)
+    worst = float(jnp.max(err))
+    tol = math.sqrt(float(jnp.finfo(p.dtype).eps))
+    if not worst <= tol:  # NaN too
+        n, q = tuple(p.shape[-2:])
+        raise ValueError(
+            f"projunn: the leaf at {_where(path)} is not unitary (orthonormal columns): "
+            f"‖WᴴW − I‖₂ = {worst:.3g} > sqrt(eps) = {tol:.3g}; the steps keep a unitary "
+            "weight unitary but never make one. Initialise it first, e.g. with "
+            f"unitary_lowrank.random_unitary({n}, {q}, dtype=jnp.{jnp.dtype(p.dtype).name}, "
+            "rng=jax.random.key(0)), or route it to another optimiser "
+            "(optax.multi_transform); check_unitary=False skips this check"
+        )
+
+
 def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
             rank: int = 1, sampler: str = "lsi", direction: str = "rmsprop",
             decay: float = 0.99, eps: float = 1e-8,
-            key: int | Any = 0) -> optax.GradientTransformation:
+            key: int | Any = 0, check_unitary: bool = True) -> optax.GradientTransformation:
     r"""ProjUNN for optax: rank-`rank` steps retracted onto the unitary group.
 
     For every leaf ``U`` of the parameters (a unitary or orthogonal (..., n, n)
@@ -178,7 +236,17 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
     key : int or JAX PRNG key, default: 0
         Seed (or key, ``jax.random.key(...)``) of the sketches. The key lives in
         the state and is split at every update, so that each step draws a new
-        sketch, also under ``jax.jit``.
+        sketch, also under ``jax.jit``. A seed may be any non-negative int
+        (below 2³², the key of ``jax.random.key(seed)``; larger seeds fold
+        their further 32-bit words in with ``jax.random.fold_in``).
+    check_unitary : bool, default: True
+        At ``init``, check that every leaf is unitary (has orthonormal
+        columns): ``‖WᴴW − I‖₂ <= √eps`` of its dtype (the exact norm up to
+        512 columns, a probe estimate beyond), as the PyTorch optimizer does
+        at a weight's first step. The steps keep a unitary weight unitary but
+        never make one; a non-unitary start (``2·U``) would train without an
+        error and stay off the group. Skipped for traced leaves (an ``init``
+        under ``jax.jit``) and with False.
 
     Returns
     -------
@@ -190,14 +258,17 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
     ------
     ValueError
         At construction, for an unknown `method`, `sampler` or `direction`, a
-        `rank` below 1, `decay` outside [0, 1) or a non-positive `eps`; at
-        ``init``, for a leaf that is not a matrix (or not square for
-        ``"exp"``/``"cayley"``) or smaller than `rank`; at ``update``, when
-        `params` is None.
+        `rank` below 1, `decay` outside [0, 1), a non-positive `eps` or a
+        negative (or not finite) `learning_rate`; at ``init``, for a leaf that
+        is not a matrix (or not square for ``"exp"``/``"cayley"``, or wider
+        than tall for ``"polar"``), smaller than `rank`, or not unitary (with
+        `check_unitary`); at ``update``, when `params` is None, or a gradient
+        does not have its leaf's shape. Errors about a leaf name its path in
+        the pytree.
     TypeError
         For arguments of the wrong type (a `learning_rate` neither a number
         nor callable, `key` neither a seed nor a JAX key, a leaf that is not a
-        floating array).
+        floating array, a complex gradient for a real leaf).
 
     See Also
     --------
@@ -262,10 +333,16 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
     decay = _check_real(decay, "decay", 0.0, 1.0, open_low=False)
     eps = _check_real(eps, "eps", 0.0, math.inf, open_low=True)
     seed = _check_key(key)
+    if not isinstance(check_unitary, bool):
+        raise TypeError(f"check_unitary must be a bool, got {type(check_unitary).__name__}")
 
     def init_fn(params: Any) -> ProjUNNState:
-        for path, p in jax.tree_util.tree_leaves_with_path(params):
+        leaves = jax.tree_util.tree_leaves_with_path(params)
+        for path, p in leaves:
             _check_leaf(path, p, method, rank)
+        if check_unitary:
+            for path, p in leaves:
+                _check_unitary(path, p)
         square_avg = None
         if direction == "rmsprop":
             square_avg = jax.tree.map(
@@ -280,8 +357,13 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
                 "(the step is retracted from them onto the unitary group)"
             )
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
-        grads, treedef = jax.tree.flatten(updates)
+        with_paths, treedef = jax.tree_util.tree_flatten_with_path(updates)
+        paths = [path for path, _ in with_paths]
+        grads = [g for _, g in with_paths]
         weights = treedef.flatten_up_to(params)
+        for path, g, U in zip(paths, grads, weights, strict=True):
+            _check_leaf(path, U, method, rank)
+            _check_gradient(path, g, U)
         avgs = (treedef.flatten_up_to(state.square_avg) if direction == "rmsprop"
                 else [None] * len(grads))
         keys = jax.random.split(state.key, len(grads) + 1)
@@ -291,8 +373,12 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
             warnings.filterwarnings(
                 "ignore", message="Explicitly requested dtype", category=UserWarning
             )
-            for g, U, v, k in zip(grads, weights, avgs, keys[1:], strict=True):
-                u, v = _leaf_update(g, U, v, k, lr, method, rank, sampler, decay, eps)
+            for path, g, U, v, k in zip(paths, grads, weights, avgs, keys[1:], strict=True):
+                try:
+                    u, v = _leaf_update(g, U, v, k, lr, method, rank, sampler, decay, eps)
+                except (ValueError, TypeError) as exc:  # name the leaf (eager value checks)
+                    kind = TypeError if isinstance(exc, TypeError) else ValueError
+                    raise kind(f"projunn: at {_where(path)}: {exc}") from exc
                 new_updates.append(u)
                 new_avgs.append(v)
         square_avg = (treedef.unflatten(new_avgs) if direction == "rmsprop"
@@ -301,6 +387,25 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
         return treedef.unflatten(new_updates), new_state
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _check_gradient(path: Any, g: Any, U: Any) -> None:
+    """`ValueError`/`TypeError` naming the leaf for a gradient that does not fit it (static)."""
+    where = _where(path)
+    dtype = getattr(g, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
+        raise TypeError(f"the gradient at {where} must be a floating or complex array, got "
+                        f"{type(g).__name__} of dtype {dtype}")
+    if tuple(g.shape) != tuple(U.shape):
+        raise ValueError(f"the gradient at {where} must have its parameter's shape "
+                         f"{tuple(U.shape)}, got {tuple(g.shape)}")
+    if jnp.issubdtype(dtype, jnp.complexfloating) and not jnp.iscomplexobj(U):
+        raise TypeError(
+            f"the gradient at {where} is complex ({jnp.dtype(dtype).name}) but the parameter "
+            f"is real ({jnp.dtype(U.dtype).name}): its imaginary part would be dropped. "
+            "Differentiate a real loss of the real parameter (or take the real part "
+            "yourself if that is what you mean)"
+        )
 
 
 def _leaf_update(g: Any, U: Any, v: Any, key: Any, lr: Any, method: str, rank: int,
