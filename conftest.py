@@ -8,10 +8,10 @@ optimizer) cannot be imported without it, which is not a failure of the tests.
 import importlib.util
 
 _OPTIONAL = {
-    "numba": "unitary_lowrank/_engines/numba.py",
-    "torch": "unitary_lowrank/torch.py",
-    "optax": "unitary_lowrank/optax.py",
+    "numba": ["unitary_lowrank/_engines/numba.py"],
+    "torch": ["unitary_lowrank/torch.py", "unitary_lowrank/_torch_layers.py"],
+    "optax": ["unitary_lowrank/optax.py"],
 }
 
-collect_ignore = [path for module, path in _OPTIONAL.items()
-                  if importlib.util.find_spec(module) is None]
+collect_ignore = [path for module, paths in _OPTIONAL.items()
+                  if importlib.util.find_spec(module) is None for path in paths]

@@ -13,6 +13,7 @@ import copy
 import io
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -141,7 +142,7 @@ def test_groups_have_their_own_hyperparameters_and_generators():
     opt = ProjUNN([{"params": [a, b]},
                    {"params": [c], "lr": 0.3, "rank": 3, "method": "polar",
                     "sampler": "randomized", "direction": "gradient"}],
-                  lr=0.02, method="cayley", rank=2, generator=11)
+                  lr=0.02, method="cayley", rank=2, direction="rmsprop", generator=11)
     olds = [x.detach().clone() for x in (a, b, c)]
     grads = [gaussian(tuple(x.shape), torch.float64, gen) for x in (a, b, c)]
     for x, G in zip((a, b, c), grads, strict=True):
@@ -162,7 +163,7 @@ def test_grad_none_is_skipped_and_draws_nothing():
     a = torch.nn.Parameter(orthonormal((5, 5), seed=1))
     b = torch.nn.Parameter(orthonormal((5, 5), seed=2))
     b0 = b.detach().clone()
-    opt = ProjUNN([a, b], lr=0.1, generator=3)
+    opt = ProjUNN([a, b], lr=0.1, rank=1, direction="rmsprop", generator=3)
     G = gaussian((5, 5), torch.float64, torch.Generator().manual_seed(0))
     a.grad = G.clone()
     opt.step()
@@ -182,7 +183,7 @@ def test_closure_returns_its_loss_and_its_gradient_is_used():
     W = torch.nn.Parameter(orthonormal((6, 6), seed=4))
     W0 = W.detach().clone()
     x = gaussian((3, 6), torch.float64, gen)
-    opt = ProjUNN([W], lr=0.05, generator=5)
+    opt = ProjUNN([W], lr=0.05, rank=1, direction="rmsprop", generator=5)
     calls = []
 
     def closure():
@@ -203,7 +204,7 @@ def test_steplr_scheduler_sets_the_lr_of_each_step():
     gen = torch.Generator().manual_seed(0)
     W = torch.nn.Parameter(orthonormal((6, 6), seed=1))
     W_ref = W.detach().clone()
-    opt = ProjUNN([W], lr=0.1, direction="gradient", generator=2)
+    opt = ProjUNN([W], lr=0.1, rank=1, direction="gradient", generator=2)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
     rng = first_generator(2)
     lrs = []
@@ -247,7 +248,7 @@ def _train(model, opt, steps, start):
 def _optimizer(model, generator):
     return ProjUNN([{"params": [model.square], "method": "exp", "rank": 2},
                     {"params": [model.wide, model.tall], "method": "polar"}],
-                   lr=0.05, generator=generator)
+                   lr=0.05, rank=1, direction="rmsprop", generator=generator)
 
 
 def test_state_dict_round_trip_is_bit_identical():
@@ -476,7 +477,8 @@ def test_non_finite_weight_raises():
 
 def test_repair_every_repairs_a_drifted_weight():
     W = torch.nn.Parameter(orthonormal((8, 8), seed=1))
-    opt = ProjUNN([W], lr=1e-3, repair_every=2, generator=0)
+    # rank 1: a full-rank step ends with a Newton–Schulz correction, repairing drift itself
+    opt = ProjUNN([W], lr=1e-3, rank=1, repair_every=2, generator=0)
     G = gaussian((8, 8), torch.float64, torch.Generator().manual_seed(0))
     W.grad = G
     opt.step()  # step 1: no check
@@ -803,3 +805,111 @@ def test_ctrl_c_during_the_write_loop_leaves_all_weights_new():
     assert fired
     assert all(not torch.equal(w.detach(), b) for w, b in zip(ws, before, strict=True))
     assert all(opt.state[w]["step"] == 1 for w in ws)
+
+
+# ------------------------------------------- whole models, seeds, refusals, compile
+def test_one_optimizer_trains_a_whole_model_through_param_groups():
+    from unitary_lowrank.torch import OrthogonalRNN, param_groups
+
+    torch.manual_seed(0)
+    model = OrthogonalRNN(2, 8, output_size=3, nonlinearity="relu", dtype=torch.float64)
+    opt = ProjUNN(param_groups(model), lr=1e-2)
+    free = [p for g in opt.param_groups if not g["constrained"] for p in g["params"]]
+    x, y = torch.randn(16, 7, 2, dtype=torch.float64), torch.randint(0, 3, (16,))
+    before = [p.detach().clone() for p in free]
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        out, _ = model(x)
+        loss = torch.nn.functional.cross_entropy(out[:, -1], y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+    assert error(model.weight_hh) <= unitarity_bound(8, "float64")
+    assert all(not torch.equal(p.detach(), b) for p, b in zip(free, before, strict=True))
+
+
+def test_unconstrained_group_follows_the_same_rule_as_torch_adam():
+    gen = torch.Generator().manual_seed(3)
+    b = torch.nn.Parameter(torch.randn(5, dtype=torch.float64, generator=gen))
+    twin = torch.nn.Parameter(b.detach().clone())
+    opt = ProjUNN([{"params": [b], "constrained": False, "weight_decay": 0.1}], lr=0.01,
+                  betas=(0.8, 0.99))
+    ref = torch.optim.AdamW([twin], lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)
+    for _ in range(4):
+        g = torch.randn(5, dtype=torch.float64, generator=gen)
+        b.grad, twin.grad = g.clone(), g.clone()
+        opt.step()
+        ref.step()
+    assert torch.allclose(b.detach(), twin.detach(), rtol=0, atol=20 * eps_of("float64"))
+
+
+def test_torch_manual_seed_makes_a_run_reproducible():
+    def run():
+        torch.manual_seed(0)
+        W = torch.nn.Parameter(orthonormal((40, 40), seed=1))  # rank "auto" -> full: rank 2
+        opt = ProjUNN([W], lr=0.05, rank=2)
+        gen = torch.Generator().manual_seed(5)
+        for _ in range(5):
+            W.grad = gaussian((40, 40), torch.float64, gen)
+            opt.step()
+        return W.detach()
+
+    assert torch.equal(run(), run())
+
+
+def test_refusals_say_what_to_do():
+    conv = torch.nn.Conv2d(8, 8, 3, bias=False)
+    torch.nn.init.orthogonal_(conv.weight)
+    conv.weight.grad = torch.ones_like(conv.weight)
+    with pytest.raises(ValueError, match="read as a batch of 8×8 3×3 matrices.*OrthogonalConv2d"):
+        ProjUNN([conv.weight]).step()
+    Z = torch.nn.Parameter(2 * orthonormal((4, 4), torch.complex128, seed=1))
+    Z.grad = torch.ones_like(Z)
+    with pytest.raises(ValueError, match=r"unitary_lowrank.torch.unitary_\(weight\) \(torch.nn.init"
+                                         r".orthogonal_ refuses complex"):
+        ProjUNN([Z]).step()
+    bias = torch.nn.Parameter(torch.zeros(4))
+    with pytest.raises(ValueError, match="constrained\": False.*param_groups"):
+        ProjUNN([bias])
+    with pytest.raises(ValueError, match="weight_decay applies to unconstrained groups only"):
+        ProjUNN([torch.nn.Parameter(orthonormal((4, 4)))], weight_decay=0.01)
+
+
+def test_torch_compile_of_the_model_and_of_a_whole_step():
+    from unitary_lowrank.torch import OrthogonalRNN, param_groups
+
+    torch.manual_seed(0)
+    model = OrthogonalRNN(1, 8, output_size=4, nonlinearity="relu")
+    opt = ProjUNN(param_groups(model), lr=1e-3)
+    x, y = torch.randn(4, 6, 1), torch.randint(0, 4, (4,))
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="eager")
+    losses = []
+    for _ in range(3):  # filterwarnings=error: any warning fails the test
+        opt.zero_grad()
+        out, _ = compiled(x)
+        loss = torch.nn.functional.cross_entropy(out[:, -1], y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+
+    @torch.compile(backend="eager")
+    def train_step(x, y):  # ProjUNN.step inside: one graph break (torch.compiler.disable)
+        opt.zero_grad()
+        out, _ = model(x)
+        loss = torch.nn.functional.cross_entropy(out[:, -1], y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            train_step(x, y)
+    ours = [w for w in seen if "unitary_lowrank" in str(w.filename)
+            or "recompile" in str(w.message)]
+    assert not ours, [str(w.message) for w in ours]
+    assert error(model.weight_hh) <= unitarity_bound(8, "float32") * 4

@@ -243,6 +243,7 @@ def full_retraction(U: Any, S: Any, method: str, xp: Any) -> Any:
     # ‖E‖₂ <= ‖E‖_F: the Frobenius norm passes a unitary U at O(p²); only a U that
     # fails it gets the exact norm (from a p×p eigvalsh in double precision)
     if not is_lazy_array(E) and not bool(xp.all(xp.linalg.matrix_norm(E) <= tol)):
+        check_finite(U, "U", xp)
         err = _updates.gram_error(U, xp)
         if not bool(xp.all(err <= tol)):
             worst = float(xp.max(xp.where(xp.isnan(err), xp.full_like(err, float("inf")),

@@ -1,12 +1,17 @@
-r"""A PyTorch optimizer that keeps unitary, orthogonal and Stiefel weights on their manifold.
+r"""PyTorch: an optimizer for unitary, orthogonal and Stiefel weights, and orthogonal layers.
 
 :class:`ProjUNN` is a :class:`torch.optim.Optimizer`: each :meth:`~ProjUNN.step`
-takes the Euclidean gradient in ``.grad``, forms a direction (the gradient itself
-or RMSprop's ``G / (√v + ε)``), sketches it to rank k and retracts the step
-``−lr·D`` onto the manifold in O(n²k) with :func:`unitary_lowrank.step`
-(projUNN-T, projUNN-D or the Cayley update). Use it for the constrained weights
-only, and any other optimizer (``torch.optim.RMSprop``, ``Adam``, ...) for the
-rest of the model.
+takes the Euclidean gradient in ``.grad``, forms a direction (Adam's, RMSprop's
+or the gradient itself), and retracts the step ``−lr·D`` onto the manifold with
+:func:`unitary_lowrank.step` (projUNN-T, projUNN-D or the Cayley update): at
+full rank where the weight is small enough for that to cost little, else
+sketched to rank k in O(n²k). Parameter groups marked ``"constrained": False``
+take the same direction rule unconstrained, so one optimizer trains a whole
+model (:func:`param_groups`).
+
+The layers and initialisers (:class:`OrthogonalRNN`, :class:`ModReLU`,
+:class:`OrthogonalConv2d`, :func:`orthogonal_`, :func:`unitary_`,
+:func:`param_groups`, :func:`is_constrained`) mark the weights they constrain.
 
 This module imports torch; the rest of the library does not need it.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,8 +30,28 @@ import torch
 import unitary_lowrank as ul
 
 from ._signals import deferred_interrupts
+from ._torch_layers import (
+    ModReLU,
+    OrthogonalConv2d,
+    OrthogonalRNN,
+    is_constrained,
+    orthogonal_,
+    param_groups,
+    unitary_,
+)
 
-__all__ = ["ProjUNN"]
+__all__ = [
+    "AUTO_FULL_MAX",
+    "AUTO_RANK",
+    "ModReLU",
+    "OrthogonalConv2d",
+    "OrthogonalRNN",
+    "ProjUNN",
+    "is_constrained",
+    "orthogonal_",
+    "param_groups",
+    "unitary_",
+]
 
 _METHODS = ("polar", "exp", "cayley")
 _SAMPLERS = ("lsi", "randomized", "column")
@@ -57,49 +83,80 @@ class ProjUNN(torch.optim.Optimizer):
     Every parameter is a matrix (or a batch of matrices, shape ``(..., n, p)``)
     with orthonormal columns (``WᴴW = I``), or, when it has more columns than
     rows (``p > n``, e.g. the weight of ``nn.Linear(in, out)`` with
-    ``out < in``), orthonormal rows (``WWᴴ = I``). A step computes, under
+    ``out < in``), orthonormal rows (``WWᴴ = I``); except in a parameter group
+    with ``"constrained": False`` (see below). A step computes, under
     :func:`torch.no_grad`, for each parameter whose ``.grad`` is not None::
 
-        D = G                      (direction="gradient")
-        D, v = G / (√v + ε), ...   (direction="rmsprop", ul.rmsprop_direction)
+        G = −.grad if maximize else .grad
+        D, m, v = m̂ / (√v̂ + ε)     (direction="adam", ul.adam_direction)
+        D, v = G / (√v + ε)         (direction="rmsprop", ul.rmsprop_direction)
+        D = G                       (direction="gradient")
+        b = μ b + D; D = b          (momentum μ > 0; not with "adam")
         W ← ul.step(W, D, lr, rank=rank, method=method, sampler=sampler, rng=...)
 
-    i.e. the rank-`rank` sketch of ``−lr·D`` retracted onto the manifold in
-    O(n²·rank), so the weight stays unitary to rounding after any number of
-    steps. A wide weight is stepped as its conjugate transpose ``Wᴴ`` (which
-    has orthonormal columns) and written back transposed.
+    i.e. the retraction of ``−lr·D`` onto the manifold, whole (``rank="full"``,
+    O(n³)) or sketched to rank k (O(n²k)), so the weight stays unitary to
+    rounding after any number of steps. A wide weight is stepped as its
+    conjugate transpose ``Wᴴ`` (which has orthonormal columns) and written
+    back transposed.
 
     Parameters
     ----------
     params : iterable of tensors, of (name, tensor) pairs, or of dicts
         The weights, or parameter groups (dicts with a ``"params"`` entry and
         any of the hyper-parameters below, which override the defaults for
-        that group). Each weight has at least two dimensions and dtype
-        float32, float64, complex64 or complex128.
+        that group). Each weight has dtype float32, float64, complex64 or
+        complex128; in a constrained group (the default) it has at least two
+        dimensions. A group with ``"constrained": False`` holds any other
+        parameters (biases, input and output layers): they take the same
+        direction rule unconstrained, ``p ← p − lr·D`` (with `weight_decay`,
+        ``p ← p(1 − lr·wd) − lr·D``, decoupled as AdamW's), so that
+        ``ProjUNN(param_groups(model), lr=1e-3)`` trains a whole model. A
+        plain list of weights is constrained, as before.
     lr : float, default: 1e-3
         Learning rate (>= 0): the step is ``−lr·D`` before the retraction. It
         is read from ``group["lr"]`` at every step, so learning-rate
-        schedulers work. The projUNN paper divides the learning rate of its
-        RMSprop by a constant (32 for its RNNs) for the unitary weights.
+        schedulers work (for ``OneCycleLR`` pass ``cycle_momentum=False``: it
+        would write ``betas``/``momentum`` on its own schedule otherwise).
     method : {"exp", "polar", "cayley"}, default: "exp"
         Retraction, as in :func:`unitary_lowrank.retract`: projUNN-T
         (``"exp"``), projUNN-D (``"polar"``) or the Cayley update. Only
         ``"polar"`` applies to non-square weights (Stiefel, tall or wide).
-    rank : int, default: 1
-        Rank of the step, ``1 <= rank <= min(n, p)``.
+    rank : int, "full" or "auto", default: "auto"
+        Rank of the step, ``1 <= rank <= min(n, p)``; ``"full"``: the whole
+        step, retracted by the dense O(n³) computation of
+        :func:`unitary_lowrank.step` (no sketch); ``"auto"``: ``"full"`` for
+        weights whose larger side is at most :data:`AUTO_FULL_MAX` (where it
+        costs little next to a network's own forward and backward pass, and
+        learns the most per step), else rank :data:`AUTO_RANK`. See the docs
+        page "Choosing settings" for the measurements behind these values.
     sampler : {"lsi", "randomized", "column"}, default: "lsi"
-        How the direction is sketched, as in :func:`unitary_lowrank.lowrank`;
-        ``"lsi"`` (the paper's) costs two products with D.
-    direction : {"rmsprop", "gradient"}, default: "rmsprop"
-        ``"gradient"``: D is the gradient. ``"rmsprop"``: RMSprop's
-        preconditioned direction ``G / (√v + ε)`` of
-        :func:`unitary_lowrank.rmsprop_direction`, with the running mean ``v``
-        of ``|G|²`` kept in ``state[p]["square_avg"]`` (as the projUNN paper's
-        code does).
+        How the direction is sketched (low ranks), as in
+        :func:`unitary_lowrank.lowrank`; ``"lsi"`` (the paper's) costs two
+        products with D.
+    direction : {"adam", "rmsprop", "gradient"}, default: "adam"
+        ``"adam"``: Adam's direction ``m̂ / (√v̂ + ε)`` of
+        :func:`unitary_lowrank.adam_direction`, its running means in
+        ``state[p]["exp_avg"]`` and ``["exp_avg_sq"]``. ``"rmsprop"``:
+        RMSprop's ``G / (√v + ε)`` of :func:`unitary_lowrank.rmsprop_direction`,
+        the mean of ``|G|²`` in ``state[p]["square_avg"]`` (the projUNN paper's
+        code). ``"gradient"``: D is the gradient.
     alpha : float, default: 0.99
         Smoothing constant of RMSprop's running mean, in [0, 1).
+    betas : tuple of two floats, default: (0.9, 0.999)
+        Adam's smoothing constants, each in [0, 1).
+    momentum : float, default: 0
+        Heavy-ball momentum μ in [0, 1) on the direction of ``"rmsprop"`` or
+        ``"gradient"`` (as ``torch.optim.RMSprop``'s `momentum`), its buffer in
+        ``state[p]["momentum_buffer"]``; ``"adam"`` has its own (``betas[0]``).
     eps : float, default: 1e-8
-        Added to ``√v`` by RMSprop, > 0 and finite.
+        Added to ``√v`` by RMSprop and Adam, > 0 and finite.
+    maximize : bool, default: False
+        Ascend the objective instead (the direction is built from ``−G``).
+    weight_decay : float, default: 0
+        Decoupled weight decay of the ``"constrained": False`` groups. On a
+        constrained group it is refused: every unitary weight has the same
+        norm, so decaying toward zero has no meaning there.
     repair_every : int, optional
         Every `repair_every` steps of a weight, check its drift with
         :class:`unitary_lowrank.DriftGuard` (a cheap probe estimate of
@@ -107,10 +164,19 @@ class ProjUNN(torch.optim.Optimizer):
         guard's default tolerance (32·eps of the dtype). Default: never
         (the low-rank updates are backward stable; drift grows like the
         square root of the number of steps).
+    check_unitary : bool, default: True
+        Check each constrained weight at its first step (see Notes). False
+        skips it (no host synchronisation; the steps still refuse a weight
+        that is not unitary along the step).
     generator : None, int or torch.Generator, optional
-        Randomness of the sketches. None: fresh entropy from the operating
-        system; an int: a seed (>= 0); a :class:`torch.Generator`: one draw
-        from it at construction seeds the optimizer. Either way the i-th
+        Randomness of the sketches. None: one draw from torch's default
+        generator at construction (so ``torch.manual_seed`` makes a run
+        reproducible, as it does dropout's); an int: a seed (>= 0); a
+        :class:`torch.Generator`: one draw from it. Under
+        :mod:`torch.distributed` with more than one process, the first step
+        broadcasts the seed of rank 0 to every process (one small collective),
+        so DistributedDataParallel replicas draw the same sketches and stay
+        bit-identical whatever each process's random state. Either way the i-th
         parameter (counted over all groups, in order, as in
         :meth:`state_dict`) gets its own NumPy generator
         ``numpy.random.Generator(numpy.random.PCG64(numpy.random.SeedSequence(entropy,
@@ -215,14 +281,15 @@ class ProjUNN(torch.optim.Optimizer):
         lr: float = 1e-3,
         *,
         method: str = "exp",
-        rank: int | str = 1,
+        rank: int | str = "auto",
         sampler: str = "lsi",
-        direction: str = "rmsprop",
+        direction: str = "adam",
         alpha: float = 0.99,
         betas: tuple[float, float] = (0.9, 0.999),
         momentum: float = 0.0,
         eps: float = 1e-8,
         maximize: bool = False,
+        weight_decay: float = 0.0,
         repair_every: int | None = None,
         check_unitary: bool = True,
         generator: None | int | torch.Generator = None,
@@ -230,10 +297,12 @@ class ProjUNN(torch.optim.Optimizer):
         defaults = {"lr": lr, "method": method, "rank": rank, "sampler": sampler,
                     "direction": direction, "alpha": alpha, "betas": tuple(betas)
                     if isinstance(betas, list) else betas, "momentum": momentum, "eps": eps,
-                    "maximize": maximize, "repair_every": repair_every,
-                    "check_unitary": check_unitary}
+                    "maximize": maximize, "weight_decay": weight_decay,
+                    "repair_every": repair_every, "check_unitary": check_unitary,
+                    "constrained": True}
         _check_hyper(defaults, "")
         self._entropy = _root_entropy(generator)
+        self._synced = False  # the entropy shared with the process group (first step)
         # each weight's live generator and the state tuple it was saved as: reused while
         # state[p]["rng_state"] is still that very tuple (rebuilding one costs ~0.1 ms)
         self._live: dict[torch.Tensor, tuple[np.random.Generator, tuple[int, ...]]] = {}
@@ -249,6 +318,7 @@ class ProjUNN(torch.optim.Optimizer):
         """Restore a pickled state; the live generators are rebuilt from ``state``."""
         super().__setstate__(state)
         self.__dict__.setdefault("_entropy", _root_entropy(None))
+        self.__dict__.setdefault("_synced", False)
         self._live = {}
 
     # ------------------------------------------------------------------ groups
@@ -274,7 +344,8 @@ class ProjUNN(torch.optim.Optimizer):
         group = self.param_groups[-1]
         try:
             for i, p in enumerate(group["params"]):
-                _check_weight(p, group, _describe(group, index, i))
+                (_check_weight if group["constrained"] else _check_free)(
+                    p, group, _describe(group, index, i))
         except (TypeError, ValueError):
             self.param_groups.pop()
             raise
@@ -327,8 +398,10 @@ class ProjUNN(torch.optim.Optimizer):
         self._live.clear()
         if entropy is not None:
             self._entropy = int(entropy)
+            self._synced = True  # every replica loads the same checkpoint
 
     # -------------------------------------------------------------------- step
+    @torch.compiler.disable  # host-side work: one graph break under torch.compile, no retracing
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Take one step for every weight that has a gradient.
@@ -356,15 +429,18 @@ class ProjUNN(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if not self._synced:
+            self._entropy = _shared_entropy(self._entropy, self.param_groups)
+            self._synced = True
         pending = []
         index = 0
         try:
             for g, group in enumerate(self.param_groups):
                 _check_hyper(group, f" (param group {g})")
+                prepare = self._prepare if group["constrained"] else self._prepare_free
                 for i, p in enumerate(group["params"]):
                     if p.grad is not None:
-                        pending.append(self._prepare(p, group, _describe(group, g, i),
-                                                     index + i))
+                        pending.append(prepare(p, group, _describe(group, g, i), index + i))
                 index += len(group["params"])
         except BaseException:
             self._live.clear()  # generators drawn from: rebuilt from the (unchanged) state
@@ -374,8 +450,27 @@ class ProjUNN(torch.optim.Optimizer):
             for p, new, state, gen in pending:
                 p.copy_(new)
                 self.state[p].update(state)
-                self._live[p] = (gen, state["rng_state"])
+                if gen is not None:
+                    self._live[p] = (gen, state["rng_state"])
         return loss
+
+    def _prepare_free(self, p: torch.Tensor, group: dict[str, Any], name: str, index: int
+                      ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any], None]:
+        """The new value of an unconstrained `p` (``"constrained": False``): ``p − lr·D``."""
+        _check_free(p, group, name)
+        if p.grad.is_sparse:
+            raise ValueError(f"ProjUNN: {name} has a sparse gradient, which is not supported")
+        state = self.state.get(p, {})
+        steps = int(state.get("step", 0))
+        new_state: dict[str, Any] = {"step": steps + 1}
+        D = _direction(p.grad, state, new_state, group, steps + 1, name)
+        lr, wd = group["lr"], group["weight_decay"]
+        new = p.detach() * (1.0 - lr * wd) if wd else p.detach()
+        new = new - lr * D
+        if new.numel() and not bool(torch.isfinite(new).all()):
+            raise ValueError(f"ProjUNN: the step of {name} failed, nothing was changed: the new "
+                             "value holds NaN or infinity (is the gradient finite?)")
+        return p, new, new_state, None
 
     def _prepare(self, p: torch.Tensor, group: dict[str, Any], name: str, index: int
                  ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any], np.random.Generator]:
@@ -528,7 +623,7 @@ def _check_hyper(h: dict[str, Any], where: str) -> None:
                         f"{type(rank).__name__} {rank!r}")
     elif rank < 1:
         raise ValueError(f"rank must be >= 1{where}, got {rank!r}")
-    for key in ("maximize", "check_unitary"):
+    for key in ("maximize", "check_unitary", "constrained"):
         if not isinstance(h[key], bool):
             raise TypeError(f"{key} must be a bool{where}, got {type(h[key]).__name__} "
                             f"{h[key]!r}")
@@ -545,6 +640,17 @@ def _check_hyper(h: dict[str, Any], where: str) -> None:
                        ("betas[1]", betas[1])):
         if not 0.0 <= float(value) < 1.0:
             raise ValueError(f"{key} must be in [0, 1){where}, got {value!r}")
+    wd = h["weight_decay"]
+    if isinstance(wd, bool) or not isinstance(wd, numbers.Real):
+        raise TypeError(f"weight_decay must be a real number{where}, got {type(wd).__name__} "
+                        f"{wd!r}")
+    if not 0.0 <= float(wd) < math.inf:
+        raise ValueError(f"weight_decay must be finite and >= 0{where}, got {wd!r}")
+    if wd and h["constrained"]:
+        raise ValueError(
+            f"weight_decay applies to unconstrained groups only{where}: on the unitary group "
+            "every weight has the same norm, so decay toward 0 has no meaning there (it would "
+            "only pull W off the group). Set it on the \"constrained\": False group")
     if mu and h["direction"] == "adam":
         raise ValueError(f"momentum applies to direction='rmsprop' or 'gradient'{where}; "
                          "direction='adam' carries its own momentum, betas[0]")
@@ -564,9 +670,12 @@ def _check_weight(p: torch.Tensor, group: dict[str, Any], name: str) -> None:
     if p.dtype not in _DTYPES:
         raise TypeError(f"ProjUNN: {name}: the dtype must be float32, float64, complex64 or "
                         f"complex128, got {p.dtype}")
+    _refuse_dtensor(p, name)
     if p.ndim < 2:
         raise ValueError(f"ProjUNN: {name}: a weight must be a matrix or a batch of matrices "
-                         f"(..., n, p), got {p.ndim} dimension(s)")
+                         f"(..., n, p), got {p.ndim} dimension(s); put weights that need no "
+                         "constraint (biases, ...) in a group with \"constrained\": False "
+                         "(unitary_lowrank.torch.param_groups(model) makes both groups)")
     n, q = p.shape[-2:]
     if n != q and group["method"] != "polar":
         raise ValueError(f"ProjUNN: {name}: method={group['method']!r} needs square weights; "
@@ -574,6 +683,48 @@ def _check_weight(p: torch.Tensor, group: dict[str, Any], name: str) -> None:
     if not isinstance(group["rank"], str) and group["rank"] > min(n, q):
         raise ValueError(f"ProjUNN: {name}: rank must be <= min(n, p) = {min(n, q)}, "
                          f"got {group['rank']}")
+
+
+def _check_free(p: torch.Tensor, group: dict[str, Any], name: str) -> None:
+    """Dtype of a weight of an unconstrained group (any shape)."""
+    if not isinstance(p, torch.Tensor):
+        raise TypeError(f"ProjUNN: {name} must be a tensor, got {type(p).__name__}")
+    if p.dtype not in _DTYPES:
+        raise TypeError(f"ProjUNN: {name}: the dtype must be float32, float64, complex64 or "
+                        f"complex128, got {p.dtype}")
+    _refuse_dtensor(p, name)
+
+
+def _refuse_dtensor(p: torch.Tensor, name: str) -> None:
+    """`ValueError` for a sharded DTensor (FSDP2's ``fully_shard``): say what to do instead."""
+    dist = sys.modules.get("torch.distributed.tensor")
+    if dist is not None and isinstance(p, getattr(dist, "DTensor", ())):
+        raise ValueError(
+            f"ProjUNN: {name} is a sharded DTensor (FSDP2 fully_shard); the low-rank update "
+            "needs each constrained weight whole. Leave the constrained weights unsharded: "
+            "fully_shard(module, ignored_params=set(p for p in model.parameters() if "
+            "unitary_lowrank.torch.is_constrained(p))), and keep them replicated as "
+            "DistributedDataParallel does (docs/distributed.md)")
+
+
+def _shared_entropy(entropy: int, groups: list[dict[str, Any]]) -> int:
+    """The root entropy of rank 0 of the default process group, else `entropy` itself.
+
+    Under DistributedDataParallel every replica must draw the same sketches, whatever
+    each process's random state: one broadcast of two int64 at the first step.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return entropy
+    if dist.get_world_size() < 2:
+        return entropy
+    device = None
+    if dist.get_backend() == "nccl":
+        device = next((p.device for g in groups for p in g["params"] if p.is_cuda),
+                      torch.device("cuda", torch.cuda.current_device()))
+    box = [int(entropy)]
+    dist.broadcast_object_list(box, src=0, device=device)
+    return int(box[0])
 
 
 def _check_unitary(W: torch.Tensor, name: str, wide: bool) -> None:
@@ -587,21 +738,30 @@ def _check_unitary(W: torch.Tensor, name: str, wide: bool) -> None:
     if not worst <= tol:  # also catches NaN (unitarity_error gives inf)
         kind = "rows" if wide else "columns"
         form = "W Wᴴ" if wide else "Wᴴ W"
+        init = ("unitary_lowrank.torch.unitary_(weight) (torch.nn.init.orthogonal_ refuses "
+                "complex tensors)" if W.is_complex() else
+                "unitary_lowrank.torch.unitary_(weight) or torch.nn.init.orthogonal_(weight)")
+        hint = ""
+        if W.ndim == 4:
+            hint = (f" A 4-D weight is read as a batch of {W.shape[0]}×{W.shape[1]} "
+                    f"{W.shape[2]}×{W.shape[3]} matrices (e.g. each kernel tap of a Conv2d "
+                    "weight on its own), which orthogonal_ does not make orthonormal; for "
+                    "an orthogonal convolution use unitary_lowrank.torch.OrthogonalConv2d.")
         raise ValueError(
             f"ProjUNN: {name} does not have orthonormal {kind} at its first step: "
             f"‖{form} − I‖₂ = {worst:.3g} > {tol:.3g} (sqrt(eps)). Initialise it first, "
-            "e.g. torch.nn.init.orthogonal_(weight), or copy in "
+            f"e.g. {init}, or copy in "
             "unitary_lowrank.random_unitary(n, p, dtype=..., xp=torch)"
-            + (" transposed" if wide else "")
+            + (" transposed" if wide else "") + "." + hint
         )
 
 
 def _root_entropy(generator: Any) -> int:
     """The root entropy (a non-negative int) from None, a seed or a torch.Generator."""
-    if generator is None:
-        return int(np.random.SeedSequence().entropy)
-    if isinstance(generator, torch.Generator):
-        draws = torch.randint(0, 2**62, (2,), generator=generator, device=generator.device)
+    if generator is None or isinstance(generator, torch.Generator):
+        # None: torch's default generator, so torch.manual_seed makes a run reproducible
+        kw = {} if generator is None else {"generator": generator, "device": generator.device}
+        draws = torch.randint(0, 2**62, (2,), **kw)
         a, b = (int(x) for x in draws.tolist())
         return (a << 62) | b
     if isinstance(generator, bool) or not isinstance(generator, numbers.Integral):
