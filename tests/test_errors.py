@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -174,3 +176,104 @@ def test_polar_non_finite(value):
     M[0, 1] = value
     with pytest.raises(ValueError, match="M contains NaN or infinity"):
         ul.polar(M)
+
+
+def test_out_that_autograd_cannot_write_is_named():
+    """A leaf tensor that requires grad as `out` raised torch's bare RuntimeError."""
+    torch = pytest.importorskip("torch")
+    Ut, At, Bt = (torch.asarray(x) for x in (U, A * 1e-2, B))
+    for f in [*FUNCS, lambda U, A, B, **kw: ul.step(U, A @ B.T, 0.1, rng=0, **kw),
+              lambda U, A, B, **kw: ul.step(U, A @ B.T, 0.1, rank="full", **kw)]:
+        leaf = torch.zeros((4, 4), dtype=torch.float64, requires_grad=True)
+        with pytest.raises(ValueError, match="out is a leaf tensor that requires grad"):
+            f(Ut, At, Bt, out=leaf)
+        assert not leaf.detach().any()  # untouched
+        with torch.no_grad():  # where autograd lets it be written: as any out
+            assert f(Ut, At, Bt, out=leaf) is leaf
+        assert float(ul.unitarity_error(leaf.detach())) <= unitarity_bound(4, "float64")
+    with pytest.raises(ValueError, match=r"out must have shape \(4, 4\)"):
+        ul.step(U, A @ B.T, 0.1, rank="full", out=np.empty((4, 3)))  # checked there too
+
+
+def _largest(dtype):
+    """A finite G of mixed signs whose entries are near the dtype's largest value."""
+    big = float(np.finfo(dtype).max)
+    G = np.full((8, 8), big, dtype=dtype)
+    G[0, 1] = -big / 3
+    return G
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64", "complex128"])
+@pytest.mark.parametrize("kwargs", [{}, {"sampler": "lsi"}, {"sampler": "column"}, {"rank": 5},
+                                    {"tol": 0.5}, {"rank": "full"}])
+def test_step_on_overflowing_input_raises_its_own_error_without_warnings(dtype, kwargs):
+    """A finite G near the dtype's largest value: a result or the library's ValueError.
+
+    NumPy's RuntimeWarning (overflow in power, multiply, matmul, cast) came first; float32
+    and complex64 raised numba's LinAlgError ('Array must not contain infs or NaNs').
+    """
+    import warnings
+
+    V = ul.random_unitary(8, dtype=dtype, rng=1)
+    big = float(np.finfo(dtype).max)
+    cases = [(_largest(dtype), 1.0), (_largest(dtype) / 10, 1.0),
+             (np.ones((8, 8), dtype), big), (_largest(dtype) / 100, 1e-3)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for G, lr in cases:
+            try:
+                X = ul.step(V, G, lr, rng=0, **kwargs)
+            except ValueError as exc:  # the library's own error, naming the step or G
+                assert re.search(r"too large|U is not unitary", str(exc)), exc
+            else:
+                assert X.dtype == V.dtype and np.all(np.isfinite(X))
+                if kwargs.get("rank") != 5 or dtype.startswith("complex"):
+                    # a real G of rank 2 sketched at rank 5: the core bug of
+                    # test_hostile.py::test_huge_step_with_widely_spread_singular_values
+                    assert float(np.max(ul.unitarity_error(X))) <= (
+                        100 * unitarity_bound(8, dtype))
+    assert not caught, [str(w.message) for w in caught]
+
+
+def test_lowrank_of_a_matrix_whose_factor_overflows():
+    with pytest.raises(ValueError, match="G is too large for float64: the factor A of its "
+                                         "rank-1 approximation"):
+        ul.lowrank(_largest("float64"), 1, rng=0)
+    A1, B1 = ul.lowrank(_largest("float32") / 100, 1, rng=0)  # was LinAlgError (numba's)
+    assert np.all(np.isfinite(A1)) and np.all(np.isfinite(B1))
+
+
+def test_random_unitary_too_large_for_memory_says_what_it_needs():
+    """random_unitary(10**6) raised NumPy's MemoryError about its Gaussian draw only."""
+    sizes = [10**8]  # 80 PB: beyond any address space, also with overcommit
+    try:
+        with open("/proc/sys/vm/overcommit_memory") as f:
+            if f.read().strip() != "1":
+                sizes.append(10**6)  # the reported call: 7.28 TiB, refused at once
+    except OSError:
+        pass
+    for n in sizes:
+        with pytest.raises(MemoryError, match=rf"not enough memory for a Haar sample of shape "
+                                              rf"\({n}, {n}\) .* in all, and the float64 "
+                                              r"result takes [\d.]+ [TP]iB"):
+            ul.random_unitary(n, dtype="float64", rng=0)
+
+
+def test_cli_run_whose_step_overflows_ends_as_diverged(tmp_path, capsys):
+    """A step too large for float32 ends the run as diverged, with its summary.
+
+    `adding --lr 1e6` ended through the catch-all ('error: ValueError: the step -lr*G
+    is too large') instead.
+    """
+    import json
+
+    from unitary_lowrank.cli import main
+
+    out = tmp_path / "run.json"
+    assert main(["adding", "--lr", "1e6", "--steps", "100", "--quiet", "--json",
+                 str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "ValueError" not in err and "Traceback" not in err
+    assert "too large for the dtype: stopping (diverged)" in err
+    summary = json.loads(out.read_text())
+    assert summary["stop_reason"] == "diverged" and summary["diverged"] is True

@@ -114,7 +114,8 @@ def check_out(out: Any, xp: ModuleType, shape: tuple[int, ...], dtype: Any,
     names one of them, e.g. ``("U", U)``), and a refused kind of array
     (:func:`~unitary_lowrank._array_api.check_array_kind`); `ValueError` when
     its shape or dtype differ from the result's, it lies on another device than
-    the input, or it is read-only.
+    the input, or it is read-only (or a torch leaf tensor that requires grad,
+    with grad mode on: autograd refuses to write it in place).
     """
     if out is None:
         return
@@ -143,6 +144,15 @@ def check_out(out: Any, xp: ModuleType, shape: tuple[int, ...], dtype: Any,
         )
     if not getattr(getattr(out, "flags", None), "writeable", True):
         raise ValueError("out is read-only")
+    if getattr(out, "requires_grad", False) and getattr(out, "is_leaf", False):
+        import torch  # out is a torch tensor
+
+        if torch.is_grad_enabled():
+            raise ValueError(
+                "out is a leaf tensor that requires grad (e.g. a Parameter), which autograd "
+                "does not let be written in place; pass out=weight.data, or call under "
+                "torch.no_grad()"
+            )
 
 
 def check_dtype(x: Any, name: str, xp: ModuleType) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from types import ModuleType
 from typing import Any
@@ -240,7 +241,33 @@ def random_unitary(n, p=None, *, dtype, batch_shape=(), rng=None, xp=None, devic
             return _haar_jax(shape, name, rng, device)
         return _haar_torch(shape, name, rng, device)
     gen = as_generator(rng)
-    Q = haar_samples(shape, name.startswith("complex"), gen)
-    host = np.ascontiguousarray(Q.astype(name))
+    try:
+        Q = haar_samples(shape, name.startswith("complex"), gen)
+        host = np.ascontiguousarray(Q.astype(name))
+    except MemoryError as exc:
+        raise MemoryError(_memory_message(shape, name)) from exc
     target = getattr(xp, name)
     return xp.asarray(host, dtype=target, device=device)
+
+
+def _memory_message(shape: tuple[int, ...], name: str) -> str:
+    """What a Haar sample of `shape` needs on the host, for the MemoryError of a failed draw."""
+    entries = math.prod(shape)
+    double = entries * (16 if name.startswith("complex") else 8)  # one array in double precision
+    result = entries * np.dtype(name).itemsize
+    return (
+        f"random_unitary: not enough memory for a Haar sample of shape {shape} ({entries:,} "
+        f"entries): it is drawn on the host in double precision, about 3 arrays of "
+        f"{_bytes(double)} at once (the Gaussian draw and its QR factors), "
+        f"{_bytes(3 * double)} in all, and the {name} result takes {_bytes(result)}"
+    )
+
+
+def _bytes(count: int) -> str:
+    """A byte count in binary units: ``7.28 TiB``."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024:
+            return f"{value:.3g} {unit}"
+        value /= 1024
+    return f"{value:.3g} EiB"

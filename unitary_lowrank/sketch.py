@@ -27,6 +27,7 @@ from ._array_api import (
     get_namespace,
     in_one_task,
     is_lazy_array,
+    no_fp_warnings,
     real_dtype,
     whole_matrices,
 )
@@ -79,18 +80,23 @@ class _Operator(NamedTuple):
     scale: Any  # (..., 1, 1) powers of two: the input is scale · G (_finite_and_scaled)
 
 
-#: Entries beyond 2^±400 (about 1e±120) could overflow or underflow squared norms.
+#: Entries beyond 2^±400 (about 1e±120) could overflow or underflow squared norms in
+#: double precision; in single precision (float32, complex64: 2^±126 at most) beyond
+#: 2^±40 (about 1e±12), whose squares times n² stay within its range.
 _SAFE_EXPONENT = 400.0
+_SAFE_EXPONENT_SINGLE = 40.0
 
 
 def _finite_and_scaled(x: Any, name: str, xp: ModuleType) -> tuple[Any, Any]:
     """Check `x` for NaN/inf and bring it into the safe range: ``(x / s, s)``.
 
     One pass computes ``max |x|`` per matrix, which is finite exactly when `x` is.
-    Matrices whose largest entry lies outside ``[2^-400, 2^400]`` are divided by the
-    power of two nearest to it (exact), so that the squared norms of the samplers
-    and error estimates can neither overflow (entries ~1e155 and up) nor underflow
-    (~1e-155 and down); ordinary gradients are left alone, without a copy.
+    Matrices whose largest entry lies outside ``[2^-400, 2^400]`` (``[2^-40, 2^40]``
+    in single precision) are divided by the power of two nearest to it (exact; at
+    most 2^1023, or 2^127, itself finite), so that the products and squared norms
+    of the samplers and error estimates can neither overflow (entries ~1e155 and
+    up in double precision, ~1e19 in single) nor underflow; ordinary gradients are
+    left alone, without a copy.
     """
     shape = (*x.shape[:-2], 1, 1)
     if 0 in tuple(x.shape):  # nothing to check or scale (empty batch, or r = 0)
@@ -107,8 +113,12 @@ def _finite_and_scaled(x: Any, name: str, xp: ModuleType) -> tuple[Any, Any]:
     if not lazy and not bool(xp.all(xp.isfinite(m))):
         raise ValueError(f"{name} contains NaN or infinity")
     one = xp.ones_like(m)
+    single = real_dtype(xp, x.dtype) == xp.float32
+    safe, top = (_SAFE_EXPONENT_SINGLE, 127.0) if single else (_SAFE_EXPONENT, 1023.0)
     e = xp.log2(xp.where(m > 0, m, one))
-    s = xp.where(xp.abs(e) > _SAFE_EXPONENT, 2.0 ** xp.round(e), one)
+    r = xp.round(e)
+    r = xp.where(r > top, one * top, r)  # 2^round(e) of the largest values would overflow
+    s = xp.where(xp.abs(e) > safe, 2.0 ** r, one)
     if lazy or bool(xp.any(s != 1)):
         x = x / s
     return x, s
@@ -483,7 +493,9 @@ def lowrank(G, rank=None, *, tol=None, max_rank=None, sampler="randomized", over
     ValueError
         If `rank` is out of range (``< 1`` or ``> min(m, n)``), neither or an
         invalid `tol` is given, the sampler is unknown, the factors' shapes do
-        not fit, or G holds NaN or infinity.
+        not fit, G holds NaN or infinity, or the factor A overflows the dtype
+        (G's largest singular values beyond its range, e.g. entries near its
+        largest finite value).
 
     See Also
     --------
@@ -572,14 +584,14 @@ def _fixed(op, k, sampler, oversample, n_iter, shared, gen, return_info):
         Omega = _gaussian(op, gen, op.m, k, shared)
         A, B = _sketch.lsi_factors(op.G, Omega, xp)
         if not return_info:
-            return A * op.scale, B
+            return _rescaled(A, op), B
         s, res = _sketch.lsi_spectrum(op.G, A, B, xp)
-        return LowRank(A * op.scale, B, k,
+        return LowRank(_rescaled(A, op), B, k,
                        _error_at(op, _sketch.relative_errors(s, res, xp), 1))
     left, s, right, res = _factors_at(op, k, sampler, oversample, n_iter, shared, gen,
                                       return_info)
     A, B = _sketch.truncate(left, s, right, k, xp)
-    A = A * op.scale
+    A = _rescaled(A, op)
     if not return_info:
         return A, B
     return LowRank(A, B, k, _error_at(op, _sketch.relative_errors(s, res, xp), k))
@@ -609,7 +621,25 @@ def _adaptive(op, tol, kmin, kmax, sampler, oversample, n_iter, shared, gen, ret
             break
         target = min(2 * max(target, top), kmax)
     A, B = _sketch.truncate(left, s, right, k, xp)
-    A = A * op.scale
+    A = _rescaled(A, op)
     if not return_info:
         return A, B
     return LowRank(A, B, k, _error_at(op, errs, k))
+
+
+def _rescaled(A: Any, op: _Operator) -> Any:
+    """``A · scale``: the left factor of the scaled G back at G's size.
+
+    `ValueError` when it overflows (σ₁ of G beyond the dtype's range: a finite G
+    with entries near its largest value), instead of factors holding infinity
+    and NumPy's overflow warning.
+    """
+    xp = op.xp
+    with no_fp_warnings(xp):
+        A = A * op.scale
+    if not is_lazy_array(A) and not bool(xp.all(xp.isfinite(A))):
+        raise ValueError(
+            f"G is too large for {dtype_name(xp, op.dtype)}: the factor A of its rank-"
+            f"{A.shape[-1]} approximation (of norm σ₁(G)) overflows; scale G down"
+        )
+    return A

@@ -24,7 +24,14 @@ from ._array_api import (
     no_fp_warnings,
     real_dtype,
 )
-from ._validation import check_finite, check_lr, check_matrix, check_method, check_same_device
+from ._validation import (
+    check_finite,
+    check_lr,
+    check_matrix,
+    check_method,
+    check_out,
+    check_same_device,
+)
 from .dense import full_retraction
 from .haar import as_generator
 from .sketch import as_operator, lowrank_operator
@@ -208,9 +215,11 @@ _SMALL_MAX_ENTRIES = _engines.AUTO_MIN_ENTRIES
 _SMALL_MAX_RANK = 4
 _SMALL_DTYPES = {np.dtype(name): name for name in ("float32", "float64", "complex64",
                                                     "complex128")}
-#: G is used as it is when ``max |G|`` lies in [2^-400, 2^400] (else the general path
-#: scales it first, as ``sketch._finite_and_scaled`` does).
-_SAFE_LOW, _SAFE_HIGH = 2.0 ** -400, 2.0 ** 400
+#: G is used as it is when ``max |G|`` lies in [2^-400, 2^400], in single precision
+#: [2^-40, 2^40] (else the general path scales it first, as
+#: ``sketch._finite_and_scaled`` does).
+_SAFE_RANGE = {"float64": (2.0 ** -400, 2.0 ** 400), "complex128": (2.0 ** -400, 2.0 ** 400),
+               "float32": (2.0 ** -40, 2.0 ** 40), "complex64": (2.0 ** -40, 2.0 ** 40)}
 
 
 def _fast_sketch(U, G, rank, tol, max_rank, sampler, oversample, n_iter, rng, return_info, xp):
@@ -257,7 +266,8 @@ def _fast_sketch(U, G, rank, tol, max_rank, sampler, oversample, n_iter, rng, re
         m = float(np.max(np.abs(Gn)))
     else:  # two reading passes, no |G| temporary; both propagate NaN
         m = max(float(Gn.max()), -float(Gn.min()))
-    if not (m == 0.0 or _SAFE_LOW <= m <= _SAFE_HIGH):  # NaN, infinity, or to be scaled
+    low, high = _SAFE_RANGE[name]
+    if not (m == 0.0 or low <= m <= high):  # NaN, infinity, or to be scaled
         return None
     gen = as_generator(rng)
     Gc = np.ascontiguousarray(Gn)
@@ -391,11 +401,13 @@ def _full_rank_step(U, G, lr, method, tol, max_rank, return_info, check_finite_U
         S = G * (-lr)
     if not is_lazy_array(S) and not bool(xp.all(xp.isfinite(S))):
         raise _too_large(G, lr, xp)
-    result = full_retraction(U, S, method, xp)
+    with no_fp_warnings(xp):  # a step that overflows in UᴴS: checked below, reported as such
+        result = full_retraction(U, S, method, xp)
     if not is_lazy_array(result) and not bool(xp.all(xp.isfinite(result))):
         check_finite(U, "U", xp)
         raise _too_large(G, lr, xp)
     if out is None:
         return result
+    check_out(out, xp, tuple(result.shape), result.dtype, ("U", U))
     out[...] = result
     return out

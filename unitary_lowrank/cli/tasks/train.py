@@ -734,8 +734,12 @@ class _UnitaryUpdate:
                     )
                 else:  # dense-polar
                     U = ul.polar(U - self.lr_U * D)
-            except ValueError:
-                # The updates refuse NaN and infinity; with finite input it is a real error.
+            except ValueError as exc:
+                # The updates refuse NaN and infinity, and a step too large for the dtype
+                # (lr times a finite direction whose factors overflow); with finite input
+                # of a representable size it is a real error.
+                if str(exc).startswith(_TOO_LARGE):
+                    raise _Diverged("the step on U is too large for the dtype") from None
                 step = rnn.dense_gradient(D, xp=xp) if isinstance(D, tuple) else D
                 if _all_finite(xp, U) and _all_finite(xp, self.lr_U * step):
                     raise
@@ -744,6 +748,12 @@ class _UnitaryUpdate:
         self.seconds += time.perf_counter() - t0
         self.count += 1
         return U
+
+
+#: The starts of the library's messages for a step too large for the dtype (ul.step, and
+#: its retraction's core, and ul.lowrank's factor of a huge direction).
+_TOO_LARGE = ("the step -lr*G is too large", "the step A @ B^H is too large",
+              "G is too large")
 
 
 def _all_finite(xp: ModuleType, a: Any) -> bool:
