@@ -313,7 +313,15 @@ def test_update_needs_params():
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
     ({"method": "qr"}, ValueError, "method"),
     ({"sampler": "gauss"}, ValueError, "sampler"),
-    ({"direction": "adam"}, ValueError, "direction"),
+    ({"direction": "sgd"}, ValueError, "direction"),
+    ({"rank": "auto"}, ValueError, "rank must be an int >= 1 or 'full', got 'auto'"),
+    ({"b1": 1.0}, ValueError, r"b1 must be in \[0, 1\), got 1.0"),
+    ({"b2": -0.1}, ValueError, "b2"),
+    ({"b1": "0.9"}, TypeError, "b1"),
+    ({"momentum": 1.0}, ValueError, "momentum"),
+    ({"momentum": jnp.asarray(1.5)}, ValueError, "momentum"),
+    ({"direction": "adam", "momentum": 0.9}, ValueError,
+     r"momentum does not apply to direction='adam' \(its momentum is b1\)"),
     ({"rank": 0}, ValueError, "rank"),
     ({"rank": 1.5}, TypeError, "rank"),
     ({"decay": 1.0}, ValueError, "decay"),
@@ -451,3 +459,180 @@ def test_other_samplers_with_x64_off(sampler):
     params, _, losses = _train(opt, params, _distance_loss(target), steps)
     assert losses[-1] < losses[0]
     assert _unitarity(params["W"]) <= _drift_bound(n, "complex64", steps)
+
+
+# ------------------------------------------------ directions, momentum, rank="full"
+
+#: The direction rules checked against the dense reference: (direction, momentum).
+_RULES = [("gradient", 0.0), ("gradient", 0.9), ("rmsprop", 0.0), ("rmsprop", 0.5),
+          ("adam", 0.0)]
+
+
+def _reference_run(U, grad, steps, *, lr, direction, momentum, method, decay=0.99, b1=0.9,
+                   b2=0.999, eps=1e-8):
+    """`steps` updates of projUNN's rule written out in NumPy, with a dense retraction.
+
+    Textbook forms, independent of the library: RMSprop ``G / (√v + ε)``, Adam
+    ``m̂ / (√v̂ + ε)`` with the bias corrections of step t, heavy ball ``b = μb + D``;
+    then ``U expm(Ω)`` (SciPy), the Cayley solve or the SVD polar factor of ``U − lr·D``,
+    with ``Ω = (UᴴS − SᴴU)/2`` and ``S = −lr·D``. `grad` gives JAX's gradient at W.
+    """
+    from scipy.linalg import expm
+
+    W = np.array(U)
+    sq_avg = exp_avg = exp_avg_sq = buf = 0.0
+    for t in range(1, steps + 1):
+        g = np.asarray(grad(W))
+        G = np.conj(g) if np.iscomplexobj(W) else g
+        if direction == "rmsprop":
+            sq_avg = decay * sq_avg + (1 - decay) * np.abs(G) ** 2
+            D = G / (np.sqrt(sq_avg) + eps)
+        elif direction == "adam":
+            exp_avg = b1 * exp_avg + (1 - b1) * G
+            exp_avg_sq = b2 * exp_avg_sq + (1 - b2) * np.abs(G) ** 2
+            D = (exp_avg / (1 - b1**t)) / (np.sqrt(exp_avg_sq / (1 - b2**t)) + eps)
+        else:
+            D = G
+        if momentum:
+            buf = momentum * buf + D
+            D = buf
+        S = -lr * D
+        if method == "polar":
+            X, _, Vh = np.linalg.svd(W + S, full_matrices=False)
+            W = X @ Vh
+            continue
+        M = W.conj().T @ S
+        Om = (M - M.conj().T) / 2
+        eye = np.eye(W.shape[-1])
+        W = W @ (expm(Om) if method == "exp" else np.linalg.solve(eye - Om / 2, eye + Om / 2))
+    return W
+
+
+def _rule_case(dtype, seed, p=None):
+    """A Haar start, the gradient of a loss that changes along the run, and that loss."""
+    jdt = getattr(jnp, dtype)
+    U = _haar(8, jdt, seed, p=p)
+    target = _haar(8, jdt, seed + 1, p=p)
+    weights = jnp.asarray(np.linspace(0.5, 2.0, U.size).reshape(U.shape), dtype=jdt)
+
+    def loss(params):
+        d = params["W"] - target
+        return jnp.sum(jnp.real(weights * d * jnp.conj(d)) ** 2)
+
+    def grad(W):
+        return jax.grad(loss)({"W": jnp.asarray(W)})["W"]
+
+    return U, loss, grad
+
+
+def _run_jitted(opt, U, loss, steps):
+    params = {"W": U}
+    state = opt.init(params)
+
+    @jax.jit
+    def one(params, state):
+        updates, state = opt.update(jax.grad(loss)(params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    for _ in range(steps):
+        params, state = one(params, state)
+    return params["W"], state
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+@pytest.mark.parametrize("method", ["exp", "cayley", "polar"])
+@pytest.mark.parametrize(("direction", "momentum"), _RULES)
+def test_full_rank_rule_matches_the_dense_reference(direction, momentum, method, dtype,
+                                                    jax_x64):
+    """rank="full": four jitted updates equal the rule written out with scipy's expm."""
+    steps, lr = 4, 0.02
+    U, loss, grad = _rule_case(dtype, 10)
+    opt = projunn(lr, rank="full", method=method, direction=direction, momentum=momentum)
+    W, state = _run_jitted(opt, U, loss, steps)
+    ref = _reference_run(U, grad, steps, lr=lr, direction=direction, momentum=momentum,
+                         method=method)
+    assert_close_np(W, ref, steps * compare_tol(8, dtype))
+    assert _unitarity(W) <= _drift_bound(8, dtype, steps)
+    assert int(state.count) == steps
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+@pytest.mark.parametrize(("direction", "momentum"), _RULES)
+def test_low_rank_rule_at_rank_n_matches_the_dense_reference(direction, momentum, dtype,
+                                                             jax_x64):
+    """A sketch of rank n is exact: the low-rank path then takes the same steps."""
+    steps, lr = 4, 0.02
+    U, loss, grad = _rule_case(dtype, 20)
+    opt = projunn(lr, rank=8, sampler="randomized", direction=direction, momentum=momentum)
+    W, _ = _run_jitted(opt, U, loss, steps)
+    ref = _reference_run(U, grad, steps, lr=lr, direction=direction, momentum=momentum,
+                         method="exp")
+    assert_close_np(W, ref, steps * compare_tol(8, dtype))
+
+
+def test_full_rank_stiefel_leaf_with_adam(jax_x64):
+    steps, lr = 3, 0.02
+    U, loss, grad = _rule_case("float64", 30, p=5)
+    opt = projunn(lr, rank="full", method="polar", direction="adam")
+    W, _ = _run_jitted(opt, U, loss, steps)
+    ref = _reference_run(U, grad, steps, lr=lr, direction="adam", momentum=0.0,
+                         method="polar")
+    assert W.shape == (8, 5)
+    assert_close_np(W, ref, steps * compare_tol(8, "float64"))
+
+
+@pytest.mark.parametrize(("direction", "momentum", "fields"), [
+    ("gradient", 0.0, ()),
+    ("gradient", 0.9, ("momentum_buffer",)),
+    ("rmsprop", 0.0, ("square_avg",)),
+    ("rmsprop", 0.5, ("square_avg", "momentum_buffer")),
+    ("adam", 0.0, ("exp_avg", "exp_avg_sq")),
+])
+def test_state_holds_the_running_means_of_the_rule(direction, momentum, fields):
+    U = _haar(6, jnp.complex64, 0, batch=(2,))
+    state = projunn(0.1, direction=direction, momentum=momentum).init({"W": U})
+    real = {"square_avg", "exp_avg_sq"}
+    for name in ("square_avg", "exp_avg", "exp_avg_sq", "momentum_buffer"):
+        value = getattr(state, name)
+        if name not in fields:
+            assert value is None, name
+            continue
+        assert value["W"].shape == (2, 6, 6)
+        assert value["W"].dtype == (jnp.float32 if name in real else jnp.complex64), name
+
+
+def test_adam_and_momentum_train_under_jit_with_x64_off():
+    n, steps = 8, 40
+    params = {"W": _haar(n, jnp.float32, 0)}
+    target = _near(params["W"], 1)
+    for kwargs in ({"direction": "adam", "rank": 2}, {"direction": "adam", "rank": "full"},
+                   {"direction": "rmsprop", "momentum": 0.9, "rank": 2},
+                   {"direction": "gradient", "momentum": 0.9, "rank": "full",
+                    "method": "cayley"}):
+        opt = projunn(0.02, **kwargs)
+        trained, _, losses = _train(opt, params, _distance_loss(target), steps)
+        assert losses[-1] < 0.5 * losses[0], kwargs
+        assert _unitarity(trained["W"]) <= _drift_bound(n, "float32", steps), kwargs
+
+
+def test_inject_hyperparams_betas_and_momentum():
+    """b1, b2 and momentum may be injected (traced 0-d arrays inside the update)."""
+    n = 6
+    params = {"W": _haar(n, jnp.float32, 0)}
+    grads = {"W": _haar(n, jnp.float32, 1)}
+    for kwargs in ({"direction": "adam", "b1": 0.8}, {"direction": "rmsprop",
+                                                       "momentum": 0.5}):
+        opt = optax.inject_hyperparams(projunn, static_args=("rank", "decay", "eps", "key"))(
+            learning_rate=0.05, rank="full", **kwargs)
+        state = opt.init(params)
+        updates, state = jax.jit(opt.update)(grads, state, params)
+        assert _unitarity(optax.apply_updates(params, updates)["W"]) <= (
+            _unitarity(params["W"]) + 2 * unitarity_bound(n, "float32"))
+    with pytest.raises(ValueError, match="momentum does not apply"):
+        optax.inject_hyperparams(projunn, static_args=("rank", "decay", "eps", "key"))(
+            learning_rate=0.05, direction="adam", momentum=0.5).init(params)
+
+
+def assert_close_np(actual, desired, tol):
+    diff = float(np.max(np.abs(np.asarray(actual) - np.asarray(desired))))
+    assert diff <= tol, f"max difference {diff:.3e} exceeds {tol:.3e}"

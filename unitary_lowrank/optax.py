@@ -2,13 +2,17 @@ r"""projUNN as an optax gradient transformation, for JAX users (needs optax).
 
 :func:`projunn` keeps unitary (or orthogonal) matrices of a JAX model on their
 group while it trains: every leaf it is given takes a rank-`rank` step along
-the gradient (or RMSprop's direction), retracted in O(n²·rank) with
-:func:`unitary_lowrank.retract`. Route the other parameters to an ordinary
-optimiser with ``optax.multi_transform``.
+the gradient, RMSprop's or Adam's direction, retracted in O(n²·rank) with
+:func:`unitary_lowrank.retract` (or, with ``rank="full"``, the whole step by
+the dense retraction of :func:`unitary_lowrank.step`). Route the other
+parameters to an ordinary optimiser with ``optax.multi_transform``.
 
-The transformation uses only the library's public functions
+The transformation uses the library's public functions
 (:func:`~unitary_lowrank.rmsprop_direction`, :func:`~unitary_lowrank.lowrank`,
-:func:`~unitary_lowrank.retract`), all of which trace under ``jax.jit``.
+:func:`~unitary_lowrank.retract`, :func:`~unitary_lowrank.step`), all of which
+trace under ``jax.jit``; Adam's direction is that of
+:func:`~unitary_lowrank.adam_direction`, with the step count of the state
+(traced under ``jax.jit``) in its bias corrections.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ __all__ = ["ProjUNNState", "projunn"]
 #: The retractions of :func:`unitary_lowrank.retract`.
 _METHODS = ("exp", "polar", "cayley")
 #: The step directions of :func:`projunn`.
-_DIRECTIONS = ("gradient", "rmsprop")
+_DIRECTIONS = ("gradient", "rmsprop", "adam")
 
 
 class ProjUNNState(NamedTuple):
@@ -46,13 +50,25 @@ class ProjUNNState(NamedTuple):
     key : jax.Array
         The JAX PRNG key of the next update's sketches, split at every update.
     square_avg : pytree or None
-        RMSprop's running mean of ``|g|²`` per leaf (the leaf's shape and real
-        dtype); None for ``direction="gradient"``.
+        RMSprop's running mean of ``|G|²`` per leaf (the leaf's shape and real
+        dtype); None unless ``direction="rmsprop"``.
+    exp_avg : pytree or None
+        Adam's running mean ``m`` of ``G`` per leaf (the leaf's shape and
+        dtype); None unless ``direction="adam"``.
+    exp_avg_sq : pytree or None
+        Adam's running mean ``v`` of ``|G|²`` per leaf (the leaf's shape and
+        real dtype); None unless ``direction="adam"``.
+    momentum_buffer : pytree or None
+        The heavy-ball buffer ``b`` per leaf (the leaf's shape and dtype);
+        None without `momentum`.
     """
 
     count: Any
     key: Any
     square_avg: Any
+    exp_avg: Any = None
+    exp_avg_sq: Any = None
+    momentum_buffer: Any = None
 
 
 def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
@@ -132,7 +148,7 @@ def _check_leaf(path: Any, p: Any, method: str, rank: int) -> None:
             f"got the wide shape {shape} at {where}; keep the weight as its (..., p, n) "
             "transpose, whose columns are orthonormal"
         )
-    if rank > min(n, q):
+    if rank != "full" and rank > min(n, q):
         raise ValueError(f"rank {rank} exceeds min(n, p) = {min(n, q)} at {where} {shape}")
 
 
@@ -158,6 +174,24 @@ def _check_learning_rate(lr: Any) -> None:
         "learning_rate must be a real number, a real 0-d array or a schedule (a callable "
         f"of the step count), got {type(lr).__name__}"
     )
+
+
+def _check_coefficient(value: Any, name: str) -> Any:
+    """A smoothing coefficient in [0, 1): a real number, or a real 0-d array.
+
+    A 0-d array (``optax.inject_hyperparams`` passes one) is checked unless it
+    is traced, and kept as it is.
+    """
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return _check_real(value, name, 0.0, 1.0, open_low=False)
+    dtype = getattr(value, "dtype", None)
+    if (getattr(value, "shape", None) == () and dtype is not None
+            and jnp.issubdtype(dtype, jnp.floating)):
+        if not is_lazy_array(value) and not 0.0 <= float(value) < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {float(value)!r}")
+        return value
+    raise TypeError(f"{name} must be a real number or a real 0-d array, got "
+                    f"{type(value).__name__}")
 
 
 def _real_dtype(dtype: Any) -> Any:
@@ -192,8 +226,9 @@ def _check_unitary(path: Any, p: Any) -> None:
 
 
 def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
-            rank: int = 1, sampler: str = "lsi", direction: str = "rmsprop",
-            decay: float = 0.99, eps: float = 1e-8,
+            rank: int | str = 1, sampler: str = "lsi", direction: str = "rmsprop",
+            decay: float = 0.99, b1: float = 0.9, b2: float = 0.999,
+            momentum: float = 0.0, eps: float = 1e-8,
             key: int | Any = 0, check_unitary: bool = True) -> optax.GradientTransformation:
     r"""ProjUNN for optax: rank-`rank` steps retracted onto the unitary group.
 
@@ -204,13 +239,28 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
     1. takes the descent direction from the incoming gradient ``g``: ``G = g``
        for real leaves and ``G = conj(g)`` for complex ones (``jax.grad`` of a
        real loss returns the conjugate of the steepest-ascent direction);
-    2. forms the direction ``D``: ``G`` itself, or RMSprop's
-       ``G / (√v + eps)`` with ``v ← decay·v + (1 − decay)·|G|²`` kept in the
-       state (:func:`~unitary_lowrank.rmsprop_direction`);
+    2. forms the direction ``D``, with running means kept in the state:
+
+       - ``"gradient"``: ``D = G``;
+       - ``"rmsprop"``: ``D = G / (√v + eps)`` with
+         ``v ← decay·v + (1 − decay)·|G|²``
+         (:func:`~unitary_lowrank.rmsprop_direction`);
+       - ``"adam"``: ``D = m̂ / (√v̂ + eps)`` with ``m ← b1·m + (1 − b1)·G``,
+         ``v ← b2·v + (1 − b2)·|G|²``, ``m̂ = m / (1 − b1ᵗ)``,
+         ``v̂ = v / (1 − b2ᵗ)`` and ``t`` the number of this update (1 for
+         the first), as :func:`~unitary_lowrank.adam_direction` and
+         :class:`torch.optim.Adam`;
+       - with `momentum` μ > 0 (not for ``"adam"``, whose momentum is `b1`):
+         ``b ← μ·b + D`` (``b = D`` at the first update), then ``D = b``;
     3. sketches ``D ≈ A Bᴴ`` at rank `rank` (:func:`~unitary_lowrank.lowrank`)
        with a key split from the one kept in the state;
     4. retracts ``U_new = retract(U, −lr·A, B, method)`` and returns
        ``U_new − U``, so that ``optax.apply_updates`` lands on ``U_new``.
+
+    With ``rank="full"`` steps 3 and 4 are one: ``U_new = step(U, D, lr,
+    rank="full", method=method)`` (:func:`~unitary_lowrank.step`), the dense
+    O(n³) retraction of the whole step ``−lr·D``, e.g. for ``"exp"``
+    ``U expm(Ω)`` with ``Ω = skew(Uᴴ(−lr·D))``.
 
     Parameters
     ----------
@@ -218,21 +268,32 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
         Step size, or an optax schedule: a function of the update count
         (an int32 scalar kept in the state) returning the step size. A 0-d
         array may be traced, as ``optax.inject_hyperparams`` passes it (give
-        it ``static_args=("rank", "decay", "eps", "key")``).
+        it ``static_args=("rank", "decay", "eps", "key")``; `b1`, `b2` and
+        `momentum` may be injected too).
     method : {"exp", "polar", "cayley"}, default: "exp"
         Retraction of :func:`~unitary_lowrank.retract`: projUNN-T (``"exp"``),
         projUNN-D (``"polar"``, also for non-square leaves) or Cayley.
-    rank : int, default: 1
-        Rank of each step, at most ``min(n, p)`` of every leaf.
+    rank : int or "full", default: 1
+        Rank of each step, at most ``min(n, p)`` of every leaf; ``"full"``:
+        no sketch, the whole step retracted densely (see above).
     sampler : {"lsi", "randomized", "column"}, default: "lsi"
         Sketch of :func:`~unitary_lowrank.lowrank`; ``"lsi"`` is the paper's.
-    direction : {"rmsprop", "gradient"}, default: "rmsprop"
+    direction : {"rmsprop", "adam", "gradient"}, default: "rmsprop"
         The direction sketched: RMSprop's preconditioned gradient (as the
-        paper) or the plain gradient.
+        paper), Adam's bias-corrected direction, or the plain gradient.
     decay : float, default: 0.99
         RMSprop's smoothing constant α, in [0, 1).
+    b1, b2 : float, default: 0.9, 0.999
+        Adam's smoothing constants β₁ (its momentum) and β₂, each in [0, 1);
+        real numbers, or 0-d arrays (possibly traced, from
+        ``optax.inject_hyperparams``).
+    momentum : float, default: 0
+        Heavy-ball momentum μ in [0, 1) on the direction of ``"rmsprop"`` or
+        ``"gradient"`` (as ``torch.optim.RMSprop``'s and ``SGD``'s
+        `momentum`), its buffer in the state; refused with ``"adam"``. A real
+        number, or a 0-d array (possibly traced; the buffer is then always kept).
     eps : float, default: 1e-8
-        RMSprop's ε, positive.
+        RMSprop's and Adam's ε, positive.
     key : int or JAX PRNG key, default: 0
         Seed (or key, ``jax.random.key(...)``) of the sketches. The key lives in
         the state and is split at every update, so that each step draws a new
@@ -258,8 +319,10 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
     ------
     ValueError
         At construction, for an unknown `method`, `sampler` or `direction`, a
-        `rank` below 1, `decay` outside [0, 1), a non-positive `eps` or a
-        negative (or not finite) `learning_rate`; at ``init``, for a leaf that
+        `rank` below 1 (or a string other than ``"full"``), `decay`, `b1`,
+        `b2` or `momentum` outside [0, 1), a `momentum` with ``"adam"``, a
+        non-positive `eps` or a negative (or not finite) `learning_rate`; at
+        ``init``, for a leaf that
         is not a matrix (or not square for ``"exp"``/``"cayley"``, or wider
         than tall for ``"polar"``), smaller than `rank`, or not unitary (with
         `check_unitary`); at ``update``, when `params` is None, or a gradient
@@ -282,8 +345,9 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
     ``optax.apply_updates`` adds ``U_new − U`` back to ``U``, which rounds once
     more: the applied leaf is unitary to about eps·√n more than ``U_new``.
 
-    The learning rate scales the sketch's left factor (``−lr·A``), so a traced
-    learning rate (a schedule under ``jax.jit``) is never read on the host.
+    The learning rate scales the sketch's left factor (``−lr·A``; with
+    ``rank="full"`` the step ``−lr·D``), so a traced learning rate (a schedule
+    under ``jax.jit``) is never read on the host.
     With ``jax_enable_x64`` off the small cores, which the library computes in
     double precision where it can, run in single precision; JAX's warning
     about the truncated dtype is silenced inside the update.
@@ -325,16 +389,38 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
     method = _check_choice(method, "method", _METHODS)
     sampler = _check_choice(sampler, "sampler", SAMPLERS)
     direction = _check_choice(direction, "direction", _DIRECTIONS)
-    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
-        raise TypeError(f"rank must be an int, got {type(rank).__name__}")
-    rank = int(rank)
-    if rank < 1:
-        raise ValueError(f"rank must be >= 1, got {rank}")
+    if isinstance(rank, str):
+        if rank != "full":
+            raise ValueError(f"rank must be an int >= 1 or 'full', got {rank!r}")
+    elif isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
+        raise TypeError(f"rank must be an int or 'full', got {type(rank).__name__}")
+    else:
+        rank = int(rank)
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got {rank}")
     decay = _check_real(decay, "decay", 0.0, 1.0, open_low=False)
+    b1 = _check_coefficient(b1, "b1")
+    b2 = _check_coefficient(b2, "b2")
+    momentum = _check_coefficient(momentum, "momentum")
+    # a traced momentum (inject_hyperparams) keeps a buffer: its value is not known here
+    heavy_ball = not isinstance(momentum, float) or momentum > 0.0
+    if direction == "adam":
+        if heavy_ball and (isinstance(momentum, float) or not is_lazy_array(momentum)
+                           and float(momentum) != 0.0):
+            raise ValueError(
+                f"momentum does not apply to direction='adam' (its momentum is b1), got "
+                f"{float(momentum)!r}; set b1 instead"
+            )
+        heavy_ball = False
     eps = _check_real(eps, "eps", 0.0, math.inf, open_low=True)
     seed = _check_key(key)
     if not isinstance(check_unitary, bool):
         raise TypeError(f"check_unitary must be a bool, got {type(check_unitary).__name__}")
+
+    def zeros(params: Any, real: bool) -> Any:
+        return jax.tree.map(
+            lambda p: jnp.zeros(p.shape, dtype=_real_dtype(p.dtype) if real else p.dtype),
+            params)
 
     def init_fn(params: Any) -> ProjUNNState:
         leaves = jax.tree_util.tree_leaves_with_path(params)
@@ -343,12 +429,13 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
         if check_unitary:
             for path, p in leaves:
                 _check_unitary(path, p)
-        square_avg = None
-        if direction == "rmsprop":
-            square_avg = jax.tree.map(
-                lambda p: jnp.zeros(p.shape, dtype=_real_dtype(p.dtype)), params
-            )
-        return ProjUNNState(jnp.zeros([], jnp.int32), seed, square_avg)
+        return ProjUNNState(
+            jnp.zeros([], jnp.int32), seed,
+            square_avg=zeros(params, True) if direction == "rmsprop" else None,
+            exp_avg=zeros(params, False) if direction == "adam" else None,
+            exp_avg_sq=zeros(params, True) if direction == "adam" else None,
+            momentum_buffer=zeros(params, False) if heavy_ball else None,
+        )
 
     def update_fn(updates: Any, state: ProjUNNState, params: Any = None):
         if params is None:
@@ -364,26 +451,32 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
         for path, g, U in zip(paths, grads, weights, strict=True):
             _check_leaf(path, U, method, rank)
             _check_gradient(path, g, U)
-        avgs = (treedef.flatten_up_to(state.square_avg) if direction == "rmsprop"
-                else [None] * len(grads))
+        names = ("square_avg", "exp_avg", "exp_avg_sq", "momentum_buffer")
+        # per leaf: its entries of the state's running means (None where there are none)
+        per_leaf = [dict(zip(names, values, strict=True)) for values in zip(*(
+            treedef.flatten_up_to(getattr(state, name)) if getattr(state, name) is not None
+            else [None] * len(grads) for name in names), strict=True)]
+        t = state.count + 1  # the number of this update (traced under jax.jit)
         keys = jax.random.split(state.key, len(grads) + 1)
-        new_updates, new_avgs = [], []
+        new_updates, new_means = [], []
         with warnings.catch_warnings():
             # x64 off: the library's double-precision cores fall back to single precision
             warnings.filterwarnings(
                 "ignore", message="Explicitly requested dtype", category=UserWarning
             )
-            for path, g, U, v, k in zip(paths, grads, weights, avgs, keys[1:], strict=True):
+            for path, g, U, means, k in zip(paths, grads, weights, per_leaf, keys[1:],
+                                            strict=True):
                 try:
-                    u, v = _leaf_update(g, U, v, k, lr, method, rank, sampler, decay, eps)
+                    D, means = _direction(g, U, means, t, direction, decay, b1, b2, momentum,
+                                          eps)
+                    new_updates.append(_retracted_step(U, D, k, lr, method, rank, sampler))
                 except (ValueError, TypeError) as exc:  # name the leaf (eager value checks)
                     kind = TypeError if isinstance(exc, TypeError) else ValueError
                     raise kind(f"projunn: at {_where(path)}: {exc}") from exc
-                new_updates.append(u)
-                new_avgs.append(v)
-        square_avg = (treedef.unflatten(new_avgs) if direction == "rmsprop"
-                      else state.square_avg)
-        new_state = ProjUNNState(optax.safe_increment(state.count), keys[0], square_avg)
+                new_means.append(means)
+        kept = {name: (treedef.unflatten([m[name] for m in new_means])
+                       if getattr(state, name) is not None else None) for name in names}
+        new_state = ProjUNNState(optax.safe_increment(state.count), keys[0], **kept)
         return treedef.unflatten(new_updates), new_state
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -408,15 +501,47 @@ def _check_gradient(path: Any, g: Any, U: Any) -> None:
         )
 
 
-def _leaf_update(g: Any, U: Any, v: Any, key: Any, lr: Any, method: str, rank: int,
-                 sampler: str, decay: float, eps: float) -> tuple[Any, Any]:
-    """``(U_new − U, v_new)`` for one leaf; see :func:`projunn`."""
+def _direction(g: Any, U: Any, means: dict[str, Any], t: Any, direction: str, decay: float,
+               b1: Any, b2: Any, momentum: Any, eps: float) -> tuple[Any, dict[str, Any]]:
+    """The direction D of one leaf and its new running means; see :func:`projunn`.
+
+    `t` is the number of this update (an int32 scalar, traced under ``jax.jit``).
+    """
     G = jnp.asarray(g, dtype=U.dtype)
     if jnp.iscomplexobj(G):
         G = jnp.conj(G)  # jax.grad's convention: the conjugate of the ascent direction
-    if v is not None:
-        G, v = ul.rmsprop_direction(G, v, alpha=decay, eps=eps)
-    A, B = ul.lowrank(G, rank, sampler=sampler, rng=key)
+    means = dict(means)
+    if direction == "rmsprop":
+        G, means["square_avg"] = ul.rmsprop_direction(G, means["square_avg"], alpha=decay,
+                                                      eps=eps)
+    elif direction == "adam":
+        # ul.adam_direction's rule with a step count that may be traced (its `step` is an
+        # int): m̂ / (√v̂ + ε) = m · (c2 / c1) / (√v + ε·c2), c1 = 1 − b1ᵗ, c2 = √(1 − b2ᵗ)
+        real = _real_dtype(U.dtype)
+        b1 = jnp.asarray(b1, dtype=real)
+        b2 = jnp.asarray(b2, dtype=real)
+        sq = jnp.real(G * jnp.conj(G)) if jnp.iscomplexobj(G) else G * G
+        m = b1 * means["exp_avg"] + (1 - b1) * G
+        v = b2 * means["exp_avg_sq"] + (1 - b2) * sq
+        tr = jnp.asarray(t, dtype=real)
+        c1 = 1 - b1 ** tr
+        c2 = jnp.sqrt(1 - b2 ** tr)
+        G = m * (c2 / c1) / (jnp.sqrt(v) + eps * c2)
+        means["exp_avg"], means["exp_avg_sq"] = m, v
+    if means["momentum_buffer"] is not None:
+        # b = μ·b + D, with b = 0 before the first update: b = D then, as torch's buffer
+        mu = jnp.asarray(momentum, dtype=_real_dtype(U.dtype))
+        G = mu * means["momentum_buffer"] + G
+        means["momentum_buffer"] = G
+    return G, means
+
+
+def _retracted_step(U: Any, D: Any, key: Any, lr: Any, method: str, rank: int | str,
+                    sampler: str) -> Any:
+    """``U_new − U`` for one leaf, ``U_new`` the retraction of the step ``−lr·D``."""
     step = jnp.asarray(lr, dtype=_real_dtype(U.dtype))  # keeps U's dtype, traced or not
+    if rank == "full":
+        return ul.step(U, D, step, rank="full", method=method) - U
+    A, B = ul.lowrank(D, rank, sampler=sampler, rng=key)
     U_new = ul.retract(U, -step * A, B, method)
-    return U_new - U, v
+    return U_new - U
