@@ -8,8 +8,10 @@ passes cost O(n²) and the optimizer's own work shows): ``zero_grad``, forward,
 - ``rmsprop``: ``torch.optim.RMSprop`` on an unconstrained weight — the floor,
   what one step costs without any constraint;
 - ``projunn k=1`` and ``projunn k=4``: :class:`unitary_lowrank.torch.ProjUNN`
-  (projUNN-T, LSI sketch, RMSprop's direction: the defaults) keeping the weight
-  orthogonal;
+  (projUNN-T, LSI sketch, RMSprop's direction: the paper's settings) keeping the
+  weight orthogonal; ``projunn adam k=4`` the same along Adam's direction (the
+  default), and ``projunn adam full`` the dense full-rank step (``rank="full"``,
+  what ``rank="auto"`` takes up to n = ``AUTO_FULL_MAX``);
 - ``parametrization``: ``torch.nn.utils.parametrizations.orthogonal`` (its
   defaults: the matrix exponential, with trivialisation) on an
   ``nn.Linear(n, n)`` weight, the underlying parameter stepped by RMSprop; each
@@ -68,11 +70,14 @@ def _cases(n: int, seed: int):
     opt = torch.optim.RMSprop([free], lr=1e-3)
     cases.append(("rmsprop", _iteration(lambda: (free * T).sum(), opt), None))
 
-    for k in (1, 4):
+    for name, kw in (("projunn k=1", {"rank": 1, "direction": "rmsprop"}),
+                     ("projunn k=4", {"rank": 4, "direction": "rmsprop"}),
+                     ("projunn adam k=4", {"rank": 4}),
+                     ("projunn adam full", {"rank": "full"})):
         W = torch.nn.Parameter(torch.empty(n, n))
         torch.nn.init.orthogonal_(W, generator=gen)
-        opt = ProjUNN([W], lr=1e-3 / 32, rank=k, generator=seed)
-        cases.append((f"projunn k={k}", _iteration(lambda W=W: (W * T).sum(), opt),
+        opt = ProjUNN([W], lr=1e-3 / 32, generator=seed, **kw)
+        cases.append((name, _iteration(lambda W=W: (W * T).sum(), opt),
                       lambda W=W: W.detach()))
 
     lin = orthogonal(torch.nn.Linear(n, n, bias=False))
