@@ -6,6 +6,7 @@ asks for the ``jax_x64`` fixture, which turns x64 on for that test only.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -16,8 +17,13 @@ optax = pytest.importorskip("optax")
 jnp = jax.numpy
 
 import unitary_lowrank as ul  # noqa: E402
-from unitary_lowrank.optax import ProjUNNState, projunn  # noqa: E402
+from unitary_lowrank.optax import ProjUNNState  # noqa: E402
+from unitary_lowrank.optax import projunn as projunn_defaults  # noqa: E402
 from unitary_lowrank.testing import compare_tol, eps_of, unitarity_bound  # noqa: E402
+
+#: Most tests here check the mechanics on the paper's rule (RMSprop's direction, rank 1 unless
+#: given); the defaults (Adam's direction, rank "auto") have tests of their own below.
+projunn = functools.partial(projunn_defaults, direction="rmsprop", rank=1)
 
 
 def _unitarity(W) -> float:
@@ -636,3 +642,19 @@ def test_inject_hyperparams_betas_and_momentum():
 def assert_close_np(actual, desired, tol):
     diff = float(np.max(np.abs(np.asarray(actual) - np.asarray(desired))))
     assert diff <= tol, f"max difference {diff:.3e} exceeds {tol:.3e}"
+
+
+def test_the_defaults_are_adam_at_full_rank_for_small_leaves_and_rank_1_above():
+    import unitary_lowrank.torch as ult
+
+    small = _haar(6, jnp.float32, 0)
+    big = _haar(ult.AUTO_FULL_MAX + 2, jnp.float32, 1)
+    opt = projunn_defaults(1e-3)
+    state = opt.init({"a": small, "b": big})
+    assert state.exp_avg["a"].shape == small.shape  # Adam's running means are kept
+    G = {"a": jax.random.normal(jax.random.key(2), small.shape),
+         "b": jax.random.normal(jax.random.key(3), big.shape)}
+    updates, _ = jax.jit(opt.update)(G, state, {"a": small, "b": big})
+    # rank "auto": a full-rank step for the small leaf, a rank-1 step for the large one
+    assert int(np.linalg.matrix_rank(np.asarray(updates["a"]), tol=1e-6)) > 2
+    assert int(np.linalg.matrix_rank(np.asarray(updates["b"]), tol=1e-6)) <= 2

@@ -71,7 +71,7 @@ def test_readme_pytorch_example_runs():
     namespace = _run_readme_block("Training with PyTorch")
     W = namespace["rnn"].weight_hh_l0.detach()
     assert_unitary(W)  # three ProjUNN steps: orthogonal to 30·n·eps
-    assert namespace["opt_u"].state[namespace["rnn"].weight_hh_l0]  # it did step
+    assert namespace["opt"].state[namespace["rnn"].weight_hh_l0]  # it did step
     assert torch.isfinite(namespace["loss"])
 
 

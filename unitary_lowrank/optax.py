@@ -30,6 +30,7 @@ import optax
 import unitary_lowrank as ul
 
 from ._array_api import is_lazy_array
+from ._tunables import auto_rank
 from .sketch import SAMPLERS
 
 __all__ = ["ProjUNNState", "projunn"]
@@ -226,7 +227,7 @@ def _check_unitary(path: Any, p: Any) -> None:
 
 
 def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
-            rank: int | str = 1, sampler: str = "lsi", direction: str = "rmsprop",
+            rank: int | str = "auto", sampler: str = "lsi", direction: str = "adam",
             decay: float = 0.99, b1: float = 0.9, b2: float = 0.999,
             momentum: float = 0.0, eps: float = 1e-8,
             key: int | Any = 0, check_unitary: bool = True) -> optax.GradientTransformation:
@@ -273,14 +274,18 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
     method : {"exp", "polar", "cayley"}, default: "exp"
         Retraction of :func:`~unitary_lowrank.retract`: projUNN-T (``"exp"``),
         projUNN-D (``"polar"``, also for non-square leaves) or Cayley.
-    rank : int or "full", default: 1
+    rank : int, "full" or "auto", default: "auto"
         Rank of each step, at most ``min(n, p)`` of every leaf; ``"full"``:
-        no sketch, the whole step retracted densely (see above).
+        no sketch, the whole step retracted densely (see above); ``"auto"``:
+        ``"full"`` for leaves whose larger side is at most
+        ``unitary_lowrank.torch.AUTO_FULL_MAX`` (256), else rank 1, as the
+        PyTorch optimizer chooses (docs/choosing.md).
     sampler : {"lsi", "randomized", "column"}, default: "lsi"
         Sketch of :func:`~unitary_lowrank.lowrank`; ``"lsi"`` is the paper's.
-    direction : {"rmsprop", "adam", "gradient"}, default: "rmsprop"
-        The direction sketched: RMSprop's preconditioned gradient (as the
-        paper), Adam's bias-corrected direction, or the plain gradient.
+    direction : {"adam", "rmsprop", "gradient"}, default: "adam"
+        The direction sketched: Adam's bias-corrected direction (learns the
+        most per step, docs/choosing.md), RMSprop's preconditioned gradient
+        (as the paper), or the plain gradient.
     decay : float, default: 0.99
         RMSprop's smoothing constant α, in [0, 1).
     b1, b2 : float, default: 0.9, 0.999
@@ -390,10 +395,10 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
     sampler = _check_choice(sampler, "sampler", SAMPLERS)
     direction = _check_choice(direction, "direction", _DIRECTIONS)
     if isinstance(rank, str):
-        if rank != "full":
-            raise ValueError(f"rank must be an int >= 1 or 'full', got {rank!r}")
+        if rank not in ("full", "auto"):
+            raise ValueError(f"rank must be an int >= 1, 'full' or 'auto', got {rank!r}")
     elif isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
-        raise TypeError(f"rank must be an int or 'full', got {type(rank).__name__}")
+        raise TypeError(f"rank must be an int, 'full' or 'auto', got {type(rank).__name__}")
     else:
         rank = int(rank)
         if rank < 1:
@@ -425,7 +430,7 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
     def init_fn(params: Any) -> ProjUNNState:
         leaves = jax.tree_util.tree_leaves_with_path(params)
         for path, p in leaves:
-            _check_leaf(path, p, method, rank)
+            _check_leaf(path, p, method, auto_rank(rank, tuple(p.shape)))
         if check_unitary:
             for path, p in leaves:
                 _check_unitary(path, p)
@@ -449,7 +454,7 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
         grads = [g for _, g in with_paths]
         weights = treedef.flatten_up_to(params)
         for path, g, U in zip(paths, grads, weights, strict=True):
-            _check_leaf(path, U, method, rank)
+            _check_leaf(path, U, method, auto_rank(rank, tuple(U.shape)))
             _check_gradient(path, g, U)
         names = ("square_avg", "exp_avg", "exp_avg_sq", "momentum_buffer")
         # per leaf: its entries of the state's running means (None where there are none)
@@ -469,7 +474,8 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
                 try:
                     D, means = _direction(g, U, means, t, direction, decay, b1, b2, momentum,
                                           eps)
-                    new_updates.append(_retracted_step(U, D, k, lr, method, rank, sampler))
+                    new_updates.append(_retracted_step(U, D, k, lr, method,
+                                                       auto_rank(rank, tuple(U.shape)), sampler))
                 except (ValueError, TypeError) as exc:  # name the leaf (eager value checks)
                     kind = TypeError if isinstance(exc, TypeError) else ValueError
                     raise kind(f"projunn: at {_where(path)}: {exc}") from exc

@@ -39,6 +39,7 @@ from ._torch_layers import (
     param_groups,
     unitary_,
 )
+from ._tunables import AUTO_FULL_MAX, AUTO_RANK, auto_rank
 
 __all__ = [
     "AUTO_FULL_MAX",
@@ -56,13 +57,6 @@ __all__ = [
 _METHODS = ("polar", "exp", "cayley")
 _SAMPLERS = ("lsi", "randomized", "column")
 _DIRECTIONS = ("adam", "rmsprop", "gradient")
-#: ``rank="auto"``: a full-rank step for weights whose larger side is at most this, where
-#: the dense O(n³) retraction costs little next to a network's forward and backward pass
-#: (chosen from ``python -m benchmarks.run --sections train``; docs/choosing.md), and
-#: rank :data:`AUTO_RANK` above it.
-AUTO_FULL_MAX = 256
-#: ``rank="auto"``: the rank of the step for weights larger than :data:`AUTO_FULL_MAX`.
-AUTO_RANK = 1
 _DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 #: Largest number of columns for which the first-step check computes the exact
 #: ``‖WᴴW − I‖₂`` (O(np² + p³)); beyond, the probe estimate (O(n·p·16)).
@@ -494,7 +488,8 @@ class ProjUNN(torch.optim.Optimizer):
         else:
             gen = _generator(packed, self._entropy, index)
         try:
-            new = ul.step(W, D.mH if wide else D, group["lr"], rank=_rank(group["rank"], W),
+            new = ul.step(W, D.mH if wide else D, group["lr"],
+                          rank=auto_rank(group["rank"], tuple(W.shape)),
                           method=group["method"], sampler=group["sampler"], rng=gen)
             every = group["repair_every"]
             if every is not None and (steps + 1) % every == 0:
@@ -586,13 +581,6 @@ def _check_loaded_state(p: torch.Tensor, st: dict[str, Any], where: str) -> None
     if step is not None and (isinstance(step, bool) or not isinstance(step, numbers.Integral)
                              or step < 0):
         raise ValueError(f"{where}: state 'step' must be an int >= 0, got {step!r}")
-
-
-def _rank(rank: int | str, W: torch.Tensor) -> int | str:
-    """The rank of the step of `W` (tall or square): ``"auto"`` resolved by its size."""
-    if rank != "auto":
-        return rank
-    return "full" if max(W.shape[-2:]) <= AUTO_FULL_MAX else min(AUTO_RANK, W.shape[-1])
 
 
 def _describe(group: dict[str, Any], g: int, i: int) -> str:
