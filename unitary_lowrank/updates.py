@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _engines, _pool
+from . import _autodiff, _engines, _pool
 from ._agnostic import _updates
 from ._array_api import (
     adjoint_product,
@@ -192,6 +192,9 @@ def _fast_torch(torch, kernel, U, A, B, method, check_finite_U, check_unitary, o
         return None
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return None
+    unpack = torch.autograd.forward_ad.unpack_dual  # a forward-mode tangent: no NumPy view
+    if any(unpack(t).tangent is not None for t in (U, A, B)):
+        return None
     if out is not None and (out.shape != U.shape or out.dtype != U.dtype):
         return None
     try:  # conjugate or negative views, functorch wrappers: no zero-copy view
@@ -356,22 +359,93 @@ def _portable_update(U, A, B, batch, method, unitarity_dtype, xp):
                            adjoint_product(U, A, xp), B, xp=xp)
         return basis_update(U, Q, K, xp)
     if U.shape[-2] == U.shape[-1]:
-        Q, beta, alpha = _updates.square_subspace(U, A, B, batch, xp)
-        D = _square_core(U, alpha, beta, method, xp)
-        Z = None
-    else:
-        Q, beta, alpha, Aperp = _updates.stiefel_subspace(U, A, B, batch, xp)
-        _check_core_input(U, xp, alpha, Aperp)
-        eps = float(xp.finfo(real_dtype(xp, U.dtype)).eps)
-        Z, D = _updates.stiefel_core(A, Aperp, beta, alpha, batch, eps, xp)
+        return _autodiff.apply(_SquareRule, (U, adjoint_product(U, A, xp), B),
+                               (batch, method, unitarity_dtype), xp)
+    Ahat, Aperp = _updates.stiefel_projection(U, A, xp)
+    eps = float(xp.finfo(real_dtype(xp, U.dtype)).eps)
+    return _autodiff.apply(_StiefelRule, (U, Ahat, Aperp, B, A), (batch, unitarity_dtype, eps),
+                           xp)
+
+
+class _SquareRule:
+    """The square update ``U + (UQ)(F − I)Qᴴ`` of ``(U, Â = UᴴA, B)`` with its derivatives.
+
+    An :class:`~unitary_lowrank._autodiff.Rule`: torch and JAX differentiate it by
+    :func:`~unitary_lowrank._agnostic._updates.square_jvp` / ``square_vjp``, not
+    through the QR and eigh/SVD, which have no derivative at degenerate steps.
+    ``static = (batch, method, unitarity_dtype)``.
+    """
+
+    @staticmethod
+    def residuals(arrays, static, xp):
+        U, Ahat, B = arrays
+        Q, beta, alpha = _updates.step_subspace(Ahat, B, static[0], xp)
+        D, spectrum = _updates.core_factors(alpha, beta, static[1], xp)
+        return (Q, beta, alpha, D, *spectrum)
+
+    @staticmethod
+    def forward(arrays, static, xp):
+        U, Ahat, B = arrays
+        batch, method, unitarity_dtype = static
+        Q, beta, alpha = _updates.step_subspace(Ahat, B, batch, xp)
+        _check_core_input(U, xp, alpha)
+        D, spectrum = _updates.core_factors(alpha, beta, method, xp)
         _check_core_input(U, xp, D)
-    if Z is None and (unitarity_dtype is None or is_lazy_array(U)):
-        # nothing else reads U Q: formed with the update (Dask: in the same pass over U)
-        return _updates.add_low_rank(U, None, Q, D, xp)
-    L = _updates.times_basis(U, Q, xp)
-    if unitarity_dtype is not None:
+        res = (Q, beta, alpha, D, *spectrum)
+        if unitarity_dtype is None or is_lazy_array(U):
+            # nothing else reads U Q: formed with the update (Dask: in the same pass over U)
+            return _updates.add_low_rank(U, None, Q, D, xp), res
+        L = _updates.times_basis(U, Q, xp)
         _check_unitary_along_step(L, xp, unitarity_dtype)
-    return _updates.add_low_rank(U, L, Q, D, xp, Z)
+        return _updates.add_low_rank(U, L, Q, D, xp), res
+
+    @staticmethod
+    def jvp(arrays, res, tangents, static, xp):
+        return _updates.square_jvp(*arrays, *tangents, res, static[1], xp)
+
+    @staticmethod
+    def vjp(arrays, res, cotangent, static, xp):
+        return _updates.square_vjp(*arrays, cotangent, res, static[1], xp)
+
+
+class _StiefelRule:
+    """The polar update of U with fewer columns, of ``(U, Â, A⊥, B, A)``, with its derivatives.
+
+    ``A = UÂ + A⊥`` (:func:`~unitary_lowrank._agnostic._updates.stiefel_projection`);
+    A itself only sets the rounding level of A⊥ and gets no derivative here.
+    ``static = (batch, unitarity_dtype, eps)``.
+    """
+
+    @staticmethod
+    def _core(arrays, static, xp):
+        U, Ahat, Aperp, B, A = arrays
+        batch, _, eps = static
+        Q, beta, alpha = _updates.step_subspace(Ahat, B, batch, xp)
+        _check_core_input(U, xp, alpha, Aperp)
+        Z, D, spectrum = _updates.stiefel_core_factors(A, Aperp, beta, alpha, batch, eps, xp)
+        _check_core_input(U, xp, D)
+        return Q, Z, D, (Q, beta, alpha, *spectrum)
+
+    @staticmethod
+    def residuals(arrays, static, xp):
+        return _StiefelRule._core(arrays, static, xp)[3]
+
+    @staticmethod
+    def forward(arrays, static, xp):
+        U = arrays[0]
+        Q, Z, D, res = _StiefelRule._core(arrays, static, xp)
+        L = _updates.times_basis(U, Q, xp)
+        if static[1] is not None:
+            _check_unitary_along_step(L, xp, static[1])
+        return _updates.add_low_rank(U, L, Q, D, xp, Z), res
+
+    @staticmethod
+    def jvp(arrays, res, tangents, static, xp):
+        return _updates.stiefel_jvp(*arrays[:4], *tangents[:4], res, xp)
+
+    @staticmethod
+    def vjp(arrays, res, cotangent, static, xp):
+        return (*_updates.stiefel_vjp(*arrays[:4], cotangent, res, xp), None)
 
 
 def _square_core(U, alpha, beta, method, xp):
