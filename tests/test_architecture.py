@@ -4,6 +4,10 @@
 - the application uses the library only through public names: no private module
   (``_engines``, ``_validation``, ...) and no ``_name`` imported from the library;
 - ``_agnostic`` (the array-agnostic arithmetic) imports only ``_array_api``;
+- the helpers (``_array_api``, ``_validation``, ``_random``, ...), the tier below it, never
+  import ``_agnostic``;
+- randomness lives in ``_random``: no other module defines a generator helper or makes a
+  NumPy generator;
 - no module imports a ``_private`` name of another public module;
 - the package's imports form no cycle.
 """
@@ -80,6 +84,58 @@ def test_agnostic_bodies_import_only_the_array_api_helpers():
     allowed = {"unitary_lowrank._array_api", "unitary_lowrank._agnostic"}
     offenders = [(m, imp) for m, p in MODULES.items() if m.startswith("unitary_lowrank._agnostic")
                  for imp, _ in _imports(p) if imp not in allowed]
+    assert not offenders
+
+
+#: The helpers: the private modules of the library below its tiers (docs/architecture.md).
+HELPERS = ("_array_api", "_validation", "_random", "_parallel", "_pool", "_signals",
+           "_tunables")
+
+
+def test_helpers_never_import_the_agnostic_bodies():
+    helpers = {f"unitary_lowrank.{h}" for h in HELPERS}
+    assert helpers <= set(MODULES)
+    offenders = [(m, imp) for m in helpers for imp, names in _imports(MODULES[m])
+                 if imp.startswith("unitary_lowrank._agnostic")
+                 or (imp == "unitary_lowrank" and "_agnostic" in names)]
+    assert not offenders
+
+
+def test_the_helpers_name_the_same_retractions_as_the_agnostic_cores():
+    from unitary_lowrank import _validation
+    from unitary_lowrank._agnostic import _updates
+
+    assert _validation.METHODS == _updates.METHODS
+
+
+#: What only ``_random`` defines: its helpers, and the calls that make a NumPy generator.
+GENERATOR_HELPERS = {"as_generator", "rng_library", "check_rng_library", "resolve_dtype",
+                     "haar_samples", "haar_jax", "haar_torch", "host_gaussian", "host_normal",
+                     "jax_normal", "draws", "HostDraws", "JaxDraws", "TorchDraws"}
+
+
+def _defined(tree: ast.AST) -> set[str]:
+    return {node.name for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.ClassDef)}
+
+
+def _calls(tree: ast.AST, name: str) -> bool:
+    return any(isinstance(node, ast.Call) and (
+        isinstance(node.func, ast.Attribute) and node.func.attr == name
+        or isinstance(node.func, ast.Name) and node.func.id == name) for node in ast.walk(tree))
+
+
+def test_only_the_random_module_defines_generator_helpers():
+    random = MODULES["unitary_lowrank._random"]
+    assert GENERATOR_HELPERS <= _defined(ast.parse(random.read_text(encoding="utf-8")))
+    offenders = []
+    for m, p in MODULES.items():
+        if m == "unitary_lowrank._random":
+            continue
+        tree = ast.parse(p.read_text(encoding="utf-8"))
+        offenders += [(m, name) for name in sorted(_defined(tree) & GENERATOR_HELPERS)]
+        if not _is_app(m) and _calls(tree, "default_rng"):  # a seed made a generator here
+            offenders.append((m, "default_rng"))
     assert not offenders
 
 

@@ -15,7 +15,6 @@ from typing import Any, NamedTuple
 from array_api_compat import array_namespace, is_jax_namespace
 
 from . import _pool
-from ._agnostic._updates import METHODS
 from ._array_api import (
     DTYPE_NAMES,
     broadcast_batch,
@@ -29,6 +28,7 @@ from ._array_api import (
 )
 
 __all__ = [
+    "METHODS",
     "Step",
     "as_int",
     "as_real",
@@ -77,10 +77,16 @@ def as_real(value: Any, name: str, *, positive: bool = False) -> float:
     return v
 
 
+#: The retractions of the updates: the cores of
+#: :func:`~unitary_lowrank._agnostic._updates.core_minus_identity` (whose module keeps
+#: the same tuple: a helper imports nothing from the tiers above it).
+METHODS = ("polar", "exp", "cayley")
+
+
 def check_method(method: Any) -> str:
     """The name of a retraction, else a `ValueError`.
 
-    One of :data:`~unitary_lowrank._agnostic._updates.METHODS`.
+    One of :data:`METHODS`.
     """
     if method not in METHODS:
         raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")

@@ -53,6 +53,7 @@ import numpy as np
 
 from ._agnostic import _conv
 from ._array_api import device_of, dtype_name, get_namespace, is_complex, real_dtype
+from ._random import as_generator, haar_samples, resolve_dtype
 from ._validation import (
     as_int,
     check_dtype,
@@ -62,7 +63,6 @@ from ._validation import (
     check_same_device,
 )
 from .dense import unitarity_error
-from .haar import as_generator, haar_samples, resolve_dtype
 from .updates import retract
 
 __all__ = [

@@ -18,8 +18,8 @@ from ._array_api import (
     real_dtype,
     splits_matrices,
 )
+from ._random import as_generator, check_rng_library, host_normal, jax_normal, rng_library
 from ._validation import as_int, check_finite, check_matrix
-from .haar import as_generator, check_rng_library, rng_library
 
 __all__ = ["polar", "unitarity_error"]
 
@@ -191,27 +191,11 @@ def unitarity_error(U, /, *, method="exact", probes=4, depth=4, rng=None, xp=Non
         return xp.zeros(batch, dtype=rdt, device=device_of(U))
     shape = (*batch, p, min(probes, p))
     if jax_key:
-        X0 = _jax_start(rng, shape, core_dtype(xp, U.dtype), U)
+        X0 = jax_normal(rng, shape, core_dtype(xp, U.dtype), U)
     else:
-        X0 = gen.standard_normal(shape)
-        if is_complex(xp, U.dtype):
-            X0 = X0 + 1j * gen.standard_normal(X0.shape)
+        X0 = host_normal(gen, shape, is_complex(xp, U.dtype))
         X0 = xp.asarray(X0, dtype=core_dtype(xp, U.dtype), device=device_of(U))
     return _cast_error(_drift.probe_error(U, X0, depth, xp), U, xp)
-
-
-def _jax_start(key, shape, dtype, U):
-    """The probe's Gaussian start block drawn from a JAX key, placed like `U`.
-
-    A complex dtype draws real and imaginary parts of variance 1/2 each (the
-    scale does not matter: the block is orthonormalised first). Traced under a
-    jit, placement is the jit's; a concrete block goes to `U`'s device or
-    sharding, as a host-drawn one does.
-    """
-    import jax  # already imported: key is a JAX key
-
-    X0 = jax.random.normal(key, shape, dtype=dtype)
-    return X0 if is_lazy_array(X0) else jax.device_put(X0, device_of(U))
 
 
 def _cast_error(err, U, xp):

@@ -23,9 +23,9 @@ from ._array_api import (
     splits_matrices,
     square_tiles,
 )
+from ._random import as_generator
 from ._validation import as_int, as_real, check_finite, check_matrix, check_out
 from .dense import unitarity_error
-from .haar import as_generator
 
 __all__ = ["DriftGuard", "reunitarize"]
 

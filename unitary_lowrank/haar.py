@@ -4,147 +4,21 @@ from __future__ import annotations
 
 import math
 import sys
-from types import ModuleType
-from typing import Any
 
 import numpy as np
 
-from ._array_api import DTYPE_NAMES, dtype_name, namespace_library, resolve_namespace
+from ._random import (
+    as_generator,
+    check_rng_library,
+    haar_jax,
+    haar_samples,
+    haar_torch,
+    resolve_dtype,
+    rng_library,
+)
 from ._validation import as_int
 
-__all__ = ["as_generator", "random_unitary", "resolve_dtype", "rng_library"]
-
-
-def rng_library(rng: Any) -> str | None:
-    """``"jax"`` for a JAX PRNG key, ``"torch"`` for a ``torch.Generator``, else None.
-
-    A JAX key is a typed key array (``jax.random.key``) or a raw ``uint32`` key of
-    shape (2,) (``jax.random.PRNGKey``), concrete or traced. None means a seed or
-    NumPy generator (or anything else, which :func:`as_generator` then refuses).
-    Neither library is imported: a key or generator exists only once it is.
-    """
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(rng, torch.Generator):
-        return "torch"
-    jax = sys.modules.get("jax")
-    if jax is not None and isinstance(rng, jax.Array):
-        if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
-            return "jax"
-        if rng.dtype == np.uint32 and tuple(rng.shape) == (2,):
-            return "jax"
-    return None
-
-
-def _rng_kind(library: str) -> str:
-    return {"jax": "a JAX PRNG key", "torch": "a torch.Generator"}[library]
-
-
-def check_rng_library(rng_lib: str, xp: ModuleType, what: str) -> None:
-    """`TypeError` naming `rng` when a key or generator of `rng_lib` meets another library."""
-    have = namespace_library(xp)
-    if have != rng_lib:
-        raise TypeError(
-            f"rng is {_rng_kind(rng_lib)}, which draws {rng_lib} arrays only, but {what} "
-            f"a {have} array; pass an int seed or a numpy.random.Generator instead"
-        )
-
-
-def as_generator(rng: Any) -> np.random.Generator:
-    """``numpy.random.Generator`` from None, an int seed or a Generator."""
-    if isinstance(rng, int | np.integer) and not isinstance(rng, bool) and rng < 0:
-        raise ValueError(f"rng must be a non-negative int seed, got {rng}")
-    if rng is None or isinstance(rng, int | np.integer | np.random.SeedSequence):
-        return np.random.default_rng(rng)
-    if isinstance(rng, np.random.Generator):
-        return rng
-    raise TypeError(
-        f"rng must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}"
-    )
-
-
-def resolve_dtype(dtype: Any, xp: ModuleType | None) -> tuple[str, ModuleType]:
-    """Name of a supported dtype given as a string or a dtype object, and its namespace.
-
-    A given `xp` is checked and mapped to the namespace to compute with, as every
-    ``xp=`` argument is (``resolve_namespace``: `TypeError` naming `xp`).
-    """
-    library = type(dtype).__module__.split(".")[0]
-    if xp is not None:
-        xp = resolve_namespace(xp)
-    elif library == "torch":
-        import torch
-
-        xp = resolve_namespace(torch)
-    elif library in ("jax", "jaxlib"):  # jnp.float32 (equal to np.float32, but JAX's)
-        import jax.numpy as jnp
-
-        xp = resolve_namespace(jnp)
-    else:
-        xp = resolve_namespace(np)
-    name = dtype if isinstance(dtype, str) else dtype_name(xp, dtype)
-    if name not in DTYPE_NAMES:
-        raise TypeError(
-            f"dtype must be float32, float64, complex64 or complex128 (a name or a dtype "
-            f"of {xp.__name__}), got {dtype!r}"
-        )
-    return name, xp
-
-
-def haar_samples(shape: tuple[int, ...], complex_: bool, rng: np.random.Generator) -> np.ndarray:
-    """Haar samples of shape ``(..., n, p)`` on the host, in double precision.
-
-    The QR factorisation of a Gaussian with the phases of diag(R) fixed (see
-    :func:`random_unitary`); shared with :func:`unitary_lowrank.conv.random_blocks`.
-    """
-    Z = rng.standard_normal(shape)
-    if complex_:
-        Z = (Z + 1j * rng.standard_normal(shape)) / np.sqrt(2.0)
-    Q, R = np.linalg.qr(Z)
-    d = np.diagonal(R, axis1=-2, axis2=-1)
-    absd = np.abs(d)
-    phase = np.where(absd > 0, d / np.where(absd > 0, absd, 1), 1)
-    return Q * phase[..., None, :]
-
-
-def _fix_phases(Q: Any, R: Any, xp: ModuleType) -> Any:
-    """``Q`` with each column scaled by the phase of the matching diagonal entry of R."""
-    d = xp.linalg.diagonal(R)
-    absd = xp.abs(d)
-    one = xp.ones_like(d)
-    phase = xp.where(absd > 0, d / xp.where(absd > 0, xp.astype(absd, d.dtype), one), one)
-    return Q * xp.expand_dims(phase, axis=-2)
-
-
-def _haar_jax(shape: tuple[int, ...], name: str, key: Any, device: Any) -> Any:
-    """Haar samples drawn with ``jax.random`` from `key`, in double precision under x64."""
-    import jax
-    import jax.numpy as jnp
-
-    from ._array_api import get_namespace
-
-    complex_ = name.startswith("complex")
-    wide = name
-    if jax.config.jax_enable_x64:
-        wide = "complex128" if complex_ else "float64"
-    Z = jax.random.normal(key, shape, dtype=getattr(jnp, wide))
-    xp = get_namespace(("rng", Z))
-    Q, R = xp.linalg.qr(Z)
-    Q = xp.astype(_fix_phases(Q, R, xp), getattr(jnp, name))
-    return Q if device is None else jax.device_put(Q, device)
-
-
-def _haar_torch(shape: tuple[int, ...], name: str, gen: Any, device: Any) -> Any:
-    """Haar samples drawn with torch from `gen`, in double precision on its device."""
-    import torch
-
-    from ._array_api import get_namespace
-
-    wide = torch.complex128 if name.startswith("complex") else torch.float64
-    Z = torch.randn(shape, generator=gen, dtype=wide, device=gen.device)
-    xp = get_namespace(("rng", Z))
-    Q, R = xp.linalg.qr(Z)
-    Q = _fix_phases(Q, R, xp)
-    return Q.to(dtype=getattr(torch, name), device=gen.device if device is None else device)
+__all__ = ["random_unitary"]
 
 
 def random_unitary(n, p=None, *, dtype, batch_shape=(), rng=None, xp=None, device=None):
@@ -238,8 +112,8 @@ def random_unitary(n, p=None, *, dtype, batch_shape=(), rng=None, xp=None, devic
     if rng_lib is not None:
         check_rng_library(rng_lib, xp, "the result would be")
         if rng_lib == "jax":
-            return _haar_jax(shape, name, rng, device)
-        return _haar_torch(shape, name, rng, device)
+            return haar_jax(shape, name, rng, device)
+        return haar_torch(shape, name, rng, device)
     gen = as_generator(rng)
     try:
         Q = haar_samples(shape, name.startswith("complex"), gen)

@@ -16,8 +16,6 @@ import numbers
 from types import ModuleType
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from ._agnostic import _sketch
 from ._array_api import (
     broadcast_batch,
@@ -31,8 +29,8 @@ from ._array_api import (
     real_dtype,
     whole_matrices,
 )
+from ._random import draws
 from ._validation import as_int, check_matrix, check_same_device
-from .haar import as_generator, check_rng_library, rng_library
 
 __all__ = ["SAMPLERS", "LowRank", "lowrank", "range_finder"]
 
@@ -182,100 +180,6 @@ def _check_sampler(sampler: Any) -> None:
         raise ValueError(f"sampler must be 'randomized', 'lsi' or 'column', got {sampler!r}")
 
 
-def _host_gaussian(gen: np.random.Generator, shape: tuple[int, ...], name: str) -> np.ndarray:
-    """Standard (complex) Gaussian test matrix drawn in double precision, cast on the host."""
-    Z = gen.standard_normal(shape)
-    if name.startswith("complex"):
-        Z = (Z + 1j * gen.standard_normal(shape)) / math.sqrt(2.0)
-    return np.ascontiguousarray(Z.astype(name))
-
-
-def _to_device(op: _Operator, host: np.ndarray, dtype: Any = None) -> Any:
-    """Move a host array once to the operator's namespace and device."""
-    dtype = op.dtype if dtype is None else dtype
-    return op.xp.asarray(host, dtype=dtype, device=op.device)
-
-
-class _HostDraws:
-    """Random numbers of a NumPy generator, drawn on the host and moved once to the device."""
-
-    def __init__(self, gen: np.random.Generator):
-        self.gen = gen
-
-    def gaussian(self, op: _Operator, shape: tuple[int, ...]) -> Any:
-        return _to_device(op, _host_gaussian(self.gen, shape, dtype_name(op.xp, op.dtype)))
-
-    def uniform(self, op: _Operator, shape: tuple[int, ...]) -> Any:
-        return _to_device(op, self.gen.random(shape), op.xp.float64)
-
-
-class _JaxDraws:
-    """Random numbers of a JAX PRNG key, split at every draw (traceable under ``jax.jit``)."""
-
-    def __init__(self, key: Any):
-        self.key = key
-
-    def _subkey(self) -> Any:
-        import jax
-
-        self.key, sub = jax.random.split(self.key)
-        return sub
-
-    def _place(self, op: _Operator, x: Any) -> Any:
-        if is_lazy_array(x):  # traced: placement is the jit's
-            return x
-        import jax
-
-        return jax.device_put(x, op.device)
-
-    def gaussian(self, op: _Operator, shape: tuple[int, ...]) -> Any:
-        import jax
-
-        # a complex dtype draws real and imaginary parts of variance 1/2 each
-        return self._place(op, jax.random.normal(self._subkey(), shape, dtype=op.dtype))
-
-    def uniform(self, op: _Operator, shape: tuple[int, ...]) -> Any:
-        import jax
-
-        dtype = real_dtype(op.xp, op.dtype)
-        return self._place(op, jax.random.uniform(self._subkey(), shape, dtype=dtype))
-
-
-class _TorchDraws:
-    """Random numbers of a ``torch.Generator``, drawn on its device, moved to G's."""
-
-    def __init__(self, gen: Any):
-        self.gen = gen
-
-    def gaussian(self, op: _Operator, shape: tuple[int, ...]) -> Any:
-        import torch
-
-        # a complex dtype draws real and imaginary parts of variance 1/2 each
-        Z = torch.randn(shape, generator=self.gen, dtype=op.dtype, device=self.gen.device)
-        return Z.to(op.device)
-
-    def uniform(self, op: _Operator, shape: tuple[int, ...]) -> Any:
-        import torch
-
-        u = torch.rand(shape, generator=self.gen, dtype=torch.float64, device=self.gen.device)
-        return u.to(op.device)
-
-
-def _draws(rng: Any, op: _Operator) -> _HostDraws | _JaxDraws | _TorchDraws:
-    """The source of the sketch's random numbers for `rng` and G's library.
-
-    None, an int seed or a NumPy generator draw on the host (the same numbers on
-    every backend); a JAX key draws with ``jax.random`` for JAX arrays, a
-    ``torch.Generator`` with torch for torch tensors. A key or generator of another
-    library than G's is a `TypeError` naming `rng`.
-    """
-    lib = rng_library(rng)
-    if lib is None:
-        return _HostDraws(as_generator(rng))
-    check_rng_library(lib, op.xp, "G is")
-    return _JaxDraws(rng) if lib == "jax" else _TorchDraws(rng)
-
-
 def _gaussian(op: _Operator, gen, rows: int, cols: int, shared: bool) -> Any:
     shape = (rows, cols) if shared else (*op.batch, rows, cols)
     return gen.gaussian(op, shape)
@@ -377,7 +281,7 @@ def range_finder(G, size, *, n_iter=2, shared=False, rng=None, xp=None):
     op = as_operator(G, xp)
     size = as_int(size, "size", 1, min(op.m, op.n), f" = min(m, n) for G of size {op.m}×{op.n}")
     n_iter = as_int(n_iter, "n_iter", 0)
-    gen = _draws(rng, op)
+    gen = draws(rng, op.xp, "G is")
     if 0 in op.batch:
         return op.xp.zeros((*op.batch, op.m, size), dtype=op.dtype, device=op.device)
     return _basis(op, "randomized", size, n_iter, bool(shared), gen)
@@ -555,7 +459,7 @@ def lowrank_operator(op, rank, *, tol, max_rank, sampler, oversample, n_iter, sh
     oversample = as_int(oversample, "oversample", 0)
     n_iter = as_int(n_iter, "n_iter", 0)
     shared = bool(shared)
-    gen = _draws(rng, op)
+    gen = draws(rng, op.xp, "G is")
     if tol is None:
         if rank is None:
             raise ValueError("lowrank needs a rank (an integer >= 1) or a tol=, got neither")

@@ -24,6 +24,7 @@ from ._array_api import (
     no_fp_warnings,
     real_dtype,
 )
+from ._random import as_generator, host_gaussian
 from ._validation import (
     check_finite,
     check_lr,
@@ -33,7 +34,6 @@ from ._validation import (
     check_same_device,
 )
 from .dense import full_retraction
-from .haar import as_generator
 from .sketch import as_operator, lowrank_operator
 from .updates import retract_validated
 
@@ -272,12 +272,12 @@ def _fast_sketch(U, G, rank, tol, max_rank, sampler, oversample, n_iter, rng, re
     gen = as_generator(rng)
     Gc = np.ascontiguousarray(Gn)
     if sampler == "lsi":
-        A, B = kernel.lsi(Gc, _gaussian(gen, (n, rank), name))
+        A, B = kernel.lsi(Gc, host_gaussian(gen, (n, rank), name))
     else:
         size = min(rank + oversample, n)
         sketch = kernel.randomized_complex if name.startswith("complex") else (
             kernel.randomized_real)
-        A, B = sketch(Gc, _gaussian(gen, (n, size), name), n_iter, rank)
+        A, B = sketch(Gc, host_gaussian(gen, (n, size), name), n_iter, rank)
     if torch is not None:
         return torch.from_numpy(A), torch.from_numpy(B)
     return A, B
@@ -299,18 +299,6 @@ def _torch_views(torch, U, G, xp):
         return U.detach().numpy(), G.detach().numpy()
     except (RuntimeError, TypeError):
         return None, None
-
-
-def _gaussian(gen: np.random.Generator, shape: tuple[int, int], name: str) -> np.ndarray:
-    """The Gaussian test matrix of ``unitary_lowrank.lowrank`` for a 2-D G.
-
-    Standard (complex) normal, drawn in double precision and cast, exactly as
-    the sketches of ``sketch.py`` draw it, so that a seed gives the same factors.
-    """
-    Z = gen.standard_normal(shape)
-    if name.startswith("complex"):
-        Z = (Z + 1j * gen.standard_normal(shape)) / math.sqrt(2.0)
-    return np.ascontiguousarray(Z.astype(name))
 
 
 def _scaled_fast_step(A: Any, B: Any, lr: float, U: Any) -> tuple[Any, Any]:

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from .._array_api import DTYPE_NAMES, dtype_name
-from ..haar import as_generator, random_unitary
+from .._random import as_generator
+from ..haar import random_unitary
 
 __all__ = [
     "DTYPE_NAMES",

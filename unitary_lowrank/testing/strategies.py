@@ -31,6 +31,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from .._array_api import DTYPE_NAMES
+from .._random import as_generator
 from ..haar import random_unitary
 from . import load_engines, lowrank_factors
 
@@ -197,7 +198,7 @@ def update_cases(
     else:
         norm = 10 ** draw(st.floats(np.log10(min_norm), np.log10(max_norm)))
     seed = draw(seeds())
-    gen = np.random.default_rng(seed)
+    gen = as_generator(seed)
     U = random_unitary(n, p, dtype=name, rng=gen)
     A, B = _step(kind, U, k, name, norm, gen)
     return UpdateCase(U, A, B, name, kind, float(norm), seed)
