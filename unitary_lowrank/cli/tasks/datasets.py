@@ -861,6 +861,7 @@ class _data_folder:  # noqa: N801 - used as a context manager, like a function
             raise DataError(f"cannot create the data folder {self.folder}: "
                             f"{exc.strerror or exc}") from None
         if not os.access(self.folder, os.W_OK):
+            self._remove()
             raise DataError(f"cannot write to the data folder {self.folder}; "
                             "give a writable --data-dir")
         return self.folder
