@@ -18,6 +18,7 @@ import pytest
 
 import unitary_lowrank as ul
 from unitary_lowrank.cli import main
+from unitary_lowrank.cli.tasks import rnn
 from unitary_lowrank.cli.tasks import train as T
 from unitary_lowrank.testing import compare_tol, eps_of, unitarity_bound
 from unitary_lowrank.testing.reference import reference_step
@@ -119,7 +120,7 @@ def test_rmsprop_direction_of_the_unitary_step(method):
     cfg = T.default_config("copy", method=method, hidden=n, rank=n, dtype="float64",
                            unitary_direction="rmsprop", lr=0.05, unitary_lr_divider=2.0)
     cfg.validate()
-    update = T._UnitaryUpdate(cfg, npx, rng=np.random.default_rng(1))
+    update = T.UnitaryUpdate(cfg, npx, rng=np.random.default_rng(1))
     rng = np.random.default_rng(0)
     U = scipy_linalg.qr(rng.standard_normal((n, n)))[0]
     v = np.zeros((n, n))
@@ -144,7 +145,7 @@ def test_adam_direction_at_full_rank(method):
     cfg = T.default_config("copy", method=method, hidden=n, rank="full", dtype="float64",
                            unitary_direction="adam", lr=0.05, unitary_lr_divider=2.0)
     cfg.validate()
-    update = T._UnitaryUpdate(cfg, npx, rng=np.random.default_rng(1))
+    update = T.UnitaryUpdate(cfg, npx, rng=np.random.default_rng(1))
     rng = np.random.default_rng(0)
     U = ul.random_unitary(n, dtype="float64", rng=rng)
     mom = v = np.zeros((n, n))
@@ -563,7 +564,7 @@ def test_plot_refuses_a_malformed_summary_in_one_line(content, tmp_path, capsys)
 
 def _interrupt_at(monkeypatch, name, call):
     """Make ``rnn.<name>`` (which the training loop calls) raise Ctrl-C at call `call`."""
-    real = getattr(T.rnn, name)
+    real = getattr(rnn, name)
     calls = []
 
     def fake(*args, **kwargs):
@@ -572,7 +573,7 @@ def _interrupt_at(monkeypatch, name, call):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(T.rnn, name, fake)
+    monkeypatch.setattr(rnn, name, fake)
     return calls
 
 

@@ -122,7 +122,7 @@ def test_minibatch_evaluation_equals_one_batch():
     px = _digits()
     cfg = T.default_config("pixels", hidden=5, test_batch=5, dtype="float64")
     xp, dev = T.resolve_backend("numpy")
-    task = T._Task(cfg, xp, dev, px)
+    task = T.Task(cfg, xp, dev, px)
     params = rnn.init_params(1, 5, 10, init="haar", nonlinearity="modrelu", dtype="float64",
                              rng=0)
     loss, acc = task.evaluate(params, task.eval_sets("val", np.random.default_rng(0)))
@@ -138,7 +138,7 @@ def test_training_batches_cover_every_image_once_per_epoch():
     px = _digits(n_train=40)
     cfg = T.default_config("pixels", hidden=5)
     xp, dev = T.resolve_backend("numpy")
-    task = T._Task(cfg, xp, dev, px)
+    task = T.Task(cfg, xp, dev, px)
     rng = np.random.default_rng(1)
     seen = [task.batch(16, rng)[0] for _ in range(5)]  # 80 images: two epochs of 40
     images = np.concatenate([x[:, :, 0].T for x in seen])

@@ -1,7 +1,7 @@
 """Batches of the copy-memory and adding problems (``docs/tasks.md``).
 
 Batches are drawn on the host with a NumPy Generator, so a seed gives the same
-data on every backend; :mod:`unitary_lowrank.cli.tasks.train` moves them to the
+data on every backend; :mod:`unitary_lowrank.cli.tasks.evaluation` moves them to the
 device. Arrays are time-major: axis 0 is time, axis 1 the batch.
 """
 
