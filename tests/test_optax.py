@@ -320,7 +320,7 @@ def test_update_needs_params():
     ({"method": "qr"}, ValueError, "method"),
     ({"sampler": "gauss"}, ValueError, "sampler"),
     ({"direction": "sgd"}, ValueError, "direction"),
-    ({"rank": "auto"}, ValueError, "rank must be an int >= 1 or 'full', got 'auto'"),
+    ({"rank": "half"}, ValueError, "rank must be an int >= 1, 'full' or 'auto', got 'half'"),
     ({"b1": 1.0}, ValueError, r"b1 must be in \[0, 1\), got 1.0"),
     ({"b2": -0.1}, ValueError, "b2"),
     ({"b1": "0.9"}, TypeError, "b1"),
