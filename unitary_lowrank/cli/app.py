@@ -2,9 +2,10 @@
 
 Each subcommand checks its options and output paths first, reporting a bad
 command line as one line and exit status 2, then hands the work to
-:mod:`unitary_lowrank.cli.tasks.train` (``copy``, ``adding``, ``pixels``),
-:mod:`unitary_lowrank.cli.bench` (``bench``) or the plot of saved runs
-(``plot``).
+:mod:`unitary_lowrank.cli.tasks.train` (``copy``, ``adding``, ``pixels``), to
+the paper's experiments in :mod:`unitary_lowrank.cli.tasks` (``toy``,
+``spectrum``, ``cnn``), to :mod:`unitary_lowrank.cli.bench` (``bench``) or to
+the plot of saved runs (``plot``).
 """
 
 from __future__ import annotations
@@ -273,7 +274,31 @@ def _build_parser() -> _Parser:
     pl.add_argument("runs", nargs="+", metavar="RUN.json")
     pl.add_argument("--out", required=True, metavar="PATH", help="PNG to write")
     pl.add_argument("--title", help="figure title")
+    _add_paper_commands(sub)
     return parser
+
+
+#: The paper's experiments (docs/paper.md): each command is a module of ``cli.tasks``.
+_PAPER_COMMANDS = {
+    "toy": "learn a random unitary from examples with column sampling at ranks k (Fig. 2b)",
+    "spectrum": "singular values of the gradient of unitary weights during training (Fig. 1a)",
+    "cnn": "a deep CNN of orthogonal convolutions against the unconstrained one (Fig. 5), "
+           "or a ResNet-9 on CIFAR-10",
+}
+
+
+def _add_paper_commands(sub: Any) -> None:
+    import importlib
+    import types
+
+    checkers = types.SimpleNamespace(
+        positive_int=_positive_int, non_negative_int=_non_negative_int,
+        positive_float=_positive_float, non_negative_float=_non_negative_float,
+        fraction=_fraction, int_list=_int_list)
+    for name, text in _PAPER_COMMANDS.items():
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
+                           epilog=_EXIT_STATUS)
+        importlib.import_module(f".tasks.{name}", __package__).add_arguments(p, checkers)
 
 
 def _check_writable(path: str | None, flag: str, command: str) -> None:
@@ -366,6 +391,49 @@ def _run_training(args: argparse.Namespace) -> int:
         print(f"{PROG} {args.command}: interrupted after {summary['iterations']} steps",
               file=sys.stderr)
         return 130
+    return 0
+
+
+def _run_paper(args: argparse.Namespace) -> int:
+    """Run one of the paper's experiments (:data:`_PAPER_COMMANDS`)."""
+    import importlib
+
+    from .tasks._experiment import ExperimentError, ExperimentInterrupted, write_json
+    from .tasks.datasets import DataError
+
+    command = args.command
+    mod = importlib.import_module(f".tasks.{command}", __package__)
+    _check_writable(args.json, "--json", command)
+    _check_writable(args.plot, "--plot", command)
+    _check_distinct(command, [("--json", args.json), ("--plot", args.plot)])
+    try:
+        cfg = mod.config_from_args(args)
+        prepared = mod.prepare(cfg, plot_path=args.plot, quiet=args.quiet)
+    except (ExperimentError, DataError) as exc:
+        raise _UsageError(f"{PROG} {command}: error: {exc}") from None
+    try:
+        summary = mod.run(cfg, stream=sys.stderr, bar=not args.quiet, prepared=prepared)
+    except ExperimentInterrupted as exc:  # Ctrl-C: report what was done, then exit 130
+        summary = exc.summary
+    print(mod.format_summary(summary), flush=True)
+    try:
+        if args.json is not None:
+            write_json(summary, args.json)
+            print(f"  summary written to {args.json}", flush=True)
+        if args.plot is not None:
+            mod.plot(summary, args.plot)
+            print(f"  plot written to {args.plot}", flush=True)
+    except OSError as exc:
+        print(f"{PROG} {command}: error: cannot write the output: {exc}", file=sys.stderr)
+        return 1
+    if summary["stop_reason"] == "interrupted":
+        print(f"{PROG} {command}: interrupted after {summary['iterations']} steps",
+              file=sys.stderr)
+        return 130
+    if summary["stop_reason"] == "diverged":
+        print(f"{PROG} {command}: error: a run diverged (its loss stopped being finite); try a "
+              "smaller --lr", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -483,10 +551,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is not None:
             who = f"{PROG} {args.command}"
         if args.command is None:
-            raise _UsageError(f"{PROG}: error: choose a command: copy, adding, pixels, bench "
-                              f"or plot (see {PROG} --help)")
+            raise _UsageError(f"{PROG}: error: choose a command: copy, adding, pixels, "
+                              f"{', '.join(_PAPER_COMMANDS)}, bench or plot (see {PROG} --help)")
         if args.command in ("copy", "adding", "pixels"):
             return _run_training(args)
+        if args.command in _PAPER_COMMANDS:
+            return _run_paper(args)
         if args.command == "bench":
             return _run_bench(args)
         return _run_plot(args)
