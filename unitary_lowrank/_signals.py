@@ -21,12 +21,16 @@ __all__ = ["deferred_interrupts"]
 
 @contextlib.contextmanager
 def deferred_interrupts() -> Iterator[None]:
-    """Run the body with SIGINT recorded instead of raised; re-deliver it after.
+    """Run the body with SIGINT recorded instead of raised; deliver it after.
 
-    When a SIGINT arrives inside the body, the previous handler is called with
-    it once the body has finished (normally, for Python's default handler,
-    raising `KeyboardInterrupt` right after the ``with`` block). Nested uses
-    hold the signal until the outermost one ends.
+    Only in the main thread (the only one where Python runs signal handlers and
+    where a handler can be installed), and only when the current handler was set
+    from Python or is the default action: the body then runs under a handler that
+    records the signal. Once the body is over (done or failed), the previous
+    handler is put back and a recorded signal is raised again, so it reaches that
+    handler as if it had arrived just then (for Python's default handler:
+    `KeyboardInterrupt` right after the ``with`` block). Nested uses hold the
+    signal until the outermost one ends.
 
     Examples
     --------
@@ -41,22 +45,26 @@ def deferred_interrupts() -> Iterator[None]:
         return
     try:
         previous = signal.getsignal(signal.SIGINT)
-    except ValueError:  # a sub-interpreter: no signal handling here
-        yield
+    except (ValueError, OSError):  # pragma: no cover - no signals here
+        previous = None
+    if previous is None or previous == signal.SIG_IGN or getattr(
+            previous, "_unitary_lowrank_deferring", False):
+        yield  # a handler installed from C (not restorable), ignored, or already held
         return
-    if not callable(previous) or getattr(previous, "_unitary_lowrank_deferring", False):
-        yield  # SIG_IGN / SIG_DFL / a handler not set from Python, or already deferring
-        return
-    caught: list[tuple[int, Any]] = []
+    received: list[int] = []
 
     def record(signum: int, frame: Any) -> None:
-        caught.append((signum, frame))
+        received.append(signum)
 
     record._unitary_lowrank_deferring = True  # type: ignore[attr-defined]
-    signal.signal(signal.SIGINT, record)
+    try:
+        signal.signal(signal.SIGINT, record)
+    except (ValueError, OSError):  # pragma: no cover - e.g. an embedded interpreter
+        yield
+        return
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-        if caught:
-            previous(*caught[0])
+        if received:
+            signal.raise_signal(signal.SIGINT)
