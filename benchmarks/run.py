@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 SECTIONS = ("updates", "small", "sketch", "conv", "drift", "contention", "torch_optim", "sharding",
-            "dask")
+            "dask", "runtime")
 
 
 def _fmt(x: float | None) -> str:

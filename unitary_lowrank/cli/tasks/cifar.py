@@ -375,8 +375,8 @@ def _batch(name: str, data: bytes, path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_cifar10(data_dir: str | os.PathLike | None = None, *,
-                 path: str | os.PathLike | None = None, md5: str = MD5,
-                 size: int = SIZE) -> Cifar10:
+                 path: str | os.PathLike | None = None, md5: str | None = None,
+                 size: int | None = None) -> Cifar10:
     """Load CIFAR-10 from the python-version archive, verified before it is read.
 
     Parameters
@@ -385,9 +385,10 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, *,
         Folder holding ``cifar-10-python.tar.gz`` (see :func:`find_archive`).
     path : str or os.PathLike, optional
         The archive itself (overrides `data_dir`).
-    md5, size : str, int
-        The expected MD5 digest and size (default: the published ones); a test
-        may supply those of an archive it built.
+    md5, size : str, int, optional
+        The expected MD5 digest and size; default: :data:`MD5` and :data:`SIZE`
+        (the published ones, read when called). A test may supply those of an
+        archive it built.
 
     Returns
     -------
@@ -404,7 +405,7 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, *,
     archive = Path(path) if path is not None else find_archive(data_dir)
     if not archive.is_file():
         raise DataError(f"CIFAR-10 archive {archive} not found")
-    verify_archive(archive, md5=md5, size=size)
+    verify_archive(archive, md5=MD5 if md5 is None else md5, size=SIZE if size is None else size)
     members = _read_members(archive)
     train = [_batch(name, members[name], archive) for name in _TRAIN]
     test_x, test_y = _batch(_TEST, members[_TEST], archive)

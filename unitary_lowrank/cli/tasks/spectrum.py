@@ -51,8 +51,8 @@ from ._experiment import (
 )
 from ._threads import blas_threads
 
-__all__ = ["PARTS", "Config", "default_config", "energy_fractions", "format_summary", "plot",
-           "run", "singular_values"]
+__all__ = ["PARTS", "Config", "cumulative_energy", "default_config", "energy_fractions",
+           "format_summary", "plot", "run", "singular_values"]
 
 PARTS = ("rnn", "conv")
 
@@ -203,10 +203,29 @@ def _random_reference(shape: tuple[int, ...], complex_: bool, ranks: tuple[int, 
     return energy_fractions(singular_values(G), ranks)
 
 
+def cumulative_energy(s: np.ndarray) -> list[float]:
+    """The energy share of every rank k = 1 … r (leading axes of `s` summed over).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from unitary_lowrank.cli.tasks.spectrum import cumulative_energy
+    >>> cumulative_energy(np.array([[2.0, 1.0], [1.0, 0.0]]))
+    [0.8333333333333334, 1.0]
+    """
+    sq = np.asarray(s, dtype=np.float64) ** 2
+    total = float(sq.sum())
+    if total == 0:
+        return []
+    cum = np.cumsum(sq, axis=-1).reshape(-1, sq.shape[-1]).sum(axis=0)
+    return (cum / total).tolist()
+
+
 def _record_matrix(step: int, loss: float, s: np.ndarray, ranks: tuple[int, ...]
                    ) -> dict[str, Any]:
     return {"step": step, "loss": loss, "gradient_norm": float(np.sqrt(np.sum(s**2))),
-            "energy": energy_fractions(s, ranks), "singular_values": _normalised(s)}
+            "energy": energy_fractions(s, ranks), "cumulative_energy": cumulative_energy(s),
+            "singular_values": _normalised(s)}
 
 
 def _record_blocks(step: int, loss: float, s: np.ndarray, ranks: tuple[int, ...]
@@ -221,6 +240,7 @@ def _record_blocks(step: int, loss: float, s: np.ndarray, ranks: tuple[int, ...]
     return {
         "step": step, "loss": loss, "gradient_norm": float(np.sqrt(np.sum(norms**2))),
         "energy": energy_fractions(s, ranks),
+        "cumulative_energy": cumulative_energy(s),
         "median_energy": {str(k): float(np.median([p[str(k)] for p in per
                                                    if p[str(k)] is not None]))
                           if any(p[str(k)] is not None for p in per) else None
@@ -266,7 +286,8 @@ def run(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False, bar: 
     dict
         The settings, ``results`` (``{"rnn": {...}, "conv": {...}}``, each with
         its ``shape``, ``records`` (``step``, ``loss``, ``gradient_norm``,
-        ``energy`` per k, ``singular_values`` normalised by the largest; for
+        ``energy`` per k, ``cumulative_energy`` for every k, ``singular_values``
+        normalised by the largest; for
         the convolution also ``median_energy`` over the frequencies) and
         ``random_reference``), ``iterations``, ``wall_seconds`` and
         ``stop_reason``.
@@ -474,22 +495,25 @@ def plot(s: dict[str, Any], path: str) -> None:
         ax.set_yscale("log")
         ax.set_xscale("log")
         ax.set_xlabel("index i")
-        ax.set_ylabel("σ_i / σ_1" + (" (median over frequencies)" if name == "conv" else ""))
+        ax.set_ylabel(r"$\sigma_i / \sigma_1$" + (" (median over frequencies)" if name == "conv"
+                                                    else ""))
         shape = "×".join(map(str, p.get("shape", [])))
         ax.set_title(f"{name}: {shape} gradient" + (" per frequency" if name == "conv" else ""),
                      fontsize="medium")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="x-small")
-        last = recs[-1]
-        sq = np.asarray([v for v in last["singular_values"]]) ** 2
-        if sq.sum() > 0:
-            cum = np.cumsum(sq) / sq.sum()
-            ax_e.plot(range(1, len(cum) + 1), 100 * cum, marker=".", ms=3,
-                      label=f"{name}, step {last['step']}")
+        for j, r in enumerate(recs):
+            cum = r.get("cumulative_energy") or []
+            if cum:
+                ax_e.plot(range(1, len(cum) + 1), [100 * c for c in cum],
+                          ls="-" if name == "rnn" else "--", lw=1.2,
+                          color=cmap(j / max(len(recs) - 1, 1)),
+                          label=f"{name}, step {r['step']}")
     ax_e.set_xscale("log")
     ax_e.set_xlabel("rank k")
     ax_e.set_ylabel("energy kept by rank k (%)")
-    ax_e.set_title("Σ_{i≤k} σ_i² / Σ σ_i²", fontsize="medium")
+    ax_e.set_title(r"$\sum_{i\leq k}\sigma_i^2 / \sum_i \sigma_i^2$ (conv: whole layer)",
+                   fontsize="medium")
     ax_e.grid(True, which="both", alpha=0.3)
     ax_e.legend(fontsize="x-small")
     fig.suptitle(f"Gradient spectra during training (projUNN-T rank 1), seed {s['seed']}",

@@ -45,7 +45,8 @@ from ._experiment import (
 )
 from ._threads import blas_threads
 
-__all__ = ["METHODS", "PRESETS", "Config", "default_config", "format_summary", "plot", "run"]
+__all__ = ["METHODS", "PRESETS", "Config", "default_config", "distance", "format_summary",
+           "inputs", "loss_and_gradient", "plot", "run", "train_step"]
 
 #: ``--method``: the retraction of :func:`unitary_lowrank.step` for each name.
 METHODS = {"transport": "exp", "project": "polar", "cayley": "cayley"}
@@ -133,7 +134,7 @@ def default_config(preset: str | None = None, **overrides: Any) -> Config:
     preset : {None, "paper"}
         ``"paper"``: n = 2048 (:data:`PRESETS`).
     **overrides
-        Any :class:`Config` field.
+        Any :class:`Config` field. Without `ranks`, the default ranks up to `n`.
 
     Returns
     -------
@@ -145,6 +146,8 @@ def default_config(preset: str | None = None, **overrides: Any) -> Config:
     >>> from unitary_lowrank.cli.tasks.toy import default_config
     >>> default_config("paper").n, default_config(n=64, ranks=[1, 4]).ranks
     (2048, (1, 4))
+    >>> default_config(n=6).ranks  # the default ranks up to n
+    (1, 2, 4)
     """
     values: dict[str, Any] = {}
     if preset is not None:
@@ -154,6 +157,9 @@ def default_config(preset: str | None = None, **overrides: Any) -> Config:
     values.update({k: v for k, v in overrides.items() if v is not None})
     if "ranks" in values:
         values["ranks"] = tuple(values["ranks"])
+    elif isinstance(values.get("n"), int) and values["n"] >= 1:
+        # the default ranks that fit a small n (n = 8: 1, 2, 4, 8)
+        values["ranks"] = tuple(k for k in Config.ranks if k <= values["n"])
     cfg = Config(preset=preset, **values)
     cfg.validate()
     return cfg
@@ -199,6 +205,30 @@ def loss_and_gradient(U: np.ndarray, X: np.ndarray, Y: np.ndarray) -> tuple[floa
     R = U @ X - Y
     loss = float(np.sum(np.abs(R) ** 2)) / B
     return loss, (2.0 / B) * (R @ X.conj().T)
+
+
+def train_step(U: np.ndarray, X: np.ndarray, Y: np.ndarray, cfg: Config, k: int,
+               rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """One step of rank `k` on the batch ``(X, Y)``: the new ``U`` and the batch loss before it.
+
+    ``U ← step(U, G, lr, rank=k)`` with the gradient of :func:`loss_and_gradient`,
+    the retraction of `cfg.method` and the sketch of `cfg.sampler`.
+
+    Examples
+    --------
+    >>> import numpy as np, unitary_lowrank as ul
+    >>> from unitary_lowrank.cli.tasks.toy import default_config, inputs, train_step
+    >>> cfg = default_config(n=8, batch=4, dtype="complex128")
+    >>> U, T = (ul.random_unitary(8, dtype="complex128", rng=s) for s in (1, 2))
+    >>> X = inputs(8, 4, np.random.default_rng(0), "complex128")
+    >>> V, loss = train_step(U, X, T @ X, cfg, 4, np.random.default_rng(0))
+    >>> bool(ul.unitarity_error(V) < 1e-13), round(loss, 3) > 0
+    (True, True)
+    """
+    loss, G = loss_and_gradient(U, X, Y)
+    new = ul.step(U, G, cfg.lr, rank=k, method=METHODS[cfg.method], sampler=cfg.sampler,
+                  oversample=cfg.oversample, rng=rng)
+    return new, loss
 
 
 def distance(U: np.ndarray, target: np.ndarray) -> float:
@@ -285,7 +315,6 @@ def _one_rank(cfg: Config, k: int, U: np.ndarray, target: np.ndarray,
               data: np.random.Generator, sketch: np.random.Generator,
               record: dict[str, Any], report: Reporter, offset: int) -> None:
     """The run of rank `k`, recorded into `record` as it goes (an interrupt keeps it)."""
-    method = METHODS[cfg.method]
     first = distance(U, target)
     record["history"].append({"step": 0, "loss": first})
     record["U"] = U
@@ -294,9 +323,7 @@ def _one_rank(cfg: Config, k: int, U: np.ndarray, target: np.ndarray,
     t_start = time.perf_counter()
     for step in range(1, cfg.steps + 1):
         X = inputs(cfg.n, cfg.batch, data, cfg.dtype)
-        batch_loss, G = loss_and_gradient(U, X, target @ X)
-        U = ul.step(U, G, cfg.lr, rank=k, method=method, sampler=cfg.sampler,
-                    oversample=cfg.oversample, rng=sketch)
+        U, batch_loss = train_step(U, X, target @ X, cfg, k, sketch)
         record["U"] = U
         record["steps_done"] = step
         if step == 1:  # the first step loads the compiled kernels: not timed
