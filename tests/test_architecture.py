@@ -8,6 +8,8 @@
   import ``_agnostic``;
 - randomness lives in ``_random``: no other module defines a generator helper or makes a
   NumPy generator;
+- each tunable (threshold, block size, environment variable) is defined once, in
+  ``_tunables``;
 - no module imports a ``_private`` name of another public module;
 - the package's imports form no cycle.
 """
@@ -136,6 +138,42 @@ def test_only_the_random_module_defines_generator_helpers():
         offenders += [(m, name) for name in sorted(_defined(tree) & GENERATOR_HELPERS)]
         if not _is_app(m) and _calls(tree, "default_rng"):  # a seed made a generator here
             offenders.append((m, "default_rng"))
+    assert not offenders
+
+
+#: Names the tunables had where they were used, before ``_tunables`` gathered them.
+OLD_TUNABLE_NAMES = {"_SMALL_MAX_ENTRIES", "_SMALL_MAX_RANK", "_SMALL_MAX_WORK", "_PARALLEL_MIN",
+                     "_BLOCK_BYTES", "MIN_BYTES", "DEFAULT_MAX_IDLE_BYTES", "ENV_VAR", "_ENV",
+                     "_EXACT_CHECK_MAX"}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+            and node.body and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)}
+
+
+def test_each_tunable_is_defined_once_in_the_tunables_module():
+    from unitary_lowrank import _tunables
+
+    tunables = {name for name in vars(_tunables) if name.isupper()}
+    assert {"AUTO_MIN_ENTRIES", "SMALL_MAX_WORK", "PARALLEL_MIN", "BLOCK_BYTES", "COND_LIMIT",
+            "NUM_THREADS_VAR", "RESULT_POOL_VAR", "DISABLE_NUMBA_VAR"} <= tunables
+    offenders = []
+    for m, p in MODULES.items():
+        if m == "unitary_lowrank._tunables" or _is_app(m):
+            continue
+        tree = ast.parse(p.read_text(encoding="utf-8"))
+        for node in tree.body:  # a module-level assignment defines a value of its own
+            targets = (node.targets if isinstance(node, ast.Assign)
+                       else [node.target] if isinstance(node, ast.AnnAssign) else [])
+            offenders += [(m, t.id) for t in targets if isinstance(t, ast.Name)
+                          and t.id in tunables | OLD_TUNABLE_NAMES]
+        docs = _docstrings(tree)  # an environment variable is named once, outside the prose
+        offenders += [(m, node.value) for node in ast.walk(tree)
+                      if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                      and "UNITARY_LOWRANK_" in node.value and id(node) not in docs]
     assert not offenders
 
 

@@ -33,7 +33,7 @@ from unitary_lowrank.testing import compare_tol, lowrank_factors
 needs_numba = pytest.mark.skipif(_engines.load_numba() is None, reason="numba is not installed")
 on_linux = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
-# n = 1024 is the smallest size at which the kernels may use threads (_engines.numba._PARALLEL_MIN).
+# n = 1024 is the smallest size at which the kernels may use threads (_tunables.PARALLEL_MIN).
 _SETUP = """
 import os, sys, threading
 import numpy as np

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import unitary_lowrank as ul
-from unitary_lowrank import _engines, updates
+from unitary_lowrank import _engines, _tunables
 from unitary_lowrank.testing import assert_close, assert_unitary, compare_tol, lowrank_factors
 from unitary_lowrank.testing.reference import reference_retract
 
@@ -108,9 +108,9 @@ def test_other_calls_take_the_general_path(why, calls):
 def test_matches_portable_body_and_dense_oracle(method, dtype, n, k, calls):
     U, A, B = _case(n, k, dtype, 10 * n + k)
     X = ul.retract(U, A, B, method=method)
-    # k >= 2 takes the kernel only up to n·k = _SMALL_MAX_WORK (n = 130, k = 3 goes on;
+    # k >= 2 takes the kernel only up to n·k = SMALL_MAX_WORK (n = 130, k = 3 goes on;
     # larger products take the general path)
-    assert calls == ([0] if k == 1 or n * k <= updates._SMALL_MAX_WORK else [])
+    assert calls == ([0] if k == 1 or n * k <= _tunables.SMALL_MAX_WORK else [])
     assert X.dtype == U.dtype and X.shape == U.shape and type(X) is np.ndarray
     assert_unitary(X)
     tol = _tol(U, A, B, method, dtype)

@@ -16,6 +16,8 @@ import array_api_compat
 from array_api_compat import array_namespace
 from array_api_compat import is_lazy_array as _compat_is_lazy_array
 
+from ._tunables import MATMUL_BLOCK_BYTES
+
 __all__ = [
     "DTYPE_NAMES",
     "adjoint_product",
@@ -329,8 +331,8 @@ def matmul_add(C: Any, A: Any, B: Any, xp: ModuleType) -> Any:
     return C + A @ B
 
 
-#: Bytes of the product block that :func:`_chunk_matmul_add` keeps in cache.
-_BLOCK_BYTES = 1 << 18
+# MATMUL_BLOCK_BYTES (_tunables.py): bytes of the product block that
+# _chunk_matmul_add keeps in cache.
 
 
 def _chunk_matmul_add(c: Any, a: Any, b: Any) -> Any:
@@ -343,7 +345,7 @@ def _chunk_matmul_add(c: Any, a: Any, b: Any) -> Any:
     if type(c) is not np.ndarray:  # another chunk library (CuPy): its own expression
         return c + a @ b
     out = np.empty(np.broadcast_shapes(c.shape, a.shape[:-1] + b.shape[-1:]), dtype=c.dtype)
-    rows = max(1, _BLOCK_BYTES // max(1, out.shape[-1] * out.itemsize))
+    rows = max(1, MATMUL_BLOCK_BYTES // max(1, out.shape[-1] * out.itemsize))
     tmp = np.empty((*out.shape[:-2], min(rows, out.shape[-2]), out.shape[-1]), dtype=c.dtype)
     for s in range(0, out.shape[-2], rows):
         e = min(out.shape[-2], s + rows)
@@ -382,7 +384,7 @@ def _chunk_basis_update(u: Any, q: Any, k: Any) -> Any:
     if type(u) is not np.ndarray:
         return u + (u @ q) @ k
     out = np.empty(u.shape, dtype=u.dtype)
-    rows = max(1, _BLOCK_BYTES // max(1, u.shape[-1] * u.itemsize))
+    rows = max(1, MATMUL_BLOCK_BYTES // max(1, u.shape[-1] * u.itemsize))
     m = min(rows, u.shape[-2])
     left = np.empty((*u.shape[:-2], m, q.shape[-1]), dtype=u.dtype)
     tmp = np.empty((*u.shape[:-2], m, u.shape[-1]), dtype=u.dtype)

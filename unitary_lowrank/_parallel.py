@@ -31,10 +31,12 @@ import os
 import threading
 from collections.abc import Iterator
 
+from ._tunables import NUM_THREADS_VAR as ENV_VAR
+
 __all__ = ["ENV_VAR", "get_num_threads", "set_num_threads", "slot"]
 
-#: Environment variable read on first use: the initial :func:`get_num_threads`.
-ENV_VAR = "UNITARY_LOWRANK_NUM_THREADS"
+# ENV_VAR (_tunables.NUM_THREADS_VAR): the environment variable read on first use, the
+# initial get_num_threads().
 
 
 def _check_count(n: object, what: str) -> int:

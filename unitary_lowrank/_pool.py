@@ -37,6 +37,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._tunables import POOL_MAX_IDLE_BYTES as DEFAULT_MAX_IDLE_BYTES
+from ._tunables import POOL_MIN_BYTES as MIN_BYTES  # a name of this module: tests shrink it
+from ._tunables import RESULT_POOL_VAR as _ENV
+
 __all__ = [
     "DEFAULT_MAX_IDLE_BYTES",
     "MIN_BYTES",
@@ -47,17 +51,9 @@ __all__ = [
     "set_result_pool",
 ]
 
-#: Smallest result (in bytes) whose memory is recycled: glibc's largest ``mmap``
-#: threshold on 64-bit systems. Smaller blocks come back from the allocator's own
-#: heap without new page faults (measured: a float32 2048×2048 update, 16 MiB,
-#: takes the same time with and without the pool).
-MIN_BYTES = 32 << 20
-
-#: Default bound on the memory of unused results kept for reuse (512 MiB: the
-#: spare block of a training loop ``U = update(U, ...)`` up to n = 4096 complex128).
-DEFAULT_MAX_IDLE_BYTES = 512 << 20
-
-_ENV = "UNITARY_LOWRANK_RESULT_POOL"
+# MIN_BYTES (the smallest result whose memory is recycled), DEFAULT_MAX_IDLE_BYTES (the
+# default bound on the memory kept) and _ENV (the environment variable that sets that bound)
+# are defined in _tunables.py, with how they were chosen.
 
 
 class ResultPoolInfo(NamedTuple):

@@ -30,7 +30,7 @@ import optax
 import unitary_lowrank as ul
 
 from ._array_api import is_lazy_array
-from ._tunables import auto_rank
+from ._tunables import EXACT_CHECK_MAX, auto_rank
 from .sketch import SAMPLERS
 
 __all__ = ["ProjUNNState", "projunn"]
@@ -199,16 +199,11 @@ def _real_dtype(dtype: Any) -> Any:
     return jnp.finfo(dtype).dtype
 
 
-#: Leaves with more columns than this get the probe estimate of ``‖WᴴW − I‖₂`` at init
-#: (O(n·p·16)) instead of the exact one (O(n·p²)), as the PyTorch optimizer does.
-_EXACT_CHECK_MAX = 512
-
-
 def _check_unitary(path: Any, p: Any) -> None:
     """`ValueError` naming the leaf unless ``‖WᴴW − I‖₂ <= sqrt(eps)``; nothing for a tracer."""
     if is_lazy_array(p) or 0 in tuple(p.shape):
         return  # init under jax.jit: no value to read
-    if p.shape[-1] <= _EXACT_CHECK_MAX:
+    if p.shape[-1] <= EXACT_CHECK_MAX:
         err = ul.unitarity_error(p)
     else:  # a lower estimate; a fixed seed, so init draws nothing
         err = ul.unitarity_error(p, method="probe", rng=0)

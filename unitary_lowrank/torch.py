@@ -39,7 +39,7 @@ from ._torch_layers import (
     param_groups,
     unitary_,
 )
-from ._tunables import AUTO_FULL_MAX, AUTO_RANK, auto_rank
+from ._tunables import AUTO_FULL_MAX, AUTO_RANK, EXACT_CHECK_MAX, auto_rank
 
 __all__ = [
     "AUTO_FULL_MAX",
@@ -58,9 +58,6 @@ _METHODS = ("polar", "exp", "cayley")
 _SAMPLERS = ("lsi", "randomized", "column")
 _DIRECTIONS = ("adam", "rmsprop", "gradient")
 _DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
-#: Largest number of columns for which the first-step check computes the exact
-#: ``‖WᴴW − I‖₂`` (O(np² + p³)); beyond, the probe estimate (O(n·p·16)).
-_EXACT_CHECK_MAX = 512
 #: Hyper-parameters that every saved ProjUNN state has had (the others take their defaults
 #: when a state saved before they existed is loaded).
 _SAVED_KEYS = ("lr", "method", "rank", "sampler", "direction")
@@ -717,7 +714,7 @@ def _shared_entropy(entropy: int, groups: list[dict[str, Any]]) -> int:
 
 def _check_unitary(W: torch.Tensor, name: str, wide: bool) -> None:
     """`ValueError` naming the weight unless ``‖WᴴW − I‖₂ <= sqrt(eps)`` (W tall or square)."""
-    if W.shape[-1] <= _EXACT_CHECK_MAX:
+    if W.shape[-1] <= EXACT_CHECK_MAX:
         err = ul.unitarity_error(W)
     else:  # a lower estimate, O(n·p·16); a fixed seed draws nothing from the optimizer
         err = ul.unitarity_error(W, method="probe", rng=0)

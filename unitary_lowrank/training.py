@@ -25,6 +25,7 @@ from ._array_api import (
     real_dtype,
 )
 from ._random import as_generator, host_gaussian
+from ._tunables import SMALL_MAX_ENTRIES, SMALL_MAX_RANK
 from ._validation import (
     check_finite,
     check_lr,
@@ -208,11 +209,10 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
     return (U_new, res) if return_info else U_new
 
 
-#: A dense G of fewer entries than this (n < 512) with a rank of at most 4 is sketched by
-#: one compiled call (``_engines/small.py``) when U and G are 2-D NumPy arrays (or CPU
-#: torch tensors that need no autograd) of one dtype.
-_SMALL_MAX_ENTRIES = _engines.AUTO_MIN_ENTRIES
-_SMALL_MAX_RANK = 4
+# A dense G of fewer than SMALL_MAX_ENTRIES entries (n < 512) with a rank of at most
+# SMALL_MAX_RANK (_tunables.py, the window of the one-call update, without its n·k bound) is
+# sketched by one compiled call (_engines/small.py) when U and G are 2-D NumPy arrays (or CPU
+# torch tensors that need no autograd) of one dtype.
 _SMALL_DTYPES = {np.dtype(name): name for name in ("float32", "float64", "complex64",
                                                     "complex128")}
 #: G is used as it is when ``max |G|`` lies in [2^-400, 2^400], in single precision
@@ -259,8 +259,8 @@ def _fast_sketch(U, G, rank, tol, max_rank, sampler, oversample, n_iter, rng, re
         return None
     n, p = Un.shape
     name = _SMALL_DTYPES.get(Gn.dtype)
-    if name is None or n != p or n * n >= _SMALL_MAX_ENTRIES or not 1 <= rank <= min(
-            n, _SMALL_MAX_RANK):
+    if name is None or n != p or n * n >= SMALL_MAX_ENTRIES or not 1 <= rank <= min(
+            n, SMALL_MAX_RANK):
         return None
     if name.startswith("complex"):
         m = float(np.max(np.abs(Gn)))

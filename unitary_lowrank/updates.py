@@ -29,6 +29,7 @@ from ._array_api import (
     no_fp_warnings,
     real_dtype,
 )
+from ._tunables import SMALL_MAX_ENTRIES, SMALL_MAX_RANK, SMALL_MAX_WORK
 from ._validation import (
     Step,
     check_finite,
@@ -82,17 +83,10 @@ def _check_unitary_along_step(UQ: Any, xp: ModuleType, u_dtype: Any) -> None:
     )
 
 
-#: Square matrices of fewer entries than this (n < 512), with a step of rank at most
-#: :data:`_SMALL_MAX_RANK`, take the one-call Numba update (``_engines/small.py``) under
-#: ``engine="auto"``; larger ones the two-pass engines.
-_SMALL_MAX_ENTRIES = _engines.AUTO_MIN_ENTRIES
-_SMALL_MAX_RANK = 4
-#: ... and, for k >= 2, with ``n·k`` at most this (rank 1: every n < 512): the kernel's
-#: loops are the faster below it, the BLAS products of the general path above it
-#: (measured: k = 2 took 1.1x the general path at n = 256 in complex64, 1.2-1.5x at
-#: n = 384-500; k = 4 at n = 128 took 0.8x with NumPy complex64, 0.5x float64, and 0.24x
-#: with a float32 CPU torch tensor, whose general path costs more per call).
-_SMALL_MAX_WORK = 512
+# Square matrices of fewer than SMALL_MAX_ENTRIES entries (n < 512), with a step of rank at
+# most SMALL_MAX_RANK (and n·k <= SMALL_MAX_WORK for k >= 2), take the one-call Numba update
+# (_engines/small.py) under engine="auto"; larger ones the two-pass engines. The window and
+# its measurements: _tunables.py.
 #: The tolerance of the unitarity check, sqrt(eps), per supported (native) NumPy dtype.
 _SMALL_TOL = {np.dtype(name): float(np.finfo(np.dtype(name)).eps) ** 0.5
               for name in ("float32", "float64", "complex64", "complex128")}
@@ -150,8 +144,8 @@ def _fast_numpy(kernel, U, A, B, method, check_finite_U, check_unitary, out):
         return None
     n, p = U.shape
     k = A.shape[1]
-    if (n != p or n * n >= _SMALL_MAX_ENTRIES or not 0 < k <= _SMALL_MAX_RANK or n == 0
-            or (k > 1 and n * k > _SMALL_MAX_WORK)):
+    if (n != p or n * n >= SMALL_MAX_ENTRIES or not 0 < k <= SMALL_MAX_RANK or n == 0
+            or (k > 1 and n * k > SMALL_MAX_WORK)):
         return None
     if A.shape[0] != n or B.shape != (n, k):
         return None

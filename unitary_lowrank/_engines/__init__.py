@@ -40,6 +40,7 @@ from typing import Protocol
 import numpy as np
 
 from .._array_api import is_numpy_namespace
+from .._tunables import AUTO_MIN_ENTRIES, DISABLE_NUMBA_VAR
 from . import blocked
 
 __all__ = ["AUTO_MIN_ENTRIES", "ENGINES", "Engine", "load_numba", "load_small", "select"]
@@ -47,13 +48,9 @@ __all__ = ["AUTO_MIN_ENTRIES", "ENGINES", "Engine", "load_numba", "load_small", 
 #: Values of the ``engine`` argument of the updates.
 ENGINES = ("auto", "numba", "blas", "array_api")
 
-#: "auto" takes the two-pass engines from this many entries on (one 512×512 matrix, or
-#: e.g. 64 matrices of 64×64 for the kernels): below, the fixed cost of their small
-#: NumPy calls outweighs the pass over U they save.
-AUTO_MIN_ENTRIES = 1 << 18
-
-#: Set to ``1`` to make :func:`load_numba` return None even when numba is installed.
-DISABLE_NUMBA_VAR = "UNITARY_LOWRANK_DISABLE_NUMBA"
+# AUTO_MIN_ENTRIES ("auto" takes the two-pass engines from this many entries on) and
+# DISABLE_NUMBA_VAR (set to 1 to make load_numba return None even when numba is installed)
+# are defined in _tunables.py, with the library's other tunables.
 
 
 class Engine(Protocol):

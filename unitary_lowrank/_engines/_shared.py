@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._tunables import COND_LIMIT
+
 __all__ = ["COND_LIMIT", "basis_from_products", "right_factor"]
 
-#: Largest condition number of the column-equilibrated R for which
-#: ``UQ = [UB, A] R⁻¹`` is used rather than a product with U.
-COND_LIMIT = 8.0
+# COND_LIMIT (_tunables.py): the largest condition number of the column-equilibrated R for
+# which ``UQ = [UB, A] R⁻¹`` is used rather than a product with U.
 
 
 def basis_from_products(U, A, UB, Q, beta, alpha, batch):

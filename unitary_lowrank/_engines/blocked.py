@@ -19,13 +19,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _pool
+from .._tunables import BLOCK_BYTES as _BLOCK_BYTES  # a name of this module: tests shrink it
 from ._shared import basis_from_products, right_factor
 
 __all__ = ["adjoint_products", "basis_from_products", "write_update"]
-
-#: Bytes of U per block: about the size of a core's L2 cache.
-_BLOCK_BYTES = 1 << 20
-
 
 def _as3d(x: np.ndarray, batch: tuple[int, ...]) -> np.ndarray:
     """(prod(batch), rows, cols) view (or copy) of a broadcastable array."""

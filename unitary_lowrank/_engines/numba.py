@@ -22,6 +22,7 @@ import numba as nb
 import numpy as np
 
 from .. import _parallel, _pool
+from .._tunables import PARALLEL_MIN
 from ._shared import basis_from_products, right_factor
 
 __all__ = ["adjoint_products", "basis_from_products", "write_update"]
@@ -148,16 +149,16 @@ def _add_rows_parallel_kernel(L, K, out, nthreads):  # pragma: no cover - compil
         _add_rows_kernel(L, K, out, t * chunk, min(total, (t + 1) * chunk))
 
 
-# Threads only pay off for large inputs: waking them costs more than the work for
-# small ones. How many may run, and when, is decided in _parallel.py (default: one).
-_PARALLEL_MIN = 1 << 20  # entries of U (n = 1024)
+# Threads only pay off for large inputs (PARALLEL_MIN entries of U, _tunables.py): waking
+# them costs more than the work for small ones. How many may run, and when, is decided in
+# _parallel.py (default: one).
 
 
 def _wanted_threads(U3: np.ndarray) -> int:
     # Numba's thread pool starts at the first nb.get_num_threads(): ask only when threads
     # are allowed, so that a single-threaded process never gets the pool's idle threads
     # (which slowed torch's own OpenMP loops in the same process by up to 90x).
-    if U3.size < _PARALLEL_MIN or _parallel.get_num_threads() <= 1:
+    if U3.size < PARALLEL_MIN or _parallel.get_num_threads() <= 1:
         return 1
     return max(1, min(nb.get_num_threads(), U3.shape[0] * U3.shape[1]))
 
