@@ -288,6 +288,15 @@ def test_bench_subcommand(tmp_path, capsys):
     assert "16" in out
 
 
+def test_version_prints_the_package_version_and_exits_zero(capsys):
+    code, out, err = run(["--version"], capsys)
+    assert code == 0 and err == ""
+    assert out == f"unitary-lowrank {ul.__version__}\n"
+    proc = subprocess.run([sys.executable, "-m", "unitary_lowrank", "--version"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0 and proc.stdout == out and proc.stderr == ""
+
+
 def test_help_exits_zero(capsys):
     assert main(["--help"]) == 0
     assert "copy" in capsys.readouterr().out

@@ -7,7 +7,8 @@ public names (``import unitary_lowrank as ul``); nothing in :mod:`unitary_lowran
 imports it.
 
 Run ``python -m unitary_lowrank --help`` (or the ``unitary-lowrank`` console
-script). Subcommands:
+script; ``--version`` prints ``unitary-lowrank`` and the package's version).
+Subcommands:
 
 - ``copy``, ``adding`` and ``pixels``: train a recurrent network whose recurrent
   matrix stays orthogonal, on the copy-memory or adding problem of the projUNN

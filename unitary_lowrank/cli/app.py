@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import unitary_lowrank
+
 __all__ = ["main"]
 
 PROG = "unitary-lowrank"
@@ -246,6 +248,8 @@ def _build_parser() -> _Parser:
         description="Orthogonal RNNs trained with projUNN's low-rank unitary updates.",
         epilog=_EXIT_STATUS,
     )
+    parser.add_argument("--version", action="version",
+                        version=f"{PROG} {unitary_lowrank.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for task, text in (("copy", "copy-memory task (remember 10 symbols over a delay T)"),
                        ("adding", "adding problem (sum of two marked values)"),
