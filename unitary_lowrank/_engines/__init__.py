@@ -25,21 +25,18 @@ engines, in :mod:`._shared`. :func:`select` picks the engine of a call.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import math
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator
 from types import ModuleType
 from typing import Protocol
 
 import numpy as np
 
 from .._array_api import is_numpy_namespace
+from .._signals import deferred_interrupts
 from .._tunables import AUTO_MIN_ENTRIES, DISABLE_NUMBA_VAR
 from . import blocked
 
@@ -129,7 +126,7 @@ def _import_engine(name: str) -> ModuleType | None:
     ``numba.core``.
     """
     before = set(sys.modules)
-    with _sigint_deferred():  # a held-back Ctrl-C is raised at its end, after the import
+    with deferred_interrupts():  # a held-back Ctrl-C is raised at its end, after the import
         try:
             return importlib.import_module(name)
         except ImportError:
@@ -144,45 +141,6 @@ def _forget_new_modules(before: set[str]) -> None:
     """Remove from ``sys.modules`` every module imported since the snapshot `before`."""
     for module in set(sys.modules) - before:
         sys.modules.pop(module, None)
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold SIGINT back for the duration of the block; deliver it afterwards.
-
-    Only in the main thread (the only one where Python runs signal handlers and
-    where a handler can be installed), and only when the current handler was set
-    from Python (or is the default action): the block then runs under a handler
-    that records the signal. Once the block is over (done or failed), the
-    previous handler is put back and a recorded signal is raised again, so it
-    reaches that handler as if it had arrived just then.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    try:
-        previous = signal.getsignal(signal.SIGINT)
-    except (ValueError, OSError):  # pragma: no cover - no signals here
-        previous = None
-    if previous is None or previous == signal.SIG_IGN:
-        yield  # a handler installed from C (not restorable), or SIGINT ignored
-        return
-    received: list[int] = []
-
-    def record(signum: int, frame: object) -> None:
-        received.append(signum)
-
-    try:
-        signal.signal(signal.SIGINT, record)
-    except (ValueError, OSError):  # pragma: no cover - e.g. an embedded interpreter
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received:
-            signal.raise_signal(signal.SIGINT)
 
 
 def load_small() -> ModuleType | None:
