@@ -273,7 +273,7 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
         Rank of each step, at most ``min(n, p)`` of every leaf; ``"full"``:
         no sketch, the whole step retracted densely (see above); ``"auto"``:
         ``"full"`` for leaves whose larger side is at most
-        ``unitary_lowrank.torch.AUTO_FULL_MAX`` (256), else rank 1, as the
+        ``unitary_lowrank.torch.AUTO_FULL_MAX`` (512), else rank 1, as the
         PyTorch optimizer chooses (docs/choosing.md).
     sampler : {"lsi", "randomized", "column"}, default: "lsi"
         Sketch of :func:`~unitary_lowrank.lowrank`; ``"lsi"`` is the paper's.
