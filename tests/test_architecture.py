@@ -213,3 +213,23 @@ def test_imports_form_no_cycle():
     for node in sorted(graph):
         if node not in state:
             visit(node)
+
+
+def test_the_registry_imports_nothing_from_the_package():
+    # unitary_lowrank.methods names the retractions, samplers and directions for every layer
+    # (helpers and adapters alike), so it may depend on none of them.
+    assert not _imports(MODULES["unitary_lowrank.methods"])
+
+
+def test_no_module_spells_out_the_list_of_retractions():
+    offenders = []
+    for m, p in MODULES.items():
+        if m == "unitary_lowrank.methods":
+            continue
+        tree = ast.parse(p.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Tuple) and {getattr(e, "value", None) for e in node.elts} == {
+                    "polar", "exp", "cayley"}:
+                offenders.append((m, node.lineno))
+    # _agnostic keeps its own tuple (it imports only _array_api); it is checked equal below
+    assert [o for o in offenders if o[0] != "unitary_lowrank._agnostic._updates"] == []

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import unitary_lowrank as ul
 from unitary_lowrank import _engines, _pool
+from unitary_lowrank.methods import METHODS
 from unitary_lowrank.testing import lowrank_factors
 
 ENGINES = [
@@ -28,7 +29,6 @@ ENGINES = [
     pytest.param("numba", marks=pytest.mark.skipif(_engines.load_numba() is None,
                                                       reason="numba is not installed")),
 ]
-METHODS = ("polar", "exp", "cayley")
 
 
 @pytest.fixture

@@ -15,13 +15,13 @@ import pytest
 
 import unitary_lowrank as ul
 from unitary_lowrank import _engines, _tunables
+from unitary_lowrank.methods import METHODS
 from unitary_lowrank.testing import assert_close, assert_unitary, compare_tol, lowrank_factors
 from unitary_lowrank.testing.reference import reference_retract
 
 pytestmark = pytest.mark.skipif(_engines.load_small() is None,
                                 reason="numba (or scipy) missing or disabled")
 
-METHODS = ("polar", "exp", "cayley")
 DTYPES = ("float32", "float64", "complex64", "complex128")
 SIZES = (1, 2, 3, 8, 64, 130)
 

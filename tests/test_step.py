@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import unitary_lowrank as ul
+from unitary_lowrank.methods import METHODS
 from unitary_lowrank.testing import (
     assert_close,
     assert_same_kind,
@@ -22,8 +23,6 @@ from unitary_lowrank.testing import (
 )
 from unitary_lowrank.testing.reference import reference_step
 from unitary_lowrank.testing.strategies import dtypes, seeds
-
-METHODS = ("exp", "polar", "cayley")
 
 
 def _wide(dtype: str) -> str:

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import unitary_lowrank as ul
+from unitary_lowrank.methods import METHODS
 from unitary_lowrank.testing import (
     assert_close,
     assert_unitary,
@@ -24,8 +25,6 @@ from unitary_lowrank.testing import (
 )
 from unitary_lowrank.testing.reference import reference_retract
 from unitary_lowrank.testing.strategies import update_cases
-
-METHODS = ("polar", "exp", "cayley")
 
 
 def _double(x):

@@ -26,6 +26,7 @@ from ._array_api import (
     namespace_of,
     type_name,
 )
+from .methods import METHODS
 
 __all__ = [
     "METHODS",
@@ -77,10 +78,6 @@ def as_real(value: Any, name: str, *, positive: bool = False) -> float:
     return v
 
 
-#: The retractions of the updates: the cores of
-#: :func:`~unitary_lowrank._agnostic._updates.core_minus_identity` (whose module keeps
-#: the same tuple: a helper imports nothing from the tiers above it).
-METHODS = ("polar", "exp", "cayley")
 
 
 def check_method(method: Any) -> str:
@@ -89,7 +86,7 @@ def check_method(method: Any) -> str:
     One of :data:`METHODS`.
     """
     if method not in METHODS:
-        raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
     return method
 
 

@@ -63,6 +63,7 @@ from ._validation import (
     check_same_device,
 )
 from .dense import unitarity_error
+from .methods import METHODS
 from .updates import retract
 
 __all__ = [
@@ -78,7 +79,6 @@ __all__ = [
     "update",
 ]
 
-_METHODS = ("polar", "exp", "cayley")
 
 
 class FourierLayout:
@@ -955,7 +955,7 @@ def update(W, grad, layout, /, *, lr, rank=1, method="polar", sampler="randomize
     named = _gradient_arrays(grad)
     xp = get_namespace(("W", W), *named, xp=xp)
     _check_blocks(W, layout, xp, square=True)
-    if method not in _METHODS:
+    if method not in METHODS:
         raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
     rank = as_int(rank, "rank", 1)
     lr = check_lr(lr)

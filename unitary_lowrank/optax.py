@@ -31,14 +31,10 @@ import unitary_lowrank as ul
 
 from ._array_api import is_lazy_array
 from ._tunables import EXACT_CHECK_MAX, auto_rank
-from .sketch import SAMPLERS
+from .methods import DIRECTIONS, METHODS, SAMPLERS, needs_square
 
 __all__ = ["ProjUNNState", "projunn"]
 
-#: The retractions of :func:`unitary_lowrank.retract`.
-_METHODS = ("exp", "polar", "cayley")
-#: The step directions of :func:`projunn`.
-_DIRECTIONS = ("gradient", "rmsprop", "adam")
 
 
 class ProjUNNState(NamedTuple):
@@ -138,7 +134,7 @@ def _check_leaf(path: Any, p: Any, method: str, rank: int) -> None:
     if len(shape) < 2:
         raise ValueError(f"projunn needs (..., n, p) matrices, got shape {shape} at {where}")
     n, q = shape[-2:]
-    if method != "polar" and n != q:
+    if n != q and needs_square(method):
         raise ValueError(
             f"method {method!r} needs square (..., n, n) matrices, got shape {shape} at "
             f"{where}; use method='polar' for (..., n, p) matrices with orthonormal columns"
@@ -386,9 +382,9 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
     >>> state = opt.init(params)
     """
     _check_learning_rate(learning_rate)
-    method = _check_choice(method, "method", _METHODS)
+    method = _check_choice(method, "method", METHODS)
     sampler = _check_choice(sampler, "sampler", SAMPLERS)
-    direction = _check_choice(direction, "direction", _DIRECTIONS)
+    direction = _check_choice(direction, "direction", DIRECTIONS)
     if isinstance(rank, str):
         if rank not in ("full", "auto"):
             raise ValueError(f"rank must be an int >= 1, 'full' or 'auto', got {rank!r}")

@@ -31,11 +31,10 @@ from ._array_api import (
 )
 from ._random import draws
 from ._validation import as_int, check_matrix, check_same_device
+from .methods import SAMPLERS
 
 __all__ = ["SAMPLERS", "LowRank", "lowrank", "range_finder"]
 
-#: Samplers accepted by :func:`lowrank` and :func:`unitary_lowrank.step`.
-SAMPLERS = ("randomized", "lsi", "column")
 
 
 class LowRank(NamedTuple):

@@ -40,6 +40,7 @@ from ._torch_layers import (
     unitary_,
 )
 from ._tunables import AUTO_FULL_MAX, AUTO_RANK, EXACT_CHECK_MAX, auto_rank
+from .methods import DIRECTIONS, METHODS, SAMPLERS, needs_square
 
 __all__ = [
     "AUTO_FULL_MAX",
@@ -54,9 +55,6 @@ __all__ = [
     "unitary_",
 ]
 
-_METHODS = ("polar", "exp", "cayley")
-_SAMPLERS = ("lsi", "randomized", "column")
-_DIRECTIONS = ("adam", "rmsprop", "gradient")
 _DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 #: Hyper-parameters that every saved ProjUNN state has had (the others take their defaults
 #: when a state saved before they existed is loaded).
@@ -594,8 +592,8 @@ def _check_hyper(h: dict[str, Any], where: str) -> None:
         raise TypeError(f"lr must be a real number{where}, got {type(lr).__name__} {lr!r}")
     if not (0.0 <= float(lr) < math.inf):
         raise ValueError(f"lr must be finite and >= 0{where}, got {lr!r}")
-    for key, allowed in (("method", _METHODS), ("sampler", _SAMPLERS),
-                         ("direction", _DIRECTIONS)):
+    for key, allowed in (("method", METHODS), ("sampler", SAMPLERS),
+                         ("direction", DIRECTIONS)):
         if not isinstance(h[key], str) or h[key] not in allowed:
             raise ValueError(f"{key} must be one of {', '.join(map(repr, allowed))}{where}, "
                              f"got {h[key]!r}")
@@ -662,7 +660,7 @@ def _check_weight(p: torch.Tensor, group: dict[str, Any], name: str) -> None:
                          "constraint (biases, ...) in a group with \"constrained\": False "
                          "(unitary_lowrank.torch.param_groups(model) makes both groups)")
     n, q = p.shape[-2:]
-    if n != q and group["method"] != "polar":
+    if n != q and needs_square(group["method"]):
         raise ValueError(f"ProjUNN: {name}: method={group['method']!r} needs square weights; "
                          "use method='polar' for a non-square (Stiefel) weight")
     if not isinstance(group["rank"], str) and group["rank"] > min(n, q):

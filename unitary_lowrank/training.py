@@ -35,6 +35,7 @@ from ._validation import (
     check_same_device,
 )
 from .dense import full_retraction
+from .methods import needs_square
 from .sketch import as_operator, lowrank_operator
 from .updates import retract_validated
 
@@ -376,7 +377,7 @@ def _full_rank_step(U, G, lr, method, tol, max_rank, return_info, check_finite_U
     if tuple(G.shape[-2:]) != (n, p):
         raise ValueError(f"G must be an (..., n, p) gradient matching U's last two axes "
                          f"{(n, p)}, got {tuple(G.shape[-2:])}")
-    if method != "polar" and n != p:
+    if n != p and needs_square(method):
         raise ValueError(f"step(method={method!r}) needs a square U, got {(n, p)}; use "
                          "method='polar' for a non-square (Stiefel) U")
     check_same_device([("U", U), ("G", G)])

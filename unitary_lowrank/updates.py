@@ -38,6 +38,7 @@ from ._validation import (
     validate_checked_step,
     validate_step,
 )
+from .methods import needs_square
 
 __all__ = ["project", "retract", "transport"]
 
@@ -147,6 +148,9 @@ def _fast_numpy(kernel, U, A, B, method, check_finite_U, check_unitary, out):
     if (n != p or n * n >= SMALL_MAX_ENTRIES or not 0 < k <= SMALL_MAX_RANK or n == 0
             or (k > 1 and n * k > SMALL_MAX_WORK)):
         return None
+    code = kernel.METHOD_CODES.get(method)
+    if code is None:  # a retraction the kernel has no code for: the general path
+        return None
     if A.shape[0] != n or B.shape != (n, k):
         return None
     dt = U.dtype
@@ -164,7 +168,7 @@ def _fast_numpy(kernel, U, A, B, method, check_finite_U, check_unitary, out):
         result = out
     _pool.check_environment()
     status = kernel.update(U, np.ascontiguousarray(A), np.ascontiguousarray(B), result,
-                           kernel.METHOD_CODES[method], bool(check_finite_U),
+                           code, bool(check_finite_U),
                            tol if check_unitary else -1.0)
     return result if status == kernel.OK else None
 
@@ -248,7 +252,7 @@ def retract_validated(U, A, B, method, *, check_finite_U, out, xp):
         return result
     if xp is None:  # the fast path of ``step`` resolves the namespace only when needed
         xp = get_namespace(("U", U))
-    step = validate_checked_step(U, A, B, xp, square=method != "polar",
+    step = validate_checked_step(U, A, B, xp, square=needs_square(method),
                                  check_finite_U=check_finite_U,
                                  func=f"retract(method={method!r})")
     return _update(U, step, method, check_unitary=True, out=out, engine="auto", xp=xp)
@@ -733,7 +737,7 @@ def retract(U, A, B, /, method="polar", *, check_finite=False, check_unitary=Tru
     """
     check_method(method)
     return _run(
-        U, A, B, method, square=method != "polar", check_finite_U=check_finite,
+        U, A, B, method, square=needs_square(method), check_finite_U=check_finite,
         check_unitary=check_unitary, out=out,
         engine=engine, xp=xp, func=f"retract(method={method!r})",
     )

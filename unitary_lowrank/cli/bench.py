@@ -20,12 +20,11 @@ from typing import Any, TextIO
 import numpy as np
 
 import unitary_lowrank as ul
+from unitary_lowrank.methods import METHODS
 from unitary_lowrank.testing import lowrank_factors
 
 __all__ = ["bench"]
 
-#: The updates timed, by the name of their retraction (the rows' ``method``).
-METHODS = ("polar", "exp", "cayley")
 
 _HEADER = (f"{'dtype':>10} {'n':>5} {'k':>3} {'method':>7} {'low-rank':>10} {'dense':>10} "
            f"{'speed-up':>9} {'/copy':>6} {'max|X-dense|':>13} {'|XᴴX-I|':>9}")

@@ -27,12 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from ..methods import METHODS, needs_square
 from . import to_numpy
 
 __all__ = ["METHODS", "reference_polar", "reference_retract", "reference_step"]
 
-#: The updates a reference exists for.
-METHODS = ("polar", "exp", "cayley")
 
 
 def _host(x: Any, double: bool) -> np.ndarray:
@@ -50,7 +49,7 @@ def _herm(x: np.ndarray) -> np.ndarray:
 def _check_method(method: str, U: np.ndarray) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be 'polar', 'exp' or 'cayley', got {method!r}")
-    if method != "polar" and U.shape[-1] != U.shape[-2]:
+    if needs_square(method) and U.shape[-1] != U.shape[-2]:
         raise ValueError(f"method {method!r} needs a square U, got shape {U.shape}")
 
 

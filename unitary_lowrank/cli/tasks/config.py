@@ -16,6 +16,11 @@ from typing import Any
 
 import numpy as np
 
+# the sketches, and the directions of the step on U (the gradient itself, RMSprop's
+# direction as the projUNN paper's code, or Adam's: momentum and a bias-corrected second
+# moment), from the library's one registry
+from unitary_lowrank.methods import DIRECTIONS, SAMPLERS
+
 from . import rnn
 
 __all__ = [
@@ -38,11 +43,6 @@ __all__ = [
 
 TASKS = ("copy", "adding", "pixels")
 METHODS = ("transport", "project", "cayley", "dense-polar", "unconstrained", "frozen")
-SAMPLERS = ("lsi", "randomized", "column")
-#: What the step on U follows: the gradient itself, RMSprop's direction (as the
-#: projUNN paper's code does: its RMSprop hands ``−lr·g/(√v + ε)`` to the projection), or
-#: Adam's (momentum and bias-corrected second moment: learns the most per step).
-DIRECTIONS = ("gradient", "rmsprop", "adam")
 BACKENDS = ("numpy", "cupy", "torch")
 DTYPES = ("float32", "float64")
 #: Retraction of the low-rank methods in :func:`unitary_lowrank.training.step`.
