@@ -1026,9 +1026,12 @@ def test_interrupted_engine_import_leaves_a_working_process(target, how):
 
 @pytest.mark.parametrize("name", ["transport", "cayley"])
 def test_huge_step_with_widely_spread_singular_values(name):
-    """A huge step whose factor's singular values span more than 1/eps (1e20 and 1e-14), as
-    the rank-5 sketch of a rank-2 G of size 1e20 gives: the real skew core's noise-level
-    eigenvalues once made the result far from unitary (‖XᴴX − I‖₂ ≈ 0.2 to 8)."""
+    """A huge step with singular values 1e20 and 1e-14 in its factor stays unitary.
+
+    The rank-5 sketch of a rank-2 G of size 1e20 gives such a step: the real skew
+    core's noise-level eigenvalues once made the result far from unitary
+    (‖XᴴX − I‖₂ ≈ 0.2 to 8).
+    """
     U = ul.random_unitary(8, dtype="float64", rng=1)
     G = np.ones((8, 8))
     G[0, 1] = -1.0 / 3.0  # rank 2

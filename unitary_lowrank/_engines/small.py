@@ -184,15 +184,16 @@ def _core_real(alpha, beta, method):  # pragma: no cover - compiled
         for j in range(r):
             out[i, j] = 2.0 * D[i, j].real
     # The sum needs eigenvalues apart from zero; where it is not orthogonal to rounding
-    # (FᵀF − I = D + Dᵀ + DᵀD above 4·r²·eps, the portable core's test), the portable
-    # core builds F from real planes instead: NaN sends the update there.
+    # (‖FᵀF − I‖_F = ‖D + Dᵀ + DᵀD‖_F above 8·r·eps, the portable core's test), the
+    # portable core builds F from real planes instead: NaN sends the update there.
     G = _times(out.T.copy(), out)
-    tol = 4.0 * r * r * np.finfo(np.float64).eps
+    sq = 0.0
     for i in range(r):
         for j in range(r):
-            if not abs(out[i, j] + out[j, i] + G[i, j]) <= tol:
-                out[0, 0] = np.nan
-                return out
+            e = out[i, j] + out[j, i] + G[i, j]
+            sq += e * e
+    if not np.sqrt(sq) <= 8.0 * r * np.finfo(np.float64).eps:
+        out[0, 0] = np.nan
     return out  # NaN when the step overflowed: the caller takes the general path
 
 
