@@ -9,12 +9,10 @@ orthogonal, or Stiefel) weight: it takes the gradient G, dense or as factors
 from __future__ import annotations
 
 import math
-import sys
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
-from . import _engines
 from ._array_api import (
     core_dtype,
     dtype_name,
@@ -24,8 +22,7 @@ from ._array_api import (
     no_fp_warnings,
     real_dtype,
 )
-from ._random import as_generator, host_gaussian
-from ._tunables import SMALL_MAX_ENTRIES, SMALL_MAX_RANK
+from ._engines import fast as _fast
 from ._validation import (
     check_finite,
     check_lr,
@@ -36,15 +33,37 @@ from ._validation import (
 )
 from .dense import full_retraction
 from .methods import needs_square
-from .sketch import as_operator, lowrank_operator
+from .sketch import LowRank, as_operator, lowrank_operator
+from .typing import Array, Method, Namespace, Sampler, Seed
 from .updates import retract_validated
 
 __all__ = ["step"]
 
 
-def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler="randomized",
-         oversample=10, n_iter=2, shared=False, rng=None, return_info=False,
-         check_finite=False, out=None, xp=None):
+@overload
+def step(U: Array, G: Array | tuple[Array, Array], lr: float | Array, /, *,
+         rank: int | Literal["full"] = 1, tol: float | None = None,
+         max_rank: int | None = None, method: Method = "exp", sampler: Sampler = "randomized",
+         oversample: int = 10, n_iter: int = 2, shared: bool = False, rng: Seed = None,
+         return_info: Literal[False] = False, check_finite: bool = False, out: Array | None = None,
+         xp: Namespace | None = None) -> Array: ...
+
+
+@overload
+def step(U: Array, G: Array | tuple[Array, Array], lr: float | Array, /, *,
+         rank: int | Literal["full"] = 1, tol: float | None = None,
+         max_rank: int | None = None, method: Method = "exp", sampler: Sampler = "randomized",
+         oversample: int = 10, n_iter: int = 2, shared: bool = False, rng: Seed = None,
+         return_info: Literal[True], check_finite: bool = False, out: Array | None = None,
+         xp: Namespace | None = None) -> tuple[Array, LowRank]: ...
+
+
+def step(U: Array, G: Array | tuple[Array, Array], lr: float | Array, /, *,
+         rank: int | Literal["full"] = 1, tol: float | None = None,
+         max_rank: int | None = None, method: Method = "exp", sampler: Sampler = "randomized",
+         oversample: int = 10, n_iter: int = 2, shared: bool = False, rng: Seed = None,
+         return_info: bool = False, check_finite: bool = False, out: Array | None = None,
+         xp: Namespace | None = None) -> Array | tuple[Array, LowRank]:
     r"""Retraction of the gradient step ``−lr·G``, approximated to rank `rank`.
 
     Computes factors ``A Bᴴ ≈ G`` with :func:`~unitary_lowrank.lowrank` and
@@ -172,7 +191,7 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
             raise ValueError(f"rank must be a positive int or 'full', got {rank!r}")
         return _full_rank_step(U, G, lr, method, tol, max_rank, return_info, check_finite,
                                out, xp)
-    fast = _fast_sketch(U, G, rank, tol, max_rank, sampler, oversample, n_iter, rng,
+    fast = _fast.sketch(U, G, rank, tol, max_rank, sampler, oversample, n_iter, rng,
                         return_info, xp)
     if fast is not None:  # a small dense G: sketched in one compiled call
         res = fast
@@ -210,100 +229,8 @@ def step(U, G, lr, /, *, rank=1, tol=None, max_rank=None, method="exp", sampler=
     return (U_new, res) if return_info else U_new
 
 
-# A dense G of fewer than SMALL_MAX_ENTRIES entries (n < 512) with a rank of at most
-# SMALL_MAX_RANK (_tunables.py, the window of the one-call update, without its n·k bound) is
-# sketched by one compiled call (_engines/small.py) when U and G are 2-D NumPy arrays (or CPU
-# torch tensors that need no autograd) of one dtype.
-_SMALL_DTYPES = {np.dtype(name): name for name in ("float32", "float64", "complex64",
-                                                    "complex128")}
-#: G is used as it is when ``max |G|`` lies in [2^-400, 2^400], in single precision
-#: [2^-40, 2^40] (else the general path scales it first, as
-#: ``sketch._finite_and_scaled`` does).
-_SAFE_RANGE = {"float64": (2.0 ** -400, 2.0 ** 400), "complex128": (2.0 ** -400, 2.0 ** 400),
-               "float32": (2.0 ** -40, 2.0 ** 40), "complex64": (2.0 ** -40, 2.0 ** 40)}
-
-
-def _fast_sketch(U, G, rank, tol, max_rank, sampler, oversample, n_iter, rng, return_info, xp):
-    """``(A, B)`` of a small dense G by one compiled call, or None for the general path.
-
-    Only for arguments that the general path accepts as they are: a square 2-D
-    NumPy U (or CPU torch tensor without autograd) and a finite G of its shape and
-    dtype, in the safe range, a fixed integer rank <= 4, sampler ``"randomized"``
-    or ``"lsi"``, integer `oversample` and `n_iter`, no `tol`/`max_rank`/
-    ``return_info``. It draws the same Gaussian test matrix from `rng` and does the
-    same products, QRs and SVD as :func:`unitary_lowrank.lowrank`; it declines
-    (returns None) before drawing anything, so the general path sees the same
-    random stream.
-    """
-    if tol is not None or max_rank is not None or return_info or sampler not in (
-            "randomized", "lsi"):
-        return None
-    if type(rank) is not int or type(oversample) is not int or type(n_iter) is not int:
-        return None
-    if oversample < 0 or n_iter < 0:
-        return None
-    kernel = _engines.load_small()
-    if kernel is None:
-        return None
-    torch = None
-    if type(U) is np.ndarray:
-        if type(G) is not np.ndarray or not (xp is None or getattr(xp, "__name__", None) in (
-                "numpy", "array_api_compat.numpy")):
-            return None
-        Un, Gn = U, G
-    else:
-        torch = sys.modules.get("torch")
-        Un, Gn = _torch_views(torch, U, G, xp)
-        if Un is None:
-            return None
-    if Un.ndim != 2 or Gn.shape != Un.shape or Gn.dtype != Un.dtype:
-        return None
-    n, p = Un.shape
-    name = _SMALL_DTYPES.get(Gn.dtype)
-    if name is None or n != p or n * n >= SMALL_MAX_ENTRIES or not 1 <= rank <= min(
-            n, SMALL_MAX_RANK):
-        return None
-    if name.startswith("complex"):
-        m = float(np.max(np.abs(Gn)))
-    else:  # two reading passes, no |G| temporary; both propagate NaN
-        m = max(float(Gn.max()), -float(Gn.min()))
-    low, high = _SAFE_RANGE[name]
-    if not (m == 0.0 or low <= m <= high):  # NaN, infinity, or to be scaled
-        return None
-    gen = as_generator(rng)
-    Gc = np.ascontiguousarray(Gn)
-    if sampler == "lsi":
-        A, B = kernel.lsi(Gc, host_gaussian(gen, (n, rank), name))
-    else:
-        size = min(rank + oversample, n)
-        sketch = kernel.randomized_complex if name.startswith("complex") else (
-            kernel.randomized_real)
-        A, B = sketch(Gc, host_gaussian(gen, (n, size), name), n_iter, rank)
-    if torch is not None:
-        return torch.from_numpy(A), torch.from_numpy(B)
-    return A, B
-
-
-def _torch_views(torch, U, G, xp):
-    """Zero-copy NumPy views of CPU torch tensors U and G, or ``(None, None)``."""
-    kinds = () if torch is None else (torch.Tensor, torch.nn.Parameter)
-    if type(U) not in kinds or type(G) not in kinds:
-        return None, None
-    if xp is not None and getattr(xp, "__name__", None) not in ("torch",
-                                                                 "array_api_compat.torch"):
-        return None, None
-    if any(t.device.type != "cpu" or t.layout != torch.strided for t in (U, G)):
-        return None, None
-    if torch.is_grad_enabled() and (U.requires_grad or G.requires_grad):
-        return None, None
-    try:  # conjugate or negative views, functorch wrappers: no zero-copy view
-        return U.detach().numpy(), G.detach().numpy()
-    except (RuntimeError, TypeError):
-        return None, None
-
-
 def _scaled_fast_step(A: Any, B: Any, lr: float, U: Any) -> tuple[Any, Any]:
-    """``(−lr·A, B)`` of a square step from :func:`_fast_sketch`; `ValueError` on overflow."""
+    """``(−lr·A, B)`` of a square step from ``_engines.fast.sketch``; `ValueError` on overflow."""
     with np.errstate(over="ignore", invalid="ignore"):
         scaled = A * (-lr)
     if not bool((scaled.isfinite() if hasattr(scaled, "isfinite") else np.isfinite(

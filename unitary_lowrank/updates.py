@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import functools
 import re
-import sys
 import textwrap
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
-import numpy as np
-
-from . import _autodiff, _engines, _pool
+from . import _autodiff, _engines
 from ._agnostic import _updates
 from ._array_api import (
     adjoint_product,
@@ -29,7 +27,7 @@ from ._array_api import (
     no_fp_warnings,
     real_dtype,
 )
-from ._tunables import SMALL_MAX_ENTRIES, SMALL_MAX_RANK, SMALL_MAX_WORK
+from ._engines import chunked, fast
 from ._validation import (
     Step,
     check_finite,
@@ -39,6 +37,7 @@ from ._validation import (
     validate_step,
 )
 from .methods import needs_square
+from .typing import Array, Engine, Method, Namespace
 
 __all__ = ["project", "retract", "transport"]
 
@@ -84,154 +83,14 @@ def _check_unitary_along_step(UQ: Any, xp: ModuleType, u_dtype: Any) -> None:
     )
 
 
-# Square matrices of fewer than SMALL_MAX_ENTRIES entries (n < 512), with a step of rank at
-# most SMALL_MAX_RANK (and n·k <= SMALL_MAX_WORK for k >= 2), take the one-call Numba update
-# (_engines/small.py) under engine="auto"; larger ones the two-pass engines. The window and
-# its measurements: _tunables.py.
-#: The tolerance of the unitarity check, sqrt(eps), per supported (native) NumPy dtype.
-_SMALL_TOL = {np.dtype(name): float(np.finfo(np.dtype(name)).eps) ** 0.5
-              for name in ("float32", "float64", "complex64", "complex128")}
-
-
-def _fast_update(U, A, B, method, check_finite_U, check_unitary, out):
-    """The update by the one-call kernel of ``_engines/small.py``, or None when not for it.
-
-    Taken for 2-D square NumPy arrays (or CPU torch tensors that need no autograd,
-    read through zero-copy NumPy views) of one supported dtype, n < 512, and
-    k = 1, or k <= 4 with n·k <= 512.
-    Every other call, and every call whose values the kernel refuses (non-finite
-    A, B, U or core, U not unitary along the step), returns None: the general
-    path then runs and raises the documented error, so messages and checks are
-    those of the general path. Nothing of the caller's is written unless the
-    result is returned.
-    """
-    kernel = _engines.load_small()
-    if kernel is None:
-        return None
-    if isinstance(U, np.ndarray):
-        plain = [_plain_ndarray(x) for x in (U, A, B)]
-        if any(x is None for x in plain):
-            return None
-        result = _fast_numpy(kernel, *plain, method, check_finite_U, check_unitary, out)
-        if result is None or out is not None or type(U) is np.ndarray:
-            return result
-        return result.view(type(U))  # as the general path's ``U + ...``
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return None
-    return _fast_torch(torch, kernel, U, A, B, method, check_finite_U, check_unitary, out)
-
-
-def _plain_ndarray(x):
-    """`x` as a plain ndarray (a view for a subclass that keeps NumPy's arithmetic), else None.
-
-    None for masked arrays and ``numpy.matrix`` (which the general path refuses)
-    and for subclasses that override ufuncs or array functions.
-    """
-    if type(x) is np.ndarray:
-        return x
-    if not isinstance(x, np.ndarray) or isinstance(x, np.matrix | np.ma.MaskedArray):
-        return None
-    cls = type(x)
-    if (cls.__array_ufunc__ is not np.ndarray.__array_ufunc__
-            or cls.__array_function__ is not np.ndarray.__array_function__):
-        return None
-    return x.view(np.ndarray)
-
-
-def _fast_numpy(kernel, U, A, B, method, check_finite_U, check_unitary, out):
-    """:func:`_fast_update` of NumPy arrays (O(1) checks, then one kernel call)."""
-    if U.ndim != 2 or A.ndim != 2 or B.ndim != 2:
-        return None
-    n, p = U.shape
-    k = A.shape[1]
-    if (n != p or n * n >= SMALL_MAX_ENTRIES or not 0 < k <= SMALL_MAX_RANK or n == 0
-            or (k > 1 and n * k > SMALL_MAX_WORK)):
-        return None
-    code = kernel.METHOD_CODES.get(method)
-    if code is None:  # a retraction the kernel has no code for: the general path
-        return None
-    if A.shape[0] != n or B.shape != (n, k):
-        return None
-    dt = U.dtype
-    tol = _SMALL_TOL.get(dt)
-    if tol is None or A.dtype != dt or B.dtype != dt or not U.flags.c_contiguous:
-        return None
-    if out is None:
-        result = np.empty((n, n), dtype=dt)
-    else:
-        if (type(out) is not np.ndarray or out.shape != (n, n) or out.dtype != dt
-                or not out.flags.c_contiguous or not out.flags.writeable):
-            return None
-        if out is not U and np.may_share_memory(out, U):
-            return None
-        result = out
-    _pool.check_environment()
-    status = kernel.update(U, np.ascontiguousarray(A), np.ascontiguousarray(B), result,
-                           code, bool(check_finite_U),
-                           tol if check_unitary else -1.0)
-    return result if status == kernel.OK else None
-
-
-def _fast_torch(torch, kernel, U, A, B, method, check_finite_U, check_unitary, out):
-    """:func:`_fast_update` of CPU torch tensors, through zero-copy NumPy views.
-
-    Only when autograd is not involved (grad mode off, or no input requires grad):
-    the result is a new tensor, and `out` receives it by one ``copy_`` (which
-    bumps its version counter like any in-place write).
-    """
-    kinds = (torch.Tensor, torch.nn.Parameter)
-    if type(U) not in kinds or type(A) not in kinds or type(B) not in kinds:
-        return None
-    tensors = (U, A, B) if out is None else (U, A, B, out)
-    if out is not None and type(out) not in kinds:
-        return None
-    if any(t.device.type != "cpu" or t.layout != torch.strided for t in tensors):
-        return None
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return None
-    unpack = torch.autograd.forward_ad.unpack_dual  # a forward-mode tangent: no NumPy view
-    if any(unpack(t).tangent is not None for t in (U, A, B)):
-        return None
-    if out is not None and (out.shape != U.shape or out.dtype != U.dtype):
-        return None
-    try:  # conjugate or negative views, functorch wrappers: no zero-copy view
-        Un, An, Bn = U.detach().numpy(), A.detach().numpy(), B.detach().numpy()
-    except (RuntimeError, TypeError):
-        return None
-    result = _fast_numpy(kernel, Un, An, Bn, method, check_finite_U, check_unitary, None)
-    if result is None:
-        return None
-    result = torch.from_numpy(result)
-    if out is None:
-        return result
-    out.copy_(result)  # one call: wholly old or wholly new
-    return out
-
-
-def _fast_namespace(xp, U) -> bool:
-    """Whether a given ``xp=`` lets :func:`_fast_update` run: None, or U's own library.
-
-    Anything else (another namespace, a bad value) goes to the general path, which
-    checks it.
-    """
-    if xp is None:
-        return True
-    if not isinstance(xp, ModuleType):
-        return False
-    ours = ("numpy", "array_api_compat.numpy") if type(U) is np.ndarray else (
-        "torch", "array_api_compat.torch")
-    return xp.__name__ in ours
-
-
 def _run(U, A, B, method, *, square, check_finite_U, check_unitary, out, engine, xp, func):
     """`project`, `transport` and `retract` after their own checks.
 
     Validates the caller's arrays, then updates. Small square NumPy and CPU torch
-    inputs under ``engine="auto"`` take the one-call kernel first (:func:`_fast_update`).
+    inputs under ``engine="auto"`` take the one-call kernel first (``_engines.fast.update``).
     """
-    if isinstance(engine, str) and engine == "auto" and _fast_namespace(xp, U):
-        result = _fast_update(U, A, B, method, check_finite_U, check_unitary, out)
+    if isinstance(engine, str) and engine == "auto" and fast.takes_namespace(xp, U):
+        result = fast.update(U, A, B, method, check_finite_U, check_unitary, out)
         if result is not None:
             return result
     xp = get_namespace(("U", U), ("A", A), ("B", B), xp=xp)
@@ -247,7 +106,7 @@ def retract_validated(U, A, B, method, *, check_finite_U, out, xp):
     computed in the namespace `xp` (None: U's, inferred only if the one-call
     kernel does not take the update).
     """
-    result = _fast_update(U, A, B, method, check_finite_U, True, out)
+    result = fast.update(U, A, B, method, check_finite_U, True, out)
     if result is not None:
         return result
     if xp is None:  # the fast path of ``step`` resolves the namespace only when needed
@@ -291,61 +150,10 @@ def _two_pass_update(engine, U, A, B, batch, method, unitarity_dtype, out, xp):
     return engine.write_update(U, L, D, Q, batch, out)  # the second pass
 
 
-def _dask_engine_update(U, A, B, method):
-    """The square update of a Dask U by the Numba engine, chunk by chunk; None if not for it.
-
-    For one matrix of NumPy chunks, chunked by rows only, k <= 2 (the engine's
-    ``"auto"`` range) and numba installed. The graph has one task per chunk of
-    rows for each pass and one for the core, as the two passes of
-    :func:`_two_pass_update`: ``Uᴴ A`` (a partial per chunk) with ``U B`` in one read,
-    the core on the summed ``Uᴴ A``, then ``U + L (F − I) Qᴴ`` with
-    ``L = [U B, A] R⁻¹`` (or ``U Q``) in one read and one write. The engine gets
-    only NumPy chunks, each result written into a new array (no result pool).
-    """
-    k = A.shape[-1]
-    if (U.ndim != 2 or A.ndim != 2 or B.ndim != 2 or len(U.chunks[-1]) != 1 or k > 2
-            or type(U._meta) is not np.ndarray or _engines.load_numba() is None):
-        return None
-    import dask
-    import dask.array as da
-
-    n = U.shape[-1]
-    u_parts = U.to_delayed().ravel()
-    a_parts = A.rechunk({0: U.chunks[0], 1: -1}).to_delayed().ravel()
-    b = B.rechunk((n, k)).to_delayed().ravel()[0]
-    firsts = [dask.delayed(_chunk_products, pure=True, nout=2)(u, a, b)
-              for u, a in zip(u_parts, a_parts, strict=True)]
-    core = dask.delayed(_chunk_core, pure=True)([f[0] for f in firsts], b, method)
-    blocks = [da.from_delayed(dask.delayed(_chunk_write, pure=True)(u, a, f[1], core),
-                              (rows, n), dtype=U.dtype, meta=U._meta)
-              for u, a, f, rows in zip(u_parts, a_parts, firsts, U.chunks[0], strict=True)]
-    return da.concatenate(blocks, axis=0)
-
-
-def _chunk_products(u, a, b):
-    """Pass 1 on a chunk of rows: ``(uᴴ a, u b)`` (a partial of ``Uᴴ A``, rows of ``U B``)."""
-    return _engines.load_numba().adjoint_products(u, a, b, ())
-
-
-def _chunk_core(partials, b, method):
-    """``(Q, β, α, F − I)`` from the partials of ``Uᴴ A`` (NumPy, on one worker)."""
-    xp = get_namespace(("B", b))
-    Q, beta, alpha = _updates.step_subspace(sum(partials[1:], partials[0]), b, (), xp)
-    return Q, beta, alpha, _updates.core_minus_identity(alpha, beta, method, xp)
-
-
-def _chunk_write(u, a, ub, core):
-    """Pass 2 on a chunk of rows: ``u + L (F − I) Qᴴ``, L its rows of ``U Q``."""
-    engine = _engines.load_numba()
-    Q, beta, alpha, D = core
-    L = engine.basis_from_products(u, a, ub, Q, beta, alpha, ())
-    return engine.write_update(u, L, D, Q, (), out=np.empty(u.shape, dtype=u.dtype))
-
-
 def _portable_update(U, A, B, batch, method, unitarity_dtype, xp):
     """The update by the array-agnostic body: square U, or U with fewer columns (polar)."""
     if U.shape[-2] == U.shape[-1] and is_dask_array(U):
-        fused = _dask_engine_update(U, A, B, method)
+        fused = chunked.update(U, A, B, method)
         if fused is not None:
             return fused
         # the small core in one task, not as dozens of tiny Dask tasks (lazy: no checks);
@@ -486,7 +294,10 @@ engine : {"auto", "blas", "numba", "array_api"}, default: "auto"
 """
 
 
-def _describe_engine(func):
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _describe_engine(func: _F) -> _F:
     """Put :data:`_ENGINE_PARAMETER` in place of the line ``{engine}`` of `func`'s docstring.
 
     It is indented like that line (the compiler strips the indentation of
@@ -504,8 +315,9 @@ def _describe_engine(func):
 
 
 @_describe_engine
-def project(U, A, B, /, *, check_finite=False, check_unitary=True, out=None, engine="auto",
-            xp=None):
+def project(U: Array, A: Array, B: Array, /, *, check_finite: bool = False,
+            check_unitary: bool = True, out: Array | None = None, engine: Engine = "auto",
+            xp: Namespace | None = None) -> Array:
     r"""Nearest matrix with orthonormal columns to ``U + A @ Bᴴ`` (projUNN-D).
 
     Returns the unitary (orthogonal for real input) polar factor of
@@ -595,8 +407,9 @@ def project(U, A, B, /, *, check_finite=False, check_unitary=True, out=None, eng
 
 
 @_describe_engine
-def transport(U, A, B, /, *, check_finite=False, check_unitary=True, out=None, engine="auto",
-              xp=None):
+def transport(U: Array, A: Array, B: Array, /, *, check_finite: bool = False,
+              check_unitary: bool = True, out: Array | None = None, engine: Engine = "auto",
+              xp: Namespace | None = None) -> Array:
     r"""Geodesic step ``U @ expm(skew(Uᴴ A Bᴴ))`` of a unitary U (projUNN-T).
 
     Moves `U` along the geodesic of the unitary group in the direction of the
@@ -669,8 +482,9 @@ def transport(U, A, B, /, *, check_finite=False, check_unitary=True, out=None, e
 
 
 @_describe_engine
-def retract(U, A, B, /, method="polar", *, check_finite=False, check_unitary=True, out=None,
-            engine="auto", xp=None):
+def retract(U: Array, A: Array, B: Array, /, method: Method = "polar", *,
+            check_finite: bool = False, check_unitary: bool = True, out: Array | None = None,
+            engine: Engine = "auto", xp: Namespace | None = None) -> Array:
     r"""Retract the step ``A @ Bᴴ`` onto the unitary group with the chosen method.
 
     Parameters
