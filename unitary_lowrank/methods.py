@@ -19,20 +19,32 @@ Examples
 
 from __future__ import annotations
 
-__all__ = ["DIRECTIONS", "METHODS", "SAMPLERS", "SQUARE_METHODS", "needs_square"]
+from typing import Literal, TypeAlias, get_args
+
+__all__ = [
+    "DIRECTIONS", "METHODS", "SAMPLERS", "SQUARE_METHODS", "Direction", "Method", "Sampler",
+    "needs_square",
+]
+
+#: The name of a retraction, for type checkers (re-exported by :mod:`unitary_lowrank.typing`).
+Method: TypeAlias = Literal["polar", "exp", "cayley"]
+#: The name of a sketch of :func:`unitary_lowrank.lowrank`, for type checkers.
+Sampler: TypeAlias = Literal["randomized", "lsi", "column"]
+#: The name of a step direction of the optimizers, for type checkers.
+Direction: TypeAlias = Literal["adam", "rmsprop", "gradient"]
 
 #: The retractions: ``"polar"`` (projUNN-D, the polar factor of ``U + ABᴴ``), ``"exp"``
 #: (projUNN-T, ``U expm(skew(UᴴABᴴ))``) and ``"cayley"`` (the Cayley transform of the same
 #: tangent step).
-METHODS: tuple[str, ...] = ("polar", "exp", "cayley")
+METHODS: tuple[Method, ...] = get_args(Method)
 #: The retractions defined only for square (unitary or orthogonal) matrices: a tangent step
 #: ``U·skew(UᴴABᴴ)`` needs ``UUᴴ = I``.
-SQUARE_METHODS: frozenset[str] = frozenset({"exp", "cayley"})
+SQUARE_METHODS: frozenset[Method] = frozenset({"exp", "cayley"})
 #: The sketches of :func:`unitary_lowrank.lowrank`: the randomized range finder, the paper's
 #: LSI sketch, and column sampling.
-SAMPLERS: tuple[str, ...] = ("randomized", "lsi", "column")
+SAMPLERS: tuple[Sampler, ...] = get_args(Sampler)
 #: The step directions of the optimizers: Adam's, RMSprop's, and the gradient itself.
-DIRECTIONS: tuple[str, ...] = ("adam", "rmsprop", "gradient")
+DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
 
 
 def needs_square(method: str) -> bool:
