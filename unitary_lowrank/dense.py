@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -20,11 +20,12 @@ from ._array_api import (
 )
 from ._random import as_generator, check_rng_library, host_normal, jax_normal, rng_library
 from ._validation import as_int, check_finite, check_matrix
+from .typing import Array, Namespace, Seed
 
 __all__ = ["polar", "unitarity_error"]
 
 
-def polar(M, /, *, xp=None):
+def polar(M: Array, /, *, xp: Namespace | None = None) -> Array:
     r"""Dense polar factor of `M`: the nearest matrix with orthonormal columns.
 
     For ``M = W Σ Vᴴ`` (thin SVD) returns ``W Vᴴ``, the minimiser of
@@ -75,7 +76,8 @@ def polar(M, /, *, xp=None):
     return W @ Vh
 
 
-def unitarity_error(U, /, *, method="exact", probes=4, depth=4, rng=None, xp=None):
+def unitarity_error(U: Array, /, *, method: Literal["exact", "probe"] = "exact", probes: int = 4,
+                    depth: int = 4, rng: Seed = None, xp: Namespace | None = None) -> Array:
     r"""Distance ``‖Uᴴ U − I‖₂`` of each matrix from having orthonormal columns.
 
     Parameters

@@ -26,6 +26,7 @@ from ._array_api import (
 from ._random import as_generator
 from ._validation import as_int, as_real, check_finite, check_matrix, check_out
 from .dense import unitarity_error
+from .typing import Array, Namespace, Repair, Seed
 
 __all__ = ["DriftGuard", "reunitarize"]
 
@@ -77,7 +78,8 @@ def _spectral_bound(E: Any, xp) -> float:
     return _scalar(xp.max(xp.abs(xp.linalg.eigvalsh(E))))
 
 
-def reunitarize(U, /, *, method="auto", iterations=None, out=None, xp=None):
+def reunitarize(U: Array, /, *, method: Repair = "auto", iterations: int | None = None,
+                out: Array | None = None, xp: Namespace | None = None) -> Array:
     r"""Nearest matrix with orthonormal columns to a `U` that has drifted.
 
     Repairs the rounding drift of a weight updated many times: returns the
@@ -331,7 +333,8 @@ class DriftGuard:
     True
     """
 
-    def __init__(self, every=100, tol=None, *, probes=4, depth=4, method="auto", rng=None):
+    def __init__(self, every: int = 100, tol: float | None = None, *, probes: int = 4,
+                 depth: int = 4, method: Repair = "auto", rng: Seed = None) -> None:
         self.every = as_int(every, "every", 1)
         if tol is not None:
             tol = as_real(tol, "tol", positive=True)  # refuses 0, negatives, NaN and inf
@@ -373,7 +376,7 @@ class DriftGuard:
         xp = get_namespace(("U", U))
         return 32.0 * float(xp.finfo(real_dtype(xp, U.dtype)).eps)
 
-    def __call__(self, U, /, *, out=None):
+    def __call__(self, U: Array, /, *, out: Array | None = None) -> Array:
         """Count one step; every `every` steps check `U` and repair it if needed.
 
         Parameters
@@ -395,7 +398,7 @@ class DriftGuard:
             return _to_out(U, out)
         return self.check(U, out=out)
 
-    def check(self, U, /, *, out=None):
+    def check(self, U: Array, /, *, out: Array | None = None) -> Array:
         """Estimate the error of `U` now and repair it if it exceeds the tolerance.
 
         Parameters

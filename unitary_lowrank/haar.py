@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -17,11 +18,14 @@ from ._random import (
     rng_library,
 )
 from ._validation import as_int
+from .typing import Array, DType, Namespace, Seed
 
 __all__ = ["random_unitary"]
 
 
-def random_unitary(n, p=None, *, dtype, batch_shape=(), rng=None, xp=None, device=None):
+def random_unitary(n: int, p: int | None = None, *, dtype: DType,
+                   batch_shape: tuple[int, ...] = (), rng: Seed = None,
+                   xp: Namespace | None = None, device: Any = None) -> Array:
     r"""Haar-distributed unitary or orthogonal matrices, or their first `p` columns.
 
     Parameters

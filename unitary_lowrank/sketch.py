@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 from ._agnostic import _sketch
 from ._array_api import (
@@ -32,6 +32,7 @@ from ._array_api import (
 from ._random import draws
 from ._validation import as_int, check_matrix, check_same_device
 from .methods import SAMPLERS
+from .typing import Array, Namespace, Sampler, Seed
 
 __all__ = ["SAMPLERS", "LowRank", "lowrank", "range_finder"]
 
@@ -199,7 +200,8 @@ def _basis(op: _Operator, sampler: str, size: int, n_iter: int, shared: bool, ge
     return _sketch.range_basis(op.G, Omega, n_iter, xp)
 
 
-def range_finder(G, size, *, n_iter=2, shared=False, rng=None, xp=None):
+def range_finder(G: Array | tuple[Array, Array], size: int, *, n_iter: int = 2,
+                 shared: bool = False, rng: Seed = None, xp: Namespace | None = None) -> Array:
     r"""Orthonormal basis of the approximate range of G (randomized range finder).
 
     Returns Q with orthonormal columns such that ``Q Qᴴ G ≈ G``, by
@@ -313,8 +315,26 @@ def _error_at(op: _Operator, errs: Any, k: int) -> Any:
     return op.xp.astype(errs[..., kk - 1], real_dtype(op.xp, op.dtype))
 
 
-def lowrank(G, rank=None, *, tol=None, max_rank=None, sampler="randomized", oversample=10,
-            n_iter=2, shared=False, rng=None, return_info=False, xp=None):
+@overload
+def lowrank(G: Array | tuple[Array, Array], rank: int | None = None, *, tol: float | None = None,
+            max_rank: int | None = None, sampler: Sampler = "randomized", oversample: int = 10,
+            n_iter: int = 2, shared: bool = False, rng: Seed = None,
+            return_info: Literal[False] = False,
+            xp: Namespace | None = None) -> tuple[Array, Array]: ...
+
+
+@overload
+def lowrank(G: Array | tuple[Array, Array], rank: int | None = None, *, tol: float | None = None,
+            max_rank: int | None = None, sampler: Sampler = "randomized", oversample: int = 10,
+            n_iter: int = 2, shared: bool = False, rng: Seed = None,
+            return_info: Literal[True], xp: Namespace | None = None) -> LowRank: ...
+
+
+def lowrank(G: Array | tuple[Array, Array], rank: int | None = None, *, tol: float | None = None,
+            max_rank: int | None = None, sampler: Sampler = "randomized", oversample: int = 10,
+            n_iter: int = 2, shared: bool = False, rng: Seed = None,
+            return_info: bool = False,
+            xp: Namespace | None = None) -> tuple[Array, Array] | LowRank:
     r"""Rank-`rank` factors ``A @ Bᴴ ≈ G`` of a dense or factored matrix.
 
     With the default sampler, a randomized range finder (:func:`range_finder`
