@@ -34,6 +34,7 @@ API_PAGES = {
     "unitary_lowrank.testing.reference": "api/testing.html",
     "unitary_lowrank.testing.strategies": "api/testing.html",
     "unitary_lowrank.torch": "api/torch.html",
+    "unitary_lowrank.methods": "api/methods.html",
 }
 
 # tutorial -> strings that only its executed output contains
