@@ -64,6 +64,7 @@ from ._validation import (
 )
 from .dense import unitarity_error
 from .methods import METHODS
+from .typing import Array, DType, Method, Namespace, Sampler, Seed
 from .updates import retract
 
 __all__ = [
@@ -281,7 +282,7 @@ def _flatten(x: Any, xp: ModuleType) -> tuple[Any, tuple[int, ...]]:
 # conversion
 
 
-def kernel_to_blocks(K, layout, /, *, xp=None):
+def kernel_to_blocks(K: Array, layout: FourierLayout, /, *, xp: Namespace | None = None) -> Array:
     r"""Frequency blocks of a spatial kernel placed on the layout's grid.
 
     Parameters
@@ -336,7 +337,7 @@ def kernel_to_blocks(K, layout, /, *, xp=None):
     return _conv.kernel_to_blocks(K, layout.shape, layout.real, layout.n_real_blocks, orbit, xp)
 
 
-def blocks_to_kernel(W, layout, /, *, xp=None):
+def blocks_to_kernel(W: Array, layout: FourierLayout, /, *, xp: Namespace | None = None) -> Array:
     r"""Spatial kernel of the layer with the given frequency blocks.
 
     Parameters
@@ -420,7 +421,7 @@ def _convolve(W, x, layout, adjoint, xp):
     return xp.reshape(y, (*lead, *y.shape[1:]))
 
 
-def convolve(W, x, layout, /, *, xp=None):
+def convolve(W: Array, x: Array, layout: FourierLayout, /, *, xp: Namespace | None = None) -> Array:
     r"""Apply the circular convolution with frequency blocks `W` to a batch of images.
 
     Computes ``ifft2(W_f · fft2(x)_f)`` with the FFT of the input's namespace
@@ -474,7 +475,8 @@ def convolve(W, x, layout, /, *, xp=None):
     return _convolve(W, x, layout, False, xp)
 
 
-def convolve_adjoint(W, y, layout, /, *, xp=None):
+def convolve_adjoint(W: Array, y: Array, layout: FourierLayout, /, *,
+                     xp: Namespace | None = None) -> Array:
     r"""Apply the adjoint of the convolution with frequency blocks `W` (``W_fᴴ`` per frequency).
 
     Parameters
@@ -533,7 +535,8 @@ def _block_dtype(dtype: Any, xp: ModuleType | None) -> tuple[str, ModuleType]:
     return {"float32": "complex64", "float64": "complex128"}.get(name, name), xp
 
 
-def identity_blocks(channels, layout, *, dtype, xp=None, device=None):
+def identity_blocks(channels: int, layout: FourierLayout, *, dtype: DType,
+                    xp: Namespace | None = None, device: Any = None) -> Array:
     r"""Blocks of the identity convolution: ``W_f = I`` at every frequency.
 
     Parameters
@@ -585,7 +588,8 @@ def identity_blocks(channels, layout, *, dtype, xp=None, device=None):
     return xp.asarray(xp.broadcast_to(eye, (layout.n_blocks, C, C)), copy=True)
 
 
-def random_blocks(channels, layout, *, dtype, rng=None, xp=None, device=None):
+def random_blocks(channels: int, layout: FourierLayout, *, dtype: DType, rng: Seed = None,
+                  xp: Namespace | None = None, device: Any = None) -> Array:
     r"""Blocks of a Haar-random unitary (complex layout) or orthogonal (real layout) convolution.
 
     Every stored block is drawn independently from the Haar measure: unitary
@@ -650,7 +654,8 @@ def random_blocks(channels, layout, *, dtype, rng=None, xp=None, device=None):
     return xp.asarray(host, dtype=getattr(xp, name), device=device)
 
 
-def orthogonality_error(W, layout, /, *, xp=None):
+def orthogonality_error(W: Array, layout: FourierLayout, /, *,
+                        xp: Namespace | None = None) -> Array:
     r"""Distance ``‖OᴴO − I‖₂`` of the whole convolution operator O from the unitary group.
 
     Measures the operator actually applied by :func:`convolve`, not just the
@@ -706,7 +711,8 @@ def orthogonality_error(W, layout, /, *, xp=None):
 # gradients and the projUNN step
 
 
-def gradient_factors(x, dy, layout, /, *, xp=None):
+def gradient_factors(x: Array, dy: Array, layout: FourierLayout, /, *,
+                     xp: Namespace | None = None) -> tuple[Array, Array]:
     r"""Per-frequency factors of the gradient of a loss with respect to the frequency blocks.
 
     For a layer ``y = convolve(W, x, layout)`` and the gradient ``dy`` of a
@@ -870,8 +876,10 @@ def _lowrank_step(U, grad, lr, rank, method, sketch, xp):
     return retract(U, a * (-lr), b, method, xp=xp)
 
 
-def update(W, grad, layout, /, *, lr, rank=1, method="polar", sampler="randomized",
-           oversample=10, n_iter=2, shared=False, rng=None, out=None, xp=None):
+def update(W: Array, grad: Array | tuple[Array, Array], layout: FourierLayout, /, *, lr: float,
+           rank: int = 1, method: Method = "polar", sampler: Sampler = "randomized",
+           oversample: int = 10, n_iter: int = 2, shared: bool = False, rng: Seed = None,
+           out: Array | None = None, xp: Namespace | None = None) -> Array:
     r"""Take the projUNN step of every frequency block of a layer, in one batched call.
 
     Sketches the per-frequency gradient to rank `rank` (batched

@@ -30,7 +30,8 @@ __all__ = ["sketch", "takes_namespace", "update"]
 # (_engines/small.py) under engine="auto"; larger ones the two-pass engines. The window and
 # its measurements: _tunables.py.
 #: The tolerance of the unitarity check, sqrt(eps), per supported (native) NumPy dtype.
-_SMALL_TOL = {np.dtype(name): float(np.finfo(np.dtype(name)).eps) ** 0.5
+#: (numpy's stub types finfo for real dtypes only; it takes complex ones, giving their parts')
+_SMALL_TOL = {np.dtype(name): float(np.finfo(np.dtype(name)).eps) ** 0.5  # type: ignore[type-var]
               for name in ("float32", "float64", "complex64", "complex128")}
 
 def update(U, A, B, method, check_finite_U, check_unitary, out):
