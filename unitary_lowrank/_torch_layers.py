@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -380,7 +380,8 @@ def param_groups(model: nn.Module) -> list[dict[str, Any]]:
             param = module._parameters.get(name)
             if param is not None:
                 setattr(param, _PARAM_MARK, True)
-    constrained, other = [], []
+    constrained: list[nn.Parameter] = []
+    other: list[nn.Parameter] = []
     for p in model.parameters():
         (constrained if is_constrained(p) else other).append(p)
     groups = [{"params": constrained, "constrained": True},
@@ -634,8 +635,10 @@ class OrthogonalRNN(_KeepsKind):
     True
     """
 
-    def __init__(self, input_size: int, hidden_size: int, *, nonlinearity: str = "modrelu",
-                 init: str = "haar", dtype: torch.dtype = torch.float32,
+    def __init__(self, input_size: int, hidden_size: int, *,
+                 nonlinearity: Literal["modrelu", "relu", "tanh"] = "modrelu",
+                 init: Literal["haar", "henaff", "identity"] = "haar",
+                 dtype: torch.dtype = torch.float32,
                  batch_first: bool = True, bias: bool = True, output_size: int | None = None,
                  device: Any = None) -> None:
         super().__init__()
@@ -853,8 +856,12 @@ class OrthogonalConv2d(_KeepsKind):
     True
     """
 
+    # the blocks: real (self-conjugate frequencies) and complex ones, None when there are none
+    weight_real: nn.Parameter | None
+    weight_complex: nn.Parameter | None
+
     def __init__(self, channels: int, kernel_size: Any = None, *, image_size: Any,
-                 dtype: torch.dtype = torch.float32, init: str = "haar",
+                 dtype: torch.dtype = torch.float32, init: Literal["haar", "identity"] = "haar",
                  device: Any = None) -> None:
         super().__init__()
         self.channels = C = _as_int(channels, "channels", 1)
@@ -991,7 +998,9 @@ class OrthogonalConv2d(_KeepsKind):
     @property
     def dtype(self) -> torch.dtype:
         """The layer's dtype: that of ``weight_real`` (real layers) or ``weight_complex``."""
-        return (self.weight_complex if self.weight_real is None else self.weight_real).dtype
+        w = self.weight_complex if self.weight_real is None else self.weight_real
+        assert w is not None  # a layer stores at least one kind of block
+        return w.dtype
 
     def _complex_layer(self) -> bool:
         return not self.layout.real

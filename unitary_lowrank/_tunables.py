@@ -21,6 +21,8 @@ The measurements behind the values are in ``benchmarks/README.md`` unless said o
 
 from __future__ import annotations
 
+from typing import Literal
+
 #: ``rank="auto"`` of the optimizers (torch's ``ProjUNN``, optax's ``projunn``): a full-rank
 #: step for weights whose larger side is at most this, where the dense O(n³) retraction costs
 #: little next to a network's own forward and backward pass and learns the most per step
@@ -37,7 +39,8 @@ AUTO_FULL_MAX = 512
 AUTO_RANK = 1
 
 
-def auto_rank(rank: int | str, shape: tuple[int, ...]) -> int | str:
+def auto_rank(rank: int | Literal["full", "auto"], shape: tuple[int, ...]
+              ) -> int | Literal["full"]:
     """The rank of the step of a weight of `shape` (..., n, p): ``"auto"`` resolved by size.
 
     Examples

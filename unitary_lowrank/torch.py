@@ -41,6 +41,7 @@ from ._torch_layers import (
 )
 from ._tunables import AUTO_FULL_MAX, AUTO_RANK, EXACT_CHECK_MAX, auto_rank
 from .methods import DIRECTIONS, METHODS, SAMPLERS, needs_square
+from .typing import Direction, Method, Rank, Sampler
 
 __all__ = [
     "AUTO_FULL_MAX",
@@ -269,10 +270,10 @@ class ProjUNN(torch.optim.Optimizer):
         params: Iterable[Any],
         lr: float = 1e-3,
         *,
-        method: str = "exp",
-        rank: int | str = "auto",
-        sampler: str = "lsi",
-        direction: str = "adam",
+        method: Method = "exp",
+        rank: Rank = "auto",
+        sampler: Sampler = "lsi",
+        direction: Direction = "adam",
         alpha: float = 0.99,
         betas: tuple[float, float] = (0.9, 0.999),
         momentum: float = 0.0,
@@ -447,12 +448,14 @@ class ProjUNN(torch.optim.Optimizer):
                       ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any], None]:
         """The new value of an unconstrained `p` (``"constrained": False``): ``p − lr·D``."""
         _check_free(p, group, name)
-        if p.grad.is_sparse:
+        grad = p.grad
+        assert grad is not None  # step() prepares only the parameters that have a gradient
+        if grad.is_sparse:
             raise ValueError(f"ProjUNN: {name} has a sparse gradient, which is not supported")
         state = self.state.get(p, {})
         steps = int(state.get("step", 0))
         new_state: dict[str, Any] = {"step": steps + 1}
-        D = _direction(p.grad, state, new_state, group, steps + 1, name)
+        D = _direction(grad, state, new_state, group, steps + 1, name)
         lr, wd = group["lr"], group["weight_decay"]
         new = p.detach() * (1.0 - lr * wd) if wd else p.detach()
         new = new - lr * D
@@ -466,6 +469,7 @@ class ProjUNN(torch.optim.Optimizer):
         """The new value of `p`, its new state and its generator; `p` and its state unchanged."""
         _check_weight(p, group, name)
         grad = p.grad
+        assert grad is not None  # step() prepares only the parameters that have a gradient
         if grad.is_sparse:
             raise ValueError(f"ProjUNN: {name} has a sparse gradient, which is not supported")
         state = self.state.get(p, {})  # no empty entry for a weight whose step fails
@@ -566,7 +570,7 @@ def _check_loaded_state(p: torch.Tensor, st: dict[str, Any], where: str) -> None
     packed = st.get("rng_state")
     if packed is not None:
         ok = (isinstance(packed, tuple | list) and len(packed) == 4
-              and all(isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 0
+              and all(isinstance(x, numbers.Integral) and not isinstance(x, bool) and int(x) >= 0
                       for x in packed))
         if not ok:
             raise ValueError(f"{where}: state 'rng_state' must be the 4 non-negative ints "
@@ -743,7 +747,8 @@ def _root_entropy(generator: Any) -> int:
     """The root entropy (a non-negative int) from None, a seed or a torch.Generator."""
     if generator is None or isinstance(generator, torch.Generator):
         # None: torch's default generator, so torch.manual_seed makes a run reproducible
-        kw = {} if generator is None else {"generator": generator, "device": generator.device}
+        kw: dict[str, Any] = ({} if generator is None
+                              else {"generator": generator, "device": generator.device})
         draws = torch.randint(0, 2**62, (2,), **kw)
         a, b = (int(x) for x in draws.tolist())
         return (a << 62) | b
