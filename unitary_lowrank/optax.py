@@ -21,7 +21,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,7 @@ import unitary_lowrank as ul
 from ._array_api import is_lazy_array
 from ._tunables import EXACT_CHECK_MAX, auto_rank
 from .methods import DIRECTIONS, METHODS, SAMPLERS, needs_square
+from .typing import Direction, Method, Rank, Sampler
 
 __all__ = ["ProjUNNState", "projunn"]
 
@@ -68,7 +69,10 @@ class ProjUNNState(NamedTuple):
     momentum_buffer: Any = None
 
 
-def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+_Choice = TypeVar("_Choice", bound=str)
+
+
+def _check_choice(value: Any, name: str, choices: tuple[_Choice, ...]) -> _Choice:
     if not isinstance(value, str) or value not in choices:
         options = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {options}, got {value!r}")
@@ -121,7 +125,7 @@ def _where(path: Any) -> str:
     return jax.tree_util.keystr(path) or "params"
 
 
-def _check_leaf(path: Any, p: Any, method: str, rank: int) -> None:
+def _check_leaf(path: Any, p: Any, method: str, rank: int | Literal["full"]) -> None:
     """`ValueError`/`TypeError` for a leaf that cannot be a unitary weight of this method."""
     where = _where(path)
     dtype = getattr(p, "dtype", None)
@@ -217,8 +221,8 @@ def _check_unitary(path: Any, p: Any) -> None:
         )
 
 
-def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
-            rank: int | str = "auto", sampler: str = "lsi", direction: str = "adam",
+def projunn(learning_rate: float | Callable[[Any], Any], *, method: Method = "exp",
+            rank: Rank = "auto", sampler: Sampler = "lsi", direction: Direction = "adam",
             decay: float = 0.99, b1: float = 0.9, b2: float = 0.999,
             momentum: float = 0.0, eps: float = 1e-8,
             key: int | Any = 0, check_unitary: bool = True) -> optax.GradientTransformation:
@@ -433,13 +437,15 @@ def projunn(learning_rate: float | Callable[[Any], Any], *, method: str = "exp",
             momentum_buffer=zeros(params, False) if heavy_ball else None,
         )
 
-    def update_fn(updates: Any, state: ProjUNNState, params: Any = None):
+    def update_fn(updates: Any, state: ProjUNNState, params: Any = None
+                  ) -> tuple[Any, ProjUNNState]:
         if params is None:
             raise ValueError(
                 "projunn needs the current parameters: call update(grads, state, params) "
                 "(the step is retracted from them onto the unitary group)"
             )
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+        treedef: Any  # jaxlib's PyTreeDef comes without type information
         with_paths, treedef = jax.tree_util.tree_flatten_with_path(updates)
         paths = [path for path, _ in with_paths]
         grads = [g for _, g in with_paths]
@@ -533,8 +539,8 @@ def _direction(g: Any, U: Any, means: dict[str, Any], t: Any, direction: str, de
     return G, means
 
 
-def _retracted_step(U: Any, D: Any, key: Any, lr: Any, method: str, rank: int | str,
-                    sampler: str) -> Any:
+def _retracted_step(U: Any, D: Any, key: Any, lr: Any, method: Method,
+                    rank: int | Literal["full"], sampler: Sampler) -> Any:
     """``U_new − U`` for one leaf, ``U_new`` the retraction of the step ``−lr·D``."""
     step = jnp.asarray(lr, dtype=_real_dtype(U.dtype))  # keeps U's dtype, traced or not
     if rank == "full":
