@@ -82,7 +82,7 @@ def _sum_to(x: Any, shape: tuple[int, ...], torch: Any) -> Any:
 
 @functools.cache
 def _torch_function() -> Any:
-    torch = sys.modules["torch"]
+    torch: Any = sys.modules["torch"]  # imported by the caller; torch is optional here
 
     class RuleFunction(torch.autograd.Function):
         """``rule.forward`` with the rule's VJP and JVP; outputs ``(out, *residuals)``."""

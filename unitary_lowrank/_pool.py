@@ -122,7 +122,7 @@ class _Pool:
 
     def _trim(self) -> None:
         """Drop the oldest unused blocks until at most ``limit`` bytes are kept."""
-        while self._idle and self._idle_bytes > self._limit:
+        while self._idle and self._idle_bytes > self.limit:
             self._idle_bytes -= self._idle.pop(0).nbytes
 
     def _take(self, nbytes: int) -> np.ndarray | None:
@@ -152,10 +152,11 @@ class _Pool:
         block = self._take(nbytes)
         if block is None:
             block = np.empty(nbytes, dtype=np.uint8)
-        holder = (ctypes.c_char * nbytes).from_buffer(block)
+        # (numpy's and ctypes' stubs know neither ndarray nor a ctypes array as a buffer)
+        holder = (ctypes.c_char * nbytes).from_buffer(block)  # type: ignore[arg-type]
         # Runs when the last array over `holder` is gone, in whichever thread drops it.
         weakref.finalize(holder, self._give_back, block).atexit = False
-        return np.frombuffer(holder, dtype=dtype).reshape(shape)
+        return np.frombuffer(holder, dtype=dtype).reshape(shape)  # type: ignore[call-overload]
 
     def info(self) -> ResultPoolInfo:
         with self._lock:

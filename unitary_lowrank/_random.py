@@ -169,7 +169,8 @@ def haar_jax(shape: tuple[int, ...], name: str, key: Any, device: Any) -> Any:
 
     complex_ = name.startswith("complex")
     wide = name
-    if jax.config.jax_enable_x64:
+    # jax's stub of Config lacks the flags, which are attributes defined at run time
+    if jax.config.jax_enable_x64:  # type: ignore[attr-defined]
         wide = "complex128" if complex_ else "float64"
     Z = jax.random.normal(key, shape, dtype=getattr(jnp, wide))
     xp = get_namespace(("rng", Z))
