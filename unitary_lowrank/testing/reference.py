@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..methods import METHODS, needs_square
+from ..methods import METHODS, Method, needs_square
 from . import to_numpy
 
 __all__ = ["METHODS", "reference_polar", "reference_retract", "reference_step"]
@@ -109,7 +109,7 @@ def reference_polar(M: Any, /, *, double: bool = True) -> np.ndarray:
     return _per_matrix(_polar_2d, "(m,n)->(m,n)", M.dtype)(M)
 
 
-def reference_step(U: Any, D: Any, /, method: str = "polar", *,
+def reference_step(U: Any, D: Any, /, method: Method = "polar", *,
                    double: bool = True) -> np.ndarray:
     """Dense reference of the update of `U` by the step `D` (n×p).
 
@@ -154,7 +154,7 @@ def reference_step(U: Any, D: Any, /, method: str = "polar", *,
     return _tangent_update(U, _herm(U) @ D, method)
 
 
-def reference_retract(U: Any, A: Any, B: Any, /, method: str = "polar", *,
+def reference_retract(U: Any, A: Any, B: Any, /, method: Method = "polar", *,
                       double: bool = True) -> np.ndarray:
     """Dense reference of ``retract(U, A, B, method)``: :func:`reference_step` of ``A @ Bᴴ``.
 

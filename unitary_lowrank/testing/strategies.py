@@ -69,7 +69,9 @@ def dtypes(names: tuple[str, ...] = DTYPE_NAMES) -> st.SearchStrategy[str]:
 
 
 @st.composite
-def unitaries(draw, n=st.integers(1, 32), dtype=dtypes(), batch_shape=st.just(())):
+def unitaries(draw: st.DrawFn, n: st.SearchStrategy[int] = st.integers(1, 32),
+              dtype: st.SearchStrategy[str] = dtypes(),
+              batch_shape: st.SearchStrategy[tuple[int, ...]] = st.just(())) -> np.ndarray:
     """Haar-distributed unitary (complex) or orthogonal (real) NumPy matrices.
 
     Parameters
@@ -90,7 +92,8 @@ def unitaries(draw, n=st.integers(1, 32), dtype=dtypes(), batch_shape=st.just(()
 
 
 @st.composite
-def stiefel_matrices(draw, n=st.integers(1, 32), dtype=dtypes()):
+def stiefel_matrices(draw: st.DrawFn, n: st.SearchStrategy[int] = st.integers(1, 32),
+                     dtype: st.SearchStrategy[str] = dtypes()) -> np.ndarray:
     """Haar-distributed n×p NumPy matrices with orthonormal columns, ``1 <= p <= n``.
 
     Parameters
@@ -150,16 +153,16 @@ def _step(kind: str, U: np.ndarray, k: int, dtype: str, norm: float, gen) -> tup
 
 @st.composite
 def update_cases(
-    draw,
+    draw: st.DrawFn,
     *,
     max_n: int = 24,
     max_k: int = 8,
-    dtype=dtypes(),
+    dtype: st.SearchStrategy[str] = dtypes(),
     kinds: tuple[str, ...] = STEP_KINDS,
     square: bool | None = True,
     min_norm: float = 1e-8,
     max_norm: float = 0.5,
-):
+) -> UpdateCase:
     """Inputs ``(U, A, B)`` of a low-rank update, degenerate cases included.
 
     Parameters
