@@ -239,12 +239,13 @@ def test_cnn_compares_the_methods_from_the_same_start(tmp_path, capsys):
     assert "cnn (Fig. 5)" in out and "the paper" in out and "94.6" in out
     s = json.loads(js.read_text())
     for key, want in {"dataset": "digits", "arch": "plain", "depth": 2, "channels": 4,
-                      "nonlinearity": "maxmin", "rank": 1, "sampler": "lsi",
-                      "direction": "rmsprop", "lr": 0.05, "lr_divider": 1.0, "batch": 16,
-                      "epochs": 1, "max_steps": 3, "augment": False, "seed": 0,
+                      "nonlinearity": "maxmin", "init": "haar", "downsample": 1, "rank": 1,
+                      "sampler": "lsi", "direction": "rmsprop", "lr": 0.05, "lr_divider": 1.0,
+                      "batch": 16, "epochs": 1, "max_steps": 3, "augment": False, "seed": 0,
                       "image_shape": [1, 8, 8], "train_size": 1438, "test_size": 359,
                       "iterations": 9, "stop_reason": "done"}.items():
         assert s[key] == want, key
+    assert s["device"] in ("cpu", "cuda")  # "auto" resolved
     runs = {r["method"]: r for r in s["runs"]}
     assert list(runs) == ["transport", "project", "unconstrained"]
     starts = {r["history"][0]["test_loss"] for r in runs.values()}
@@ -270,6 +271,17 @@ def test_plain_cnn_is_an_isometry_until_the_readout():
     ratio = net.features(x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)
     assert torch.allclose(ratio, torch.ones(3, dtype=torch.float64), atol=1e-12)
     assert len(cnn.orthogonal_convs(net)) == 5
+
+
+def test_identity_init_starts_the_plain_cnn_as_its_first_nonlinearity():
+    torch = pytest.importorskip("torch")
+    from unitary_lowrank.cli.tasks import cnn
+
+    net = cnn.build_model(cnn.default_config(depth=4, channels=4, init="identity"), (1, 8, 8))
+    x = torch.randn(2, 1, 8, 8)
+    lifted = torch.cat([x, torch.zeros(2, 3, 8, 8)], dim=1)
+    a, b = lifted.chunk(2, dim=1)
+    assert torch.allclose(net.features(x), torch.cat([a.maximum(b), a.minimum(b)], 1), atol=1e-6)
 
 
 def test_resnet9_has_orthogonal_convolutions_where_the_channels_stay_equal():
@@ -319,6 +331,7 @@ def test_cnn_paper_presets():
     (["--rank", 64], "--rank must be at most"),
     (["--arch", "resnet9"], "--arch resnet9 is for --dataset cifar10"),
     (["--augment"], "--augment is for --dataset cifar10"),
+    (["--downsample", 3], "--downsample 3 does not divide the image side 8"),
 ])
 def test_cnn_bad_values_are_one_line_and_exit_2(argv, needle, capsys):
     code, _, err = run(["cnn", *argv], capsys)

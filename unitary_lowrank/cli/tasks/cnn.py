@@ -74,6 +74,7 @@ ARCHS = ("plain", "resnet9")
 #: ``--method``: the retraction of ProjUNN (None: no constraint).
 METHODS = {"transport": "exp", "project": "polar", "unconstrained": None}
 NONLINEARITIES = ("maxmin", "modrelu", "relu")
+INITS = ("haar", "identity")
 DIRECTIONS = ("rmsprop", "adam", "gradient")
 SAMPLERS = ("lsi", "randomized", "column")
 N_CLASSES = 10
@@ -120,6 +121,10 @@ class Config:
         (default 64).
     nonlinearity : {"maxmin", "modrelu", "relu"}
         Of the plain CNN (ResNet-9 uses BatchNorm and ReLU).
+    init : {"haar", "identity"}
+        Initial orthogonal convolutions: Haar-random blocks (the paper's code)
+        or the identity (its ``init_as_id``; a deep plain CNN then starts as
+        its first nonlinearity).
     methods : tuple of str
         One run each, among :data:`METHODS`.
     rank : int or "full"
@@ -134,6 +139,9 @@ class Config:
     train_size : int or None
         Use only the first `train_size` training images (after a fixed
         shuffle); None: all.
+    downsample : int
+        Digits, MNIST, Fashion-MNIST: average ``d × d`` blocks of pixels (2 gives
+        14×14 MNIST images, a quarter of the cost of a convolution); 1: none.
     test_batch : int
         Images per evaluation minibatch.
     augment : bool
@@ -146,6 +154,10 @@ class Config:
     seed, threads, dtype
         Seed of the initialisation, data order and sketches; torch threads;
         ``float32`` or ``float64``.
+    device : {"auto", "cpu", "cuda"}
+        Where the network trains (``"auto"``: a CUDA GPU when torch sees one).
+        The images stay on the host; each batch is moved there. The initial
+        weights are drawn on the host, so a seed gives the same start anywhere.
     preset : str or None
         Reported only.
     """
@@ -155,6 +167,7 @@ class Config:
     depth: int = 8
     channels: int | None = None
     nonlinearity: str = "maxmin"
+    init: str = "haar"
     methods: tuple[str, ...] = ("transport", "unconstrained")
     rank: int | str = 1
     sampler: str = "lsi"
@@ -164,6 +177,7 @@ class Config:
     batch: int = 64
     epochs: int = 20
     train_size: int | None = None
+    downsample: int = 1
     test_batch: int = 500
     augment: bool = False
     max_steps: int | None = None
@@ -172,10 +186,13 @@ class Config:
     seed: int = 0
     threads: int | None = 1
     dtype: str = "float32"
+    device: str = "auto"
     preset: str | None = None
 
     def resolve(self) -> None:
-        """Fill in the defaults that depend on other settings (`arch`, `channels`)."""
+        """Fill in the defaults that depend on other settings (`arch`, `channels`, `device`)."""
+        if self.device == "auto":
+            self.device = "cuda" if _cuda_available() else "cpu"
         if self.arch is None:
             self.arch = "resnet9" if self.dataset == "cifar10" else "plain"
         if self.channels is None:
@@ -187,15 +204,22 @@ class Config:
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("arch", self.arch, ARCHS)
         check_choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
+        check_choice("init", self.init, INITS)
         check_choice("sampler", self.sampler, SAMPLERS)
         check_choice("direction", self.direction, DIRECTIONS)
         check_choice("dtype", self.dtype, ("float32", "float64"))
+        check_choice("device", self.device, ("cpu", "cuda"))
+        if self.device == "cuda" and not _cuda_available():
+            raise ExperimentError("--device cuda: torch sees no CUDA GPU here")
         if not self.methods:
             raise ExperimentError("--method must name at least one method")
         for m in self.methods:
             check_choice("method", m, METHODS)
         for name in ("depth", "channels", "batch", "epochs", "test_batch"):
             check_positive(name, getattr(self, name))
+        check_positive("downsample", self.downsample)
+        if self.dataset == "cifar10" and self.downsample != 1:
+            raise ExperimentError("--downsample is for digits, mnist and fashion-mnist")
         for name in ("train_size", "max_steps", "threads"):
             if getattr(self, name) is not None:
                 check_positive(name, getattr(self, name))
@@ -220,6 +244,14 @@ class Config:
                                   "it pools twice); use --arch plain")
         if self.augment and self.dataset != "cifar10":
             raise ExperimentError("--augment is for --dataset cifar10")
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
 
 def default_config(preset: str | None = None, **overrides: Any) -> Config:
@@ -310,7 +342,7 @@ def load_data(cfg: Config, *, quiet: bool = False) -> ImageData:
         from .datasets import load_pixels
 
         px = load_pixels(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
-                         permute=False, val_fraction=0.0, seed=0,
+                         downsample=cfg.downsample, permute=False, val_fraction=0.0, seed=0,
                          progress=False if quiet else None)
         side = px.side
 
@@ -398,12 +430,12 @@ def _layers() -> SimpleNamespace:
         """Lift, ``depth × (OrthogonalConv2d, nonlinearity)``, linear read-out."""
 
         def __init__(self, in_shape: tuple[int, int, int], channels: int, depth: int,
-                     nonlinearity: str, dtype: Any):
+                     nonlinearity: str, dtype: Any, init: str = "haar"):
             super().__init__()
             _, h, w = in_shape
             self.lift = Lift(channels)
-            self.convs = nn.ModuleList(OrthogonalConv2d(channels, image_size=(h, w), dtype=dtype)
-                                       for _ in range(depth))
+            self.convs = nn.ModuleList(OrthogonalConv2d(channels, image_size=(h, w), dtype=dtype,
+                                                        init=init) for _ in range(depth))
             self.acts = nn.ModuleList(
                 MaxMin() if nonlinearity == "maxmin" else
                 ChannelModReLU(channels, dtype) if nonlinearity == "modrelu" else nn.ReLU()
@@ -419,8 +451,10 @@ def _layers() -> SimpleNamespace:
         def forward(self, x: Any) -> Any:
             return self.readout(self.features(x).flatten(1))
 
-    def block(c_in: int, c_out: int, side: int, dtype: Any, pool: bool = False) -> Any:
-        conv = (OrthogonalConv2d(c_in, image_size=side, dtype=dtype) if c_in == c_out else
+    def block(c_in: int, c_out: int, side: int, dtype: Any, pool: bool = False,
+              init: str = "haar") -> Any:
+        conv = (OrthogonalConv2d(c_in, image_size=side, dtype=dtype, init=init) if c_in == c_out
+                else
                 nn.Conv2d(c_in, c_out, 3, padding=1, bias=False, dtype=dtype))
         layers = [conv, nn.BatchNorm2d(c_out, dtype=dtype), nn.ReLU()]
         if pool:
@@ -430,17 +464,18 @@ def _layers() -> SimpleNamespace:
     class ResNet9(nn.Module):
         """The public code's ResNet-9 (widths c, 2c, 4c, 4c); equal-channel convs orthogonal."""
 
-        def __init__(self, in_shape: tuple[int, int, int], c: int, dtype: Any):
+        def __init__(self, in_shape: tuple[int, int, int], c: int, dtype: Any,
+                     init: str = "haar"):
             super().__init__()
             cin, side, _ = in_shape
             self.conv1 = block(cin, c, side, dtype)
             self.conv2 = block(c, 2 * c, side, dtype, pool=True)
-            self.res1 = nn.Sequential(block(2 * c, 2 * c, side // 2, dtype),
-                                      block(2 * c, 2 * c, side // 2, dtype))
+            self.res1 = nn.Sequential(block(2 * c, 2 * c, side // 2, dtype, init=init),
+                                      block(2 * c, 2 * c, side // 2, dtype, init=init))
             self.conv3 = block(2 * c, 4 * c, side // 2, dtype, pool=True)
-            self.conv4 = block(4 * c, 4 * c, side // 4, dtype)
-            self.res2 = nn.Sequential(block(4 * c, 4 * c, side // 4, dtype),
-                                      block(4 * c, 4 * c, side // 4, dtype))
+            self.conv4 = block(4 * c, 4 * c, side // 4, dtype, init=init)
+            self.res2 = nn.Sequential(block(4 * c, 4 * c, side // 4, dtype, init=init),
+                                      block(4 * c, 4 * c, side // 4, dtype, init=init))
             self.pool = nn.AdaptiveAvgPool2d((2, 2))
             self.classifier = nn.Linear(16 * c, N_CLASSES, dtype=dtype)
 
@@ -473,8 +508,8 @@ def build_model(cfg: Config, in_shape: tuple[int, int, int]) -> Any:
     L = _layers()
     dtype = getattr(torch, cfg.dtype)
     if cfg.arch == "resnet9":
-        return L.ResNet9(in_shape, cfg.channels, dtype)
-    return L.PlainCNN(in_shape, cfg.channels, cfg.depth, cfg.nonlinearity, dtype)
+        return L.ResNet9(in_shape, cfg.channels, dtype, cfg.init)
+    return L.PlainCNN(in_shape, cfg.channels, cfg.depth, cfg.nonlinearity, dtype, cfg.init)
 
 
 def orthogonal_convs(model: Any) -> list[Any]:
@@ -582,13 +617,14 @@ def run(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False, bar: 
 def _evaluate(model: Any, x: Any, y: Any, size: int, torch: Any) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of `model` (in eval mode) on `x`, `y`."""
     model.eval()
+    device = next(model.parameters()).device
     total, hits = 0.0, 0
     with torch.no_grad():
         for s in range(0, len(y), size):
-            out = model(x[s:s + size])
-            total += float(torch.nn.functional.cross_entropy(out, y[s:s + size],
-                                                             reduction="sum"))
-            hits += int((out.argmax(1) == y[s:s + size]).sum())
+            xb, yb = x[s:s + size].to(device), y[s:s + size].to(device)
+            out = model(xb)
+            total += float(torch.nn.functional.cross_entropy(out, yb, reduction="sum"))
+            hits += int((out.argmax(1) == yb).sum())
     model.train()
     return total / max(len(y), 1), hits / max(len(y), 1)
 
@@ -596,8 +632,8 @@ def _evaluate(model: Any, x: Any, y: Any, size: int, torch: Any) -> tuple[float,
 def _one_method(cfg: Config, method: str, data: ImageData, per_epoch: int, per_run: int,
                 record: dict[str, Any], report: Reporter, offset: int, torch: Any) -> bool:
     """Train one method, recording into `record` as it goes; False if it diverged."""
-    torch.manual_seed(cfg.seed)  # the same initial weights for every method
-    model = build_model(cfg, data.shape)
+    torch.manual_seed(cfg.seed)  # the same initial weights for every method (drawn on the host)
+    model = build_model(cfg, data.shape).to(cfg.device)
     record["model"] = model
     convs = orthogonal_convs(model)
     opt = _optimizer(cfg, method, model)
@@ -624,6 +660,7 @@ def _one_method(cfg: Config, method: str, data: ImageData, per_epoch: int, per_r
             x, y = data.train_x[idx], data.train_y[idx]
             if cfg.augment:
                 x = augment(x, gen)
+            x, y = x.to(cfg.device, non_blocking=True), y.to(cfg.device, non_blocking=True)
             out = model(x)
             loss = loss_fn(out, y)
             value = loss.item()
@@ -742,7 +779,8 @@ def format_summary(s: dict[str, Any]) -> str:
     c, h, w = s["image_shape"]
     if s["arch"] == "plain":
         net = (f"plain CNN, {s['depth']} orthogonal convolutions of {s['channels']} channels "
-               f"(input lifted by zero padding), {s['nonlinearity']}, linear read-out")
+               f"({s['init']} init; input lifted by zero padding), {s['nonlinearity']}, linear "
+               "read-out")
     else:
         net = (f"ResNet-9 (widths {s['channels']}, {2 * s['channels']}, {4 * s['channels']}, "
                f"{4 * s['channels']}; the 5 equal-channel convolutions orthogonal)")
@@ -756,7 +794,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{s['rank']} ({s['sampler']}), {s['direction']} direction, lr {s['lr']:g} "
         f"(orthogonal convolutions: lr / {s['lr_divider']:g})"
         + (", augmented" if s["augment"] else ""),
-        f"  wall time       {s['wall_seconds']:.1f} s{stop}",
+        f"  wall time       {s['wall_seconds']:.1f} s on {s['device']}{stop}",
         "  method          epochs   train acc   test acc   ‖OᵀO − I‖₂   ms/step",
     ]
     for r in s["runs"]:
@@ -853,6 +891,9 @@ def add_arguments(p: Any, types: Any) -> None:
     p.add_argument("--nonlinearity", choices=NONLINEARITIES,
                    help="of the plain CNN: maxmin (sorts channel pairs, norm-preserving), "
                         f"modrelu, relu; default: {d.nonlinearity}")
+    p.add_argument("--init", choices=INITS,
+                   help="initial orthogonal convolutions: haar (random, the paper's code) or "
+                        f"identity; default: {d.init}")
     p.add_argument("--method", dest="methods", type=_methods,
                    help="comma separated, one run each: transport (projUNN-T), project "
                         "(projUNN-D), unconstrained (the same blocks without the retraction); "
@@ -872,6 +913,9 @@ def add_arguments(p: Any, types: Any) -> None:
     p.add_argument("--epochs", type=types.positive_int, help=f"default: {d.epochs}")
     p.add_argument("--train-size", type=types.positive_int,
                    help="use this many training images (a fixed subset); default: all")
+    p.add_argument("--downsample", type=types.positive_int,
+                   help="digits, mnist, fashion-mnist: average s x s blocks of pixels (must "
+                        "divide the side: 2 gives 14x14 MNIST); default: 1")
     p.add_argument("--test-batch", type=types.positive_int,
                    help=f"images per evaluation batch; default: {d.test_batch}")
     p.add_argument("--augment", action=argparse_bool(), default=None,
@@ -880,6 +924,9 @@ def add_arguments(p: Any, types: Any) -> None:
     p.add_argument("--max-steps", type=types.positive_int,
                    help="stop each run after this many steps (quick checks)")
     p.add_argument("--dtype", choices=["float32", "float64"], help=f"default: {d.dtype}")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                   help="where the network trains (auto: a CUDA GPU when torch sees one); "
+                        f"default: {d.device}")
     common_arguments(p, types)
 
 

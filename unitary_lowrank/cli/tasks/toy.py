@@ -409,8 +409,9 @@ def format_summary(s: dict[str, Any]) -> str:
         tenth = "-" if r["steps_to_tenth"] is None else str(r["steps_to_tenth"])
         ue = "-" if r["unitarity_error"] is None else f"{r['unitarity_error']:.1e}"
         ms = "-" if r["seconds_per_step"] is None else f"{1e3 * r['seconds_per_step']:.1f}"
+        pct = f"{frac:.2f}%" if not frac < 0.01 else f"{frac:.1e}%"
         lines.append(f"  {r['rank']:>4}  {r['steps_done']:>6}   {r['final_loss']:>10.4g}   "
-                     f"{frac:>9.2f}%   {tenth:>12}   {ue:>10}   {ms:>7}")
+                     f"{pct:>10}   {tenth:>12}   {ue:>10}   {ms:>7}")
     return "\n".join(lines)
 
 
