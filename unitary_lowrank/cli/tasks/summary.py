@@ -187,7 +187,7 @@ def format_summary(s: dict[str, Any]) -> str:
         ),
         f"  U updated by    {how}, lr {s['lr']:g} / {s['unitary_lr_divider']:g}"
         + {"rmsprop": " along RMSprop's direction", "adam": " along Adam's direction"}.get(
-            s.get("unitary_direction"), ""),
+            str(s.get("unitary_direction")), ""),
         f"  backend         {s['backend']}, {s['dtype']}",
         f"  steps           {s['iterations']} of {s['steps']}{_why_stopped(s)}",
         (
@@ -216,6 +216,7 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"  recall          {100 * s['accuracy']:.2f}% of the recalled symbols right")
     ue = s["unitarity_error"]
     lines.append("  ‖UᵀU − I‖₂      " + ("not finite" if ue is None else f"{ue:.2e}"))
+    target: str | None
     if s["task"] == "copy":
         target = "< 2% of the baseline and >= 99% recall"
     elif s["task"] == "adding":
