@@ -431,3 +431,29 @@ def test_polar_derivative_at_a_singular_matrix_raises(shape, library, request):
     with pytest.raises(ValueError, match="singular"):
         jax.grad(loss)(jnp.asarray(a))
     assert not np.any(np.isfinite(np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(a)))))
+
+
+@pytest.mark.parametrize("rank", [2, "full"])
+def test_torch_step_is_differentiable_in_lr(rank):
+    # lr as a tensor that requires grad: kept on the tape (it was turned into a float, and
+    # lr.grad came back None with a warning)
+    torch = pytest.importorskip("torch")
+    n = 6
+    U = torch.from_numpy(ul.random_unitary(n, dtype="float64", rng=0))
+    G = torch.from_numpy(np.random.default_rng(1).standard_normal((n, n)))
+    T = torch.from_numpy(np.random.default_rng(2).standard_normal((n, n)))
+
+    def f(lr):
+        return (ul.step(U, G, lr, rank=rank, method="exp", sampler="randomized", rng=0)
+                * T).sum()
+
+    lr = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)
+    f(lr).backward()
+    h = 1e-6
+    with torch.no_grad():
+        fd = (f(torch.tensor(0.05 + h, dtype=torch.float64))
+              - f(torch.tensor(0.05 - h, dtype=torch.float64))) / (2 * h)
+    assert lr.grad is not None
+    # central difference: rounding c·eps·|f|/h (f sums n² entries of size 1), truncation O(h²)
+    tol = 100 * n * n * eps_of("float64") / h + h
+    assert abs(float(lr.grad) - float(fd)) <= tol

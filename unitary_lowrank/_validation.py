@@ -95,7 +95,8 @@ def check_lr(lr: Any) -> Any:
 
     A real 0-d array (NumPy, torch, JAX, ...) is taken as its value; a traced one
     (under ``jax.jit``, where a schedule's learning rate is a tracer) is returned
-    as it is, since its value is not known yet.
+    as it is, since its value is not known yet, and so is a torch tensor that
+    requires grad (its value checked), so that the step is differentiable in `lr`.
     """
     if isinstance(lr, numbers.Real) or getattr(lr, "shape", None) is None:
         return as_real(lr, "lr")
@@ -105,6 +106,9 @@ def check_lr(lr: Any) -> Any:
     if not xp.isdtype(lr.dtype, ("real floating", "signed integer", "unsigned integer")):
         raise TypeError(f"lr must be a real number, got a 0-d array of dtype {lr.dtype}")
     if is_lazy_array(lr):
+        return lr
+    if getattr(lr, "requires_grad", False):  # a torch tensor on the autograd tape: kept, so
+        as_real(float(lr.detach()), "lr")     # that d/d(lr) flows (its value checked)
         return lr
     return as_real(float(lr), "lr")
 
