@@ -380,6 +380,45 @@ def test_cnn_ctrl_c_reports_the_state_reached_and_exits_130(tmp_path, capsys, mo
     assert last["step"] == 2 and 0 <= last["test_accuracy"] <= 1  # the state reached, tested
 
 
+def test_cnn_a_diverged_run_stops_alone_and_the_summary_is_written(tmp_path, capsys,
+                                                                  monkeypatch):
+    """A step ProjUNN refuses (a gradient whose square overflows) ends that run, not the rest."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from unitary_lowrank.cli.tasks import cnn
+
+    real = cnn._optimizer
+
+    def optimizer(cfg, method, model):
+        opt = real(cfg, method, model)
+        if method == "unconstrained":
+            step, calls = opt.step, []
+
+            def refused(*args, **kw):
+                calls.append(1)
+                if len(calls) == 2:
+                    raise ValueError("ProjUNN: the step of parameter 1 was refused, nothing "
+                                     "was changed: its gradient overflows")
+                return step(*args, **kw)
+
+            opt.step = refused
+        return opt
+
+    monkeypatch.setattr(cnn, "_optimizer", optimizer)
+    js = tmp_path / "c.json"
+    code, out, err = run([*CNN, "--method", "unconstrained,transport", "--json", js], capsys)
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("unitary-lowrank cnn: error: a run diverged")
+    assert "DIVERGED at step 2" in out and f"summary written to {js}" in out
+    s = json.loads(js.read_text())
+    assert s["stop_reason"] == "diverged"
+    bad, good = s["runs"]
+    assert bad["diverged_at"] == 2 and "overflows" in bad["diverged_because"]
+    assert bad["steps_done"] == 1 and bad["history"][-1]["step"] == 1  # tested before it
+    assert good["method"] == "transport" and good["steps_done"] == 3
+    assert good["diverged_at"] is None
+
+
 # ------------------------------------------------------------------------ CIFAR-10
 def _batch_pickle(x: np.ndarray, y: list[int], protocol: int = 2) -> bytes:
     return pickle.dumps({b"batch_label": b"a batch", b"labels": y, b"data": x,

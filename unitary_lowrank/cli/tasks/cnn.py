@@ -570,7 +570,10 @@ def run(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False, bar: 
         epoch, ``train_accuracy``, ``test_accuracy``, ``orthogonality_error``,
         ``seconds_per_step``…), ``iterations`` (steps over all runs),
         ``wall_seconds`` and ``stop_reason`` (``"done"``, or ``"diverged"``
-        when a loss stopped being finite).
+        when a run's loss stopped being finite or ProjUNN refused its step — a
+        gradient that is not finite, or whose square overflows: that run stops
+        with ``diverged_at`` and ``diverged_because``, the state before the
+        failed step is tested, and the other methods still run).
 
     Raises
     ------
@@ -664,15 +667,20 @@ def _one_method(cfg: Config, method: str, data: ImageData, per_epoch: int, per_r
             out = model(x)
             loss = loss_fn(out, y)
             value = loss.item()
-            if not math.isfinite(value):
-                report.say(f"{method:>13}  step {step + 1}: the training loss is {value}: "
-                           "stopping (diverged)")
+            why = None if math.isfinite(value) else f"the training loss is {value}"
+            if why is None:
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                try:
+                    opt.step()
+                except ValueError as exc:  # a gradient that is not finite or overflows |G|²
+                    why = f"the step was refused ({' '.join(str(exc).split())})"
+            if why is not None:  # the weights are those before this step
+                report.say(f"{method:>13}  step {step + 1}: {why}: stopping (diverged)")
                 record["diverged_at"] = step + 1
+                record["diverged_because"] = why
                 _final(record, data, cfg, torch)
                 return False
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
             step += 1
             record["steps_done"] = step
             record["seconds"] = time.perf_counter() - t_start
@@ -736,6 +744,7 @@ def _summary(cfg: Config, data: ImageData, runs: list[dict[str, Any]], wall: flo
             "test_loss": final.get("test_loss"),
             "orthogonality_error": final.get("orthogonality_error"),
             "diverged_at": r.get("diverged_at"),
+            "diverged_because": r.get("diverged_because"),
             "parameters": None if model is None else int(sum(p.numel()
                                                              for p in model.parameters())),
             "seconds_per_step": (r["seconds"] / r["steps_done"]) if r["steps_done"] else None,
@@ -801,7 +810,9 @@ def format_summary(s: dict[str, Any]) -> str:
         ue = "-" if r["orthogonality_error"] is None else f"{r['orthogonality_error']:.1e}"
         ms = "-" if r["seconds_per_step"] is None else f"{1e3 * r['seconds_per_step']:.1f}"
         lines.append(f"  {r['method']:<14} {r['epochs_done']:>7}   {_pct(r['train_accuracy']):>9}"
-                     f"   {_pct(r['test_accuracy']):>8}   {ue:>10}   {ms:>7}")
+                     f"   {_pct(r['test_accuracy']):>8}   {ue:>10}   {ms:>7}"
+                     + ("" if r.get("diverged_at") is None
+                        else f"   DIVERGED at step {r['diverged_at']}"))
     paper = s["paper"]
     ref = [f"{m} {v.get('train_accuracy', '-')}/{v['test_accuracy']} %"
            if "train_accuracy" in v else f"{m} {v['test_accuracy']} %"

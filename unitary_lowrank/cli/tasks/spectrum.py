@@ -289,8 +289,9 @@ def run(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False, bar: 
         ``energy`` per k, ``cumulative_energy`` for every k, ``singular_values``
         normalised by the largest; for
         the convolution also ``median_energy`` over the frequencies) and
-        ``random_reference``), ``iterations``, ``wall_seconds`` and
-        ``stop_reason``.
+        ``random_reference``; ``diverged_at`` and ``diverged_because`` when
+        ProjUNN refused a step), ``iterations``, ``wall_seconds`` and
+        ``stop_reason`` (``"done"``, ``"diverged"``).
 
     Raises
     ------
@@ -323,6 +324,8 @@ def run(cfg: Config, *, stream: TextIO | None = None, quiet: bool = False, bar: 
             reason = "interrupted"
             report.say("interrupted: the summary reports the records so far")
     report.close()
+    if reason == "done" and any("diverged_at" in p for p in parts.values()):
+        reason = "diverged"
     settings = dataclasses.asdict(cfg)
     settings["parts"], settings["ranks"] = list(cfg.parts), list(cfg.ranks)
     summary = {"experiment": "spectrum", "figure": "Fig. 1a", **settings, "results": parts,
@@ -342,6 +345,19 @@ def _optimizer(cfg: Config, model: Any) -> Any:
             g["lr"] = cfg.lr / cfg.lr_divider
     return ProjUNN(groups, lr=cfg.lr, method="exp", rank=1, sampler="lsi",
                    direction="rmsprop", generator=cfg.seed)
+
+
+def _step(opt: Any, out: dict[str, Any], step: int, report: Reporter, part: str) -> bool:
+    """The optimizer's step; False (the part stops, diverged) when ProjUNN refuses it."""
+    try:
+        opt.step()
+    except ValueError as exc:  # a gradient that is not finite, or whose square overflows
+        why = " ".join(str(exc).split())
+        out["diverged_at"], out["diverged_because"] = step, why
+        report.say(f"{part:>4}  step {step:>5}  the step was refused ({why}): stopping "
+                   "(diverged)")
+        return False
+    return True
 
 
 def _say(report: Reporter, part: str, rec: dict[str, Any]) -> None:
@@ -380,7 +396,8 @@ def _rnn(cfg: Config, out: dict[str, Any], report: Reporter, offset: int, torch:
             rec = _record_matrix(step, value, singular_values(model.weight_hh.grad), cfg.ranks)
             out["records"].append(rec)
             _say(report, "rnn", rec)
-        opt.step()
+        if not _step(opt, out, step, report, "rnn"):
+            return
         out["steps_done"] = step
         running = value if running is None else 0.9 * running + 0.1 * value
         if report.enabled and step % 10 == 0:
@@ -420,7 +437,8 @@ def _conv(cfg: Config, out: dict[str, Any], report: Reporter, offset: int, torch
             rec = _record_blocks(step, value, _conv_singular_values(last), cfg.ranks)
             out["records"].append(rec)
             _say(report, "conv", rec)
-        opt.step()
+        if not _step(opt, out, step, report, "conv"):
+            return
         out["steps_done"] = step
         running = value if running is None else 0.9 * running + 0.1 * value
         if report.enabled and step % 10 == 0:
@@ -445,12 +463,15 @@ def format_summary(s: dict[str, Any]) -> str:
     lines = [f"spectrum (Fig. 1a): singular values of the gradients of unitary weights, "
              f"{s['steps']} training steps (projUNN-T rank 1), seed {s['seed']}",
              f"  wall time       {s['wall_seconds']:.1f} s"
-             + ("  (stopped: interrupted)" if s["stop_reason"] == "interrupted" else "")]
+             + {"interrupted": "  (stopped: interrupted)",
+                "diverged": "  (a network stopped: DIVERGED)"}.get(s["stop_reason"], "")]
     head = "  ".join(f"top-{k:<3}" for k in ks)
     for name, p in s["results"].items():
         shape = "×".join(map(str, p.get("shape", [])))
         lines.append(f"  {name}: {p.get('task', '')} ({shape} gradient"
                      + (", per frequency" if name == "conv" else "") + ")")
+        if p.get("diverged_at") is not None:
+            lines.append(f"    DIVERGED at step {p['diverged_at']}: {p['diverged_because']}")
         lines.append(f"    step    {head}   (energy kept by the best rank-k approximation)")
         for r in p["records"]:
             cells = "  ".join(f"{100 * r['energy'][k]:5.1f}%" if r["energy"][k] is not None
