@@ -435,8 +435,8 @@ def _run_paper(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     if summary["stop_reason"] == "diverged":
-        print(f"{PROG} {command}: error: a run diverged (its loss stopped being finite); try a "
-              "smaller --lr", file=sys.stderr)
+        print(f"{PROG} {command}: error: a run diverged (its loss or gradient stopped being "
+              "finite; see the summary); try a smaller --lr", file=sys.stderr)
         return 1
     return 0
 

@@ -834,28 +834,39 @@ def plot(s: dict[str, Any], path: str) -> None:
         Output file.
     """
     check_plot_available()
+    import matplotlib
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7.0, 6.0), dpi=110)
     ax_acc, ax_u = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    for r in s["runs"]:
-        hist = [h for h in r["history"] if h.get("epoch") is not None]
-        tr = [(h["epoch"], 100 * h["train_accuracy"]) for h in hist
-              if h.get("train_accuracy") is not None]
-        te = [(h["epoch"], 100 * h["test_accuracy"]) for h in hist
-              if h.get("test_accuracy") is not None]
-        line = None
+    per_epoch = max(1, s["train_size"] // s["batch"])
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    def pts(hist: list[dict[str, Any]], key: str, scale: float = 1.0
+            ) -> list[tuple[float, float]]:
+        # x: the epoch, fractional for a run that stopped within one
+        return [(h["step"] / per_epoch, scale * h[key]) for h in hist
+                if h.get(key) is not None and (scale != 1.0 or h[key] > 0)]
+
+    for i, r in enumerate(s["runs"]):
+        color = colors[i % len(colors)]
+        tr = pts(r["history"], "train_accuracy", 100.0)
+        te = pts(r["history"], "test_accuracy", 100.0)
+        ue = pts(r["history"], "orthogonality_error")
         if tr:
-            line = ax_acc.plot(*zip(*tr, strict=True), marker=".", label=f"{r['method']} train")[0]
+            ax_acc.plot(*zip(*tr, strict=True), marker=".", color=color,
+                        label=f"{r['method']} train")
         if te:
-            ax_acc.plot(*zip(*te, strict=True), marker=".", ls="--",
-                        color=None if line is None else line.get_color(),
+            ax_acc.plot(*zip(*te, strict=True), marker=".", ls="--", color=color,
                         label=f"{r['method']} test")
-        ue = [(h["epoch"], h["orthogonality_error"]) for h in hist
-              if h.get("orthogonality_error") not in (None, 0)]
         if ue:
-            ax_u.plot(*zip(*ue, strict=True), marker=".",
-                      color=None if line is None else line.get_color(), label=r["method"])
+            ax_u.plot(*zip(*ue, strict=True), marker=".", color=color, label=r["method"])
+        if r.get("diverged_at") is not None and te:
+            ax_acc.plot([te[-1][0]], [te[-1][1]], marker="X", ms=10, color=color, mec="k",
+                        ls="none", label=f"{r['method']} diverged (step {r['diverged_at']})")
+            if ue:
+                ax_u.plot([ue[-1][0]], [ue[-1][1]], marker="X", ms=10, color=color, mec="k",
+                          ls="none")
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.grid(True, alpha=0.3)
     ax_acc.legend(fontsize="small")
@@ -864,8 +875,8 @@ def plot(s: dict[str, Any], path: str) -> None:
     ax_u.set_xlabel("epoch")
     ax_u.grid(True, which="both", alpha=0.3)
     c, h, w = s["image_shape"]
-    net = (f"plain CNN, depth {s['depth']}, {s['channels']} channels, {s['nonlinearity']}"
-           if s["arch"] == "plain" else f"ResNet-9, width {s['channels']}")
+    net = (f"plain CNN, depth {s['depth']}, {s['channels']} channels, {s['nonlinearity']}, "
+           f"{s['init']} init" if s["arch"] == "plain" else f"ResNet-9, width {s['channels']}")
     fig.suptitle(f"{s['dataset']} {h}×{w}: {net}; seed {s['seed']}", fontsize="medium")
     fig.tight_layout()
     fig.savefig(path, format="png")
