@@ -57,7 +57,8 @@ def test_wide_u_rejected():
 
 
 def test_unknown_method():
-    with pytest.raises(ValueError, match="method must be one of 'polar', 'exp', 'cayley', got 'qr'"):
+    with pytest.raises(ValueError,
+                       match="method must be one of 'polar', 'exp', 'cayley', got 'qr'"):
         ul.retract(U, A, B, method="qr")
 
 
