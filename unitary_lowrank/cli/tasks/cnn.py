@@ -50,9 +50,11 @@ import functools
 import math
 import time
 from types import SimpleNamespace
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import numpy as np
+
+from unitary_lowrank.typing import Direction, Method, Rank, Sampler
 
 from ._experiment import (
     ExperimentError,
@@ -226,17 +228,18 @@ class Config:
         check_positive("seed", self.seed, least=0)
         check_positive("lr", self.lr, integer=False, least=0)
         check_positive("lr_divider", self.lr_divider, integer=False, least=0)
-        if self.arch == "plain" and self.nonlinearity == "maxmin" and self.channels % 2:
+        channels = cast(int, self.channels)  # resolved from the preset before the checks
+        if self.arch == "plain" and self.nonlinearity == "maxmin" and channels % 2:
             raise ExperimentError(f"--channels must be even for --nonlinearity maxmin (it "
-                                  f"sorts pairs of channels), got {self.channels}")
-        smallest = self.channels if self.arch == "plain" else 2 * self.channels
+                                  f"sorts pairs of channels), got {channels}")
+        smallest = channels if self.arch == "plain" else 2 * channels
         if self.rank != "full":
             check_positive("rank", self.rank)
-            if self.rank > smallest:
+            if cast(int, self.rank) > smallest:
                 raise ExperimentError(f"--rank must be at most the channels of the orthogonal "
                                       f"convolutions ({smallest}), got {self.rank}")
         in_channels = 3 if self.dataset == "cifar10" else 1
-        if self.arch == "plain" and self.channels < in_channels:
+        if self.arch == "plain" and channels < in_channels:
             raise ExperimentError(f"--channels must be at least the {in_channels} channel(s) "
                                   f"of the images, got {self.channels}")
         if self.arch == "resnet9" and self.dataset != "cifar10":
@@ -435,7 +438,8 @@ def _layers() -> SimpleNamespace:
             _, h, w = in_shape
             self.lift = Lift(channels)
             self.convs = nn.ModuleList(OrthogonalConv2d(channels, image_size=(h, w), dtype=dtype,
-                                                        init=init) for _ in range(depth))
+                                                        init=cast(Any, init))
+                                       for _ in range(depth))
             self.acts = nn.ModuleList(
                 MaxMin() if nonlinearity == "maxmin" else
                 ChannelModReLU(channels, dtype) if nonlinearity == "modrelu" else nn.ReLU()
@@ -453,10 +457,11 @@ def _layers() -> SimpleNamespace:
 
     def block(c_in: int, c_out: int, side: int, dtype: Any, pool: bool = False,
               init: str = "haar") -> Any:
-        conv = (OrthogonalConv2d(c_in, image_size=side, dtype=dtype, init=init) if c_in == c_out
+        conv = (OrthogonalConv2d(c_in, image_size=side, dtype=dtype, init=cast(Any, init))
+                if c_in == c_out
                 else
                 nn.Conv2d(c_in, c_out, 3, padding=1, bias=False, dtype=dtype))
-        layers = [conv, nn.BatchNorm2d(c_out, dtype=dtype), nn.ReLU()]
+        layers: list[nn.Module] = [conv, nn.BatchNorm2d(c_out, dtype=dtype), nn.ReLU()]
         if pool:
             layers.append(nn.MaxPool2d(2))
         return nn.Sequential(*layers)
@@ -527,8 +532,10 @@ def _optimizer(cfg: Config, method: str, model: Any) -> Any:
             g["constrained"] = False
         elif g["constrained"]:
             g["lr"] = cfg.lr / cfg.lr_divider
-    return ProjUNN(groups, lr=cfg.lr, method=METHODS[method] or "exp", rank=cfg.rank,
-                   sampler=cfg.sampler, direction=cfg.direction, generator=cfg.seed)
+    # the settings are checked against the registry by Config.validate
+    return ProjUNN(groups, lr=cfg.lr, method=cast(Method, METHODS[method] or "exp"),
+                   rank=cast(Rank, cfg.rank), sampler=cast(Sampler, cfg.sampler),
+                   direction=cast(Direction, cfg.direction), generator=cfg.seed)
 
 
 def _grad_norm(conv: Any) -> float | None:
@@ -752,7 +759,7 @@ def _summary(cfg: Config, data: ImageData, runs: list[dict[str, Any]], wall: flo
         })
     settings = dataclasses.asdict(cfg)
     settings["methods"] = list(cfg.methods)
-    paper = PAPER_RESULTS[cfg.arch]
+    paper = PAPER_RESULTS[cast(str, cfg.arch)]
     return {
         "experiment": "cnn",
         "figure": "Fig. 5" if cfg.arch == "plain" else "Sect. 5, CIFAR-10 ResNet-9",

@@ -28,11 +28,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import numpy as np
 
 import unitary_lowrank as ul
+from unitary_lowrank.typing import Method, Sampler
 
 from ._experiment import (
     ExperimentError,
@@ -226,7 +227,8 @@ def train_step(U: np.ndarray, X: np.ndarray, Y: np.ndarray, cfg: Config, k: int,
     (True, True)
     """
     loss, G = loss_and_gradient(U, X, Y)
-    new = ul.step(U, G, cfg.lr, rank=k, method=METHODS[cfg.method], sampler=cfg.sampler,
+    new = ul.step(U, G, cfg.lr, rank=k, method=cast(Method, METHODS[cfg.method]),
+                  sampler=cast(Sampler, cfg.sampler),
                   oversample=cfg.oversample, rng=rng)
     return new, loss
 
