@@ -19,7 +19,7 @@ import numpy as np
 # the sketches, and the directions of the step on U (the gradient itself, RMSprop's
 # direction as the projUNN paper's code, or Adam's: momentum and a bias-corrected second
 # moment), from the library's one registry
-from unitary_lowrank.methods import DIRECTIONS, SAMPLERS
+from unitary_lowrank.methods import DIRECTIONS, SAMPLERS, Method
 
 from . import rnn
 
@@ -46,7 +46,7 @@ METHODS = ("transport", "project", "cayley", "dense-polar", "unconstrained", "fr
 BACKENDS = ("numpy", "cupy", "torch")
 DTYPES = ("float32", "float64")
 #: Retraction of the low-rank methods in :func:`unitary_lowrank.training.step`.
-LOWRANK_METHODS = {"transport": "exp", "project": "polar", "cayley": "cayley"}
+LOWRANK_METHODS: dict[str, Method] = {"transport": "exp", "project": "polar", "cayley": "cayley"}
 
 class ConfigError(ValueError):
     """A setting that cannot work (bad size, unknown name, missing backend)."""
@@ -207,7 +207,7 @@ class Config:
             not isinstance(self.threads, int | np.integer) or self.threads < 1
         ):
             raise ConfigError(f"--threads must be a positive integer, got {self.threads}")
-        if self.rank != "full" and self.rank > self.hidden:
+        if isinstance(self.rank, int | np.integer) and self.rank > self.hidden:
             raise ConfigError(
                 f"--rank must be at most --hidden ({self.hidden}), got {self.rank}"
             )

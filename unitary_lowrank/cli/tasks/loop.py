@@ -26,11 +26,12 @@ import math
 import sys
 import time
 from types import ModuleType
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO, cast
 
 import numpy as np
 
 import unitary_lowrank as ul
+from unitary_lowrank.typing import Sampler
 
 from . import rnn
 from ._threads import blas_threads
@@ -106,7 +107,7 @@ class UnitaryUpdate:
     def _use_factors(self, n: int, m: int) -> bool:
         """Whether sketching from the factors costs less than forming the n×n gradient."""
         cfg = self.cfg
-        if cfg.rank == "full":
+        if not isinstance(cfg.rank, int):  # "full": the dense gradient, no sketch
             return False
         if cfg.sampler == "lsi":
             work = 2 * n * cfg.rank  # G^T Ω and G V, each through X and Y
@@ -133,14 +134,16 @@ class UnitaryUpdate:
         xp = self.xp
         t0 = time.perf_counter()
         if method == "unconstrained":
+            assert self.rms is not None  # made for the unconstrained method
             U = self.rms.step({"U": U}, {"U": rnn.dense_gradient(factors, xp=xp)})["U"]
         else:
             D = self._direction(factors)
             try:
                 if method in LOWRANK_METHODS:
                     U = ul.step(
-                        U, D, self.lr_U, rank=self.cfg.rank, method=LOWRANK_METHODS[method],
-                        sampler=self.cfg.sampler, oversample=self.cfg.oversample,
+                        U, D, self.lr_U, rank=cast(int | Literal["full"], self.cfg.rank),
+                        method=LOWRANK_METHODS[method],
+                        sampler=cast(Sampler, self.cfg.sampler), oversample=self.cfg.oversample,
                         rng=self.rng,
                     )
                 else:  # dense-polar
@@ -437,7 +440,8 @@ def _evaluate(run: _Run, step: int) -> bool:
     if _should_stop(run.cfg, frac, h["accuracy"] if run.cfg.task == "copy" else None):
         end = "stopping early" if step < run.cfg.steps else "done"
         return run.stop("target", step,
-                        f"below {100 * run.cfg.stop_below:g}% of the baseline: {end}")
+                        f"below {100 * cast(float, run.cfg.stop_below):g}% of the baseline: "
+                        f"{end}")
     return _plateau(run, step, improved)
 
 
@@ -460,7 +464,8 @@ def _plateau(run: _Run, step: int, improved: bool) -> bool:
     if improved or cfg.patience is None or run.since_best < cfg.patience:
         return True
     if run.decays >= cfg.max_decays:
-        best_acc, best_step = run.best[0], run.best[1]
+        best = cast(tuple[float, int, dict[str, Any]], run.best)  # set at the first evaluation
+        best_acc, best_step = best[0], best[1]
         return run.stop("plateau", step,
                         f"no better validation accuracy in {cfg.patience} evaluations (best "
                         f"{100 * best_acc:.2f}% at step {best_step}): stopping early")
