@@ -2,7 +2,8 @@ r"""Run the benchmark suite: print a table, write JSON and a log-log plot.
 
 Usage (from the repository root)::
 
-    python -m benchmarks.run                       # full suite (about 15-25 min on 2 cores)
+    python -m benchmarks.run                       # full suite (15-25 min on 2 cores, and
+                                                   # about an hour more for train)
     python -m benchmarks.run --quick               # smoke test, seconds
     python -m benchmarks.run --sections updates --sizes 1024 2048 --ranks 1 \
         --dtypes float64 --json results.json --plot scaling.png
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 SECTIONS = ("updates", "small", "sketch", "conv", "drift", "contention", "torch_optim", "sharding",
-            "dask", "runtime")
+            "dask", "runtime", "train")
 
 
 def _fmt(x: float | None) -> str:

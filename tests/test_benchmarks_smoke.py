@@ -25,7 +25,7 @@ def test_benchmark_suite_quick(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     sections = {r["section"].split(":")[0] for r in rows}
-    assert {"updates", "sketch", "conv"} <= sections
+    assert {"updates", "sketch", "conv", "train"} <= sections
     for r in rows:
         assert r["time_s"] > 0
     upd = [r for r in rows if r["section"] == "updates"]
