@@ -231,12 +231,11 @@ def test_paper_presets_run_a_few_steps_at_tiny_sizes(task, tmp_path, capsys):
         assert (s["init"], s["batch"], s["epoch_decay"]) == ("identity", 4, 0.94)
         assert T.default_config("adding", "paper").batch == 50
     decays = [e for e in s["events"] if e["event"] == "decay"]
-    if task == "pixels":
-        assert decays == []  # the public permuted_mnist.py keeps the learning rate
-    else:
-        factor = paper["epoch_decay"]
-        assert [e["step"] for e in decays] == [1, 2, 3]
-        assert decays[-1]["lr"] == pytest.approx(paper["lr"] * factor**3, rel=1e-12)
+    if task == "pixels":  # permuted_mnist.py at HEAD: StepLR x 0.2 (every 60 epochs)
+        assert (s["method"], s["nonlinearity"], s["init"]) == ("project", "modrelu", "identity")
+    factor = paper["epoch_decay"]
+    assert [e["step"] for e in decays] == [1, 2, 3]
+    assert decays[-1]["lr"] == pytest.approx(paper["lr"] * factor**3, rel=1e-12)
 
 
 def test_paper_preset_settings():
@@ -248,6 +247,7 @@ def test_paper_preset_settings():
     assert (adding.epoch_steps, adding.epoch_decay, adding.init) == (2000, 0.94, "identity")
     assert (pixels.dataset, pixels.downsample, pixels.hidden, pixels.lr) == (
         "mnist", 1, 170, 1e-3)
+    assert (pixels.steps, pixels.epoch_steps, pixels.epoch_decay) == (84400, 25320, 0.2)
     assert T.default_config("pixels", "paper", hidden=512).hidden == 512
     assert T.default_config("copy", "paper", seq_len=2000).seq_len == 2000
 

@@ -100,19 +100,23 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
     d = T.default_config(task)
     paper = {
         "copy": "T=1000, hidden 190, batch 128, lr 7e-4, divider 32, rank 1 by column "
-                "sampling of c = k columns, lr x 0.9 every 4000 steps, 20000 steps",
+                "sampling of c = k columns, lr x 0.9 every 4000 steps, 20000 steps, a fixed "
+                "training set of 512000 sequences, the script's marker, no hidden bias",
         "adding": "T=200, hidden 170, batch 50, lr 1e-3, divider 32, identity init, lr x 0.94 "
-                  "every 2000 steps, 100000 steps",
-        "pixels": "permuted 28x28 MNIST, hidden 170 (or --hidden 512), batch 128, lr 1e-3, "
-                  "no divider, rank 1, 100 epochs",
+                  "every 2000 steps, 100000 steps, a fixed training set of 100000 sequences, "
+                  "the script's markers, no hidden bias, PyTorch's output bias",
+        "pixels": "permuted 28x28 MNIST, modReLU, projUNN-D (project), identity init, hidden "
+                  "170 (or --hidden 116/360/512), batch 128, lr 1e-3, no divider, LSI rank 1, "
+                  "lr x 0.2 every 60 epochs, 200 epochs, PyTorch's output bias",
     }[task]
     p.add_argument("--preset", choices=["paper"],
                    help=f"the settings of the paper's code ({paper}; U along RMSprop's "
                         "direction); meant for a GPU. Explicit options override it")
-    p.add_argument("--method", choices=T.METHODS, default="transport",
+    p.add_argument("--method", choices=T.METHODS,
                    help="update of U: transport (projUNN-T), project (projUNN-D), cayley, "
                         "dense-polar (dense SVD each step), unconstrained (RMSprop on U), "
-                        "frozen (never trained); default: %(default)s")
+                        f"frozen (never trained); default: {d.method}"
+                        + (" (--preset paper: project)" if task == "pixels" else ""))
     p.add_argument("--rank", type=_rank,
                    help="rank of the sketched step on U, or 'full' (no sketch: the dense "
                         f"retraction of the whole step); default: {d.rank}")
@@ -183,6 +187,28 @@ def _add_train_options(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--io-init", choices=["default", "paper"],
                    help="W_in and V: He-normal and Glorot-normal, or drawn as the paper's "
                         f"code draws them for this task (the preset's); default: {d.io_init}")
+    if task != "pixels":
+        p.add_argument("--train-size", type=_positive_int, metavar="N",
+                       help="train on a fixed set of N sequences drawn once, reshuffled every "
+                            "epoch (at least --batch); default: a fresh batch every step "
+                            "(--preset paper: " + ("512000" if task == "copy" else "100000")
+                            + ")")
+        p.add_argument("--markers", choices=["default", "paper"],
+                       help=("the marker after T-1 blanks, the recall after it (default), or "
+                             "after T blanks, on the first recall step (paper: copy_task.py)"
+                             if task == "copy" else
+                             "the two marked steps in [0, T//2) and [T//2, T) (default), or "
+                             "split at (T-1)//2 (paper: adding_task.py)")
+                            + f"; default: {d.markers} (--preset paper: paper)")
+    p.add_argument("--hidden-bias", action=argparse.BooleanOptionalAction,
+                   help="a trainable bias b in relu(W_in x + U h + b) (--no-hidden-bias: none, "
+                        "as the paper's copy and adding network; ReLU only); default: "
+                        + ("--hidden-bias" if d.hidden_bias else "--no-hidden-bias")
+                        + ("" if task == "pixels" else " (--preset paper: --no-hidden-bias)"))
+    p.add_argument("--output-bias", choices=["zero", "torch"],
+                   help="initial bias of the readout: zero, or PyTorch's nn.Linear default "
+                        f"U(+-1/sqrt(hidden)); default: {d.output_bias}"
+                        + ("" if task == "copy" else " (--preset paper: torch)"))
     p.add_argument("--seed", type=_non_negative_int, default=0,
                    help="seed of the data, initialisation and sketches (an integer >= 0); "
                         "default: %(default)s")

@@ -21,7 +21,7 @@ import numpy as np
 # moment), from the library's one registry
 from unitary_lowrank.methods import DIRECTIONS, SAMPLERS, Method
 
-from . import rnn
+from . import data, rnn
 
 __all__ = [
     "BACKENDS",
@@ -115,6 +115,23 @@ class Config:
         code draws them for the task (:func:`paper_io_init`; the presets).
     dataset, data_dir, download, mirror, downsample, permute
         Pixels: the images (see :func:`unitary_lowrank.cli.tasks.datasets.load_pixels`).
+    train_size : int or None
+        Copy and adding: draw a fixed training set of this many sequences
+        once and visit it once an epoch in a new random order (the paper's
+        scripts: 512 000 copy, 100 000 adding sequences); None: a fresh
+        batch every step.
+    markers : {"default", "paper"}
+        Copy and adding: where the markers go (:data:`data.MARKERS`):
+        ``"paper"``, the layout of the paper's scripts (copy: the marker one
+        step later, on the first recall step; adding: the halves split at
+        ⌊(T − 1)/2⌋ rather than ⌊T/2⌋).
+    hidden_bias : bool
+        A trainable bias ``b`` in ``σ(W_in x + U h + b)``; False: no bias (the
+        paper's copy and adding network), ReLU only (modReLU's bias is part
+        of the nonlinearity).
+    output_bias : {"zero", "torch"}
+        How the readout's bias starts: zero, or PyTorch's ``nn.Linear``
+        default U(±1/√hidden) (the paper's adding and MNIST scripts).
     threads : int or None
         BLAS threads during the run (restored afterwards); None leaves them
         alone. The command line uses 1: see :mod:`unitary_lowrank.cli.tasks._threads`.
@@ -155,6 +172,10 @@ class Config:
     mirror: str | None = None
     downsample: int = 1
     permute: bool = True
+    train_size: int | None = None
+    markers: str = "default"
+    hidden_bias: bool = True
+    output_bias: str = "zero"
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first setting that cannot work."""
@@ -166,6 +187,8 @@ class Config:
         _choice("nonlinearity", self.nonlinearity, rnn.NONLINEARITIES)
         _choice("init", self.init, rnn.INITS)
         _choice("io_init", self.io_init, IO_INITS)
+        _choice("markers", self.markers, data.MARKERS)
+        _choice("output_bias", self.output_bias, rnn.OUTPUT_BIASES)
         _choice("dtype", self.dtype, DTYPES)
         _choice("backend", self.backend, BACKENDS)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) or (
@@ -191,6 +214,23 @@ class Config:
             raise ConfigError(f"--epoch-decay must be in (0, 1], got {self.epoch_decay}")
         if self.task == "adding" and self.seq_len < 2:
             raise ConfigError(f"--seq-len must be at least 2 for adding, got {self.seq_len}")
+        if self.task == "adding" and self.markers == "paper" and self.seq_len < 3:
+            raise ConfigError("--seq-len must be at least 3 for adding with --markers paper, "
+                              f"got {self.seq_len}")
+        if not isinstance(self.hidden_bias, bool | np.bool_):
+            raise ConfigError(f"--hidden-bias must be true or false, got {self.hidden_bias!r}")
+        if not self.hidden_bias and self.nonlinearity == "modrelu":
+            raise ConfigError("--no-hidden-bias needs --nonlinearity relu (modReLU's bias is "
+                              "part of the nonlinearity)")
+        if self.train_size is not None:
+            if self.task == "pixels":
+                raise ConfigError("--train-size is for copy and adding (pixels trains on "
+                                  "its images)")
+            if (isinstance(self.train_size, bool)
+                    or not isinstance(self.train_size, int | np.integer)
+                    or self.train_size < self.batch):
+                raise ConfigError(f"--train-size must be an integer >= --batch ({self.batch}), "
+                                  f"got {self.train_size!r}")
         for name in ("lr", "unitary_lr_divider", "lr_decay", "decay_below"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -322,29 +362,41 @@ _DEFAULTS = {
 #: copy_task.py -- T = 1000 (or 2000), hidden 190, batch 128, RMSprop lr 7e-4, divider
 #: 32, rank 1, U along RMSprop's direction, lr x 0.9 after every epoch of 4 000 steps,
 #: 5 epochs (20 000 steps); with column sampling of c = k columns (oversample 0).
+#: copy's readout bias starts at 0 (as the script sets it).
 #: adding_task.py -- T = 200 (or 750), hidden 170, batch 50, lr 1e-3, divider 32, U
 #: along RMSprop's direction from the identity, lr x 0.94 after every epoch of 2 000
-#: steps (100 000 examples), 50 epochs. permuted_mnist.py -- 28x28 MNIST, permuted,
-#: hidden 170 or 512 (--hidden), batch 128, lr 1e-3, no divider, U along RMSprop's
-#: direction (Haar-like orthogonal start), 100 epochs at a constant learning rate.
-#: None of them decays on reaching a loss or stops early.
+#: steps (100 000 examples), 50 epochs. permuted_mnist.py (at HEAD) -- 28x28 MNIST,
+#: permuted, modReLU, projUNN-D (method "project"), LSI rank 1, hidden 170 (or
+#: --hidden 116/360/512), batch 128, lr 1e-3, no divider, StepLR x 0.2 every 60 epochs
+#: (of 422 steps), U from the identity (the script's first version; at HEAD it is
+#: nn.Linear's default, not orthogonal), U along RMSprop's
+#: direction; the paper's 200 epochs, 10 % of the training images held out for
+#: validation. copy and adding draw a fixed training set once (512 000 and 100 000
+#: sequences), use their scripts' marker positions, have no hidden bias; adding's and
+#: MNIST's readout bias starts at PyTorch's default. None of them decays on reaching a
+#: loss or stops early. docs/tasks.md gives the sources, setting by setting.
 PRESETS = {
     "copy": {"io_init": "paper", "seq_len": 1000, "hidden": 190, "batch": 128, "lr": 7e-4,
              "unitary_lr_divider": 32.0, "unitary_direction": "rmsprop", "rank": 1,
              "sampler": "column", "oversample": 0, "init": "henaff", "nonlinearity": "relu",
              "steps": 20000, "epoch_steps": 4000, "epoch_decay": 0.9, "lr_decay": 1.0,
-             "stop_below": 0.0, "eval_every": 100, "test_batch": 100},
+             "stop_below": 0.0, "eval_every": 100, "test_batch": 100,
+             "train_size": 512000, "markers": "paper", "hidden_bias": False,
+             "output_bias": "zero"},
     "adding": {"io_init": "paper", "seq_len": 200, "hidden": 170, "batch": 50, "lr": 1e-3,
                "unitary_lr_divider": 32.0, "unitary_direction": "rmsprop", "rank": 1,
                "sampler": "lsi", "init": "identity", "nonlinearity": "relu",
                "steps": 100000, "epoch_steps": 2000, "epoch_decay": 0.94, "lr_decay": 1.0,
-               "stop_below": 0.0, "eval_every": 100, "test_batch": 2000},
+               "stop_below": 0.0, "eval_every": 100, "test_batch": 2000,
+               "train_size": 100000, "markers": "paper", "hidden_bias": False,
+               "output_bias": "torch"},
     "pixels": {"io_init": "paper", "dataset": "mnist", "downsample": 1, "permute": True,
                "hidden": 170, "batch": 128, "lr": 1e-3, "unitary_lr_divider": 1.0,
-               "unitary_direction": "rmsprop", "rank": 1, "sampler": "lsi", "init": "haar",
-               "nonlinearity": "relu", "steps": 42200, "epoch_steps": None,
-               "epoch_decay": 1.0, "lr_decay": 1.0, "patience": None, "stop_below": 0.0,
-               "eval_every": 422, "test_batch": 1000},
+               "unitary_direction": "rmsprop", "rank": 1, "sampler": "lsi",
+               "method": "project", "init": "identity", "nonlinearity": "modrelu",
+               "steps": 84400, "epoch_steps": 25320, "epoch_decay": 0.2, "lr_decay": 1.0,
+               "patience": None, "stop_below": 0.0, "eval_every": 422, "test_batch": 1000,
+               "output_bias": "torch"},
 }
 
 

@@ -18,9 +18,13 @@ __all__ = [
     "MARKER",
     "N_COPY",
     "N_SYMBOLS",
+    "MARKERS",
     "adding_batch",
+    "adding_inputs",
+    "adding_positions",
     "copy_baseline",
     "copy_batch",
+    "copy_sequences",
 ]
 
 #: Number of data symbols of the copy task (tokens 1..8).
@@ -33,6 +37,11 @@ MARKER = 9
 N_COPY = 10
 #: MSE of always predicting 1 on the adding problem: the variance of a sum of two U(0, 1).
 ADDING_BASELINE = 1.0 / 6.0
+#: Where the markers go (``--markers``): ``"default"``, this module's layout, or
+#: ``"paper"``, that of the projUNN paper's public scripts (``copy_task.py``: the marker
+#: after T blanks, on the step of the first recall; ``adding_task.py``: the first marked
+#: step in ``[0, ⌊(T − 1)/2⌋)``, the second in ``[⌊(T − 1)/2⌋, T)``).
+MARKERS = ("default", "paper")
 
 
 def _check_sizes(batch: int, seq_len: int, least: int) -> None:
@@ -72,13 +81,15 @@ def copy_baseline(seq_len: int, n_copy: int = N_COPY, n_symbols: int = N_SYMBOLS
 
 
 def copy_batch(
-    batch: int, seq_len: int, rng: Any = None, *, n_copy: int = N_COPY
+    batch: int, seq_len: int, rng: Any = None, *, n_copy: int = N_COPY,
+    markers: str = "default",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tokens of a batch of the copy-memory task.
 
     Each sequence has ``T + 2K`` steps: K symbols drawn uniformly from 1..8,
-    ``T − 1`` blanks, the marker 9 and K blanks. The target is blank everywhere
-    except the last K steps, which must repeat the K symbols.
+    then blanks, the marker 9 and blanks. The target is blank everywhere
+    except the last K steps, which must repeat the K symbols. `markers`
+    places the marker (:func:`copy_sequences`).
 
     Parameters
     ----------
@@ -90,6 +101,8 @@ def copy_batch(
         Source of randomness.
     n_copy : int, default: 10
         Number of symbols to copy, K.
+    markers : {"default", "paper"}, default: "default"
+        See :func:`copy_sequences`.
 
     Returns
     -------
@@ -114,31 +127,121 @@ def copy_batch(
     if int(n_copy) < 1:
         raise ValueError(f"n_copy must be a positive integer, got {n_copy}")
     gen = np.random.default_rng(rng)
-    T, K = int(seq_len), int(n_copy)
-    symbols = gen.integers(1, N_SYMBOLS + 1, size=(K, int(batch)))
-    inputs = np.full((T + 2 * K, int(batch)), BLANK, dtype=np.int64)
+    symbols = gen.integers(1, N_SYMBOLS + 1, size=(int(n_copy), int(batch)))
+    return copy_sequences(symbols, seq_len, markers=markers)
+
+
+def copy_sequences(symbols: np.ndarray, seq_len: int, *,
+                   markers: str = "default") -> tuple[np.ndarray, np.ndarray]:
+    """The copy sequences that recall `symbols` after the delay `seq_len`.
+
+    ``markers="default"``: K symbols, ``T − 1`` blanks, the marker, K blanks,
+    and the recall on the K steps after the marker. ``"paper"`` (the projUNN
+    paper's ``copy_task.py``): K symbols, T blanks, the marker, ``K − 1``
+    blanks, and the recall on the last K steps, from the marker's step on.
+    Both have ``T + 2K`` steps and the same targets; the marker comes one
+    step later in ``"paper"``.
+
+    Parameters
+    ----------
+    symbols : numpy.ndarray of int, shape (K, batch)
+        The symbols (1..8) to copy.
+    seq_len : int
+        The delay T (>= 1).
+    markers : {"default", "paper"}, default: "default"
+        Where the marker goes.
+
+    Returns
+    -------
+    inputs, targets : numpy.ndarray of int64, shape (T + 2K, batch)
+        As :func:`copy_batch`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from unitary_lowrank.cli.tasks.data import copy_sequences
+    >>> s = np.array([[3], [5]])
+    >>> x, y = copy_sequences(s, 3, markers="paper")
+    >>> x[:, 0].tolist(), y[:, 0].tolist()
+    ([3, 5, 0, 0, 0, 9, 0], [0, 0, 0, 0, 0, 3, 5])
+    >>> copy_sequences(s, 3)[0][:, 0].tolist()
+    [3, 5, 0, 0, 9, 0, 0]
+    """
+    if markers not in MARKERS:
+        raise ValueError(f"markers must be one of {', '.join(MARKERS)}, got {markers!r}")
+    K, B = symbols.shape
+    _check_sizes(B, seq_len, 1)
+    T = int(seq_len)
+    inputs = np.full((T + 2 * K, B), BLANK, dtype=np.int64)
     targets = np.full_like(inputs, BLANK)
     inputs[:K] = symbols
-    inputs[K + T - 1] = MARKER
+    inputs[K + T - (1 if markers == "default" else 0)] = MARKER
     targets[T + K :] = symbols
     return inputs, targets
 
 
-def adding_batch(batch: int, seq_len: int, rng: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and targets of a batch of the adding problem.
+def adding_positions(batch: int, seq_len: int, rng: Any = None, *,
+                     markers: str = "default") -> tuple[np.ndarray, np.ndarray]:
+    """The two marked steps of each sequence of the adding problem.
 
-    Each step carries two channels: a value drawn from U(0, 1) and a 0/1
-    marker. Exactly two steps are marked, one in each half of the sequence;
-    the target is the sum of their two values.
+    ``markers="default"``: the first in ``[0, ⌊T/2⌋)``, the second in
+    ``[⌊T/2⌋, T)``; ``"paper"`` (the projUNN paper's ``adding_task.py``): the
+    first in ``[0, h)``, the second in ``[h, T)`` with ``h = ⌊(T − 1)/2⌋``
+    (one step earlier for even T; needs T >= 3).
 
     Parameters
     ----------
     batch : int
         Number of sequences.
     seq_len : int
-        Sequence length T (>= 2).
+        Sequence length T.
     rng : None, int or numpy.random.Generator, optional
         Source of randomness.
+    markers : {"default", "paper"}, default: "default"
+        The layout.
+
+    Returns
+    -------
+    first, second : numpy.ndarray of int64, shape (batch,)
+        The two marked steps.
+
+    Examples
+    --------
+    >>> from unitary_lowrank.cli.tasks.data import adding_positions
+    >>> f, s = adding_positions(1000, 10, rng=0, markers="paper")
+    >>> int(f.max()), int(s.min())
+    (3, 4)
+    >>> f, s = adding_positions(1000, 10, rng=0)
+    >>> int(f.max()), int(s.min())
+    (4, 5)
+    """
+    if markers not in MARKERS:
+        raise ValueError(f"markers must be one of {', '.join(MARKERS)}, got {markers!r}")
+    _check_sizes(batch, seq_len, 2 if markers == "default" else 3)
+    gen = np.random.default_rng(rng)
+    T, B = int(seq_len), int(batch)
+    half = T // 2 if markers == "default" else (T - 1) // 2
+    return gen.integers(0, half, size=B), gen.integers(half, T, size=B)
+
+
+def adding_batch(batch: int, seq_len: int, rng: Any = None, *,
+                 markers: str = "default") -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets of a batch of the adding problem.
+
+    Each step carries two channels: a value drawn from U(0, 1) and a 0/1
+    marker. Exactly two steps are marked, one in each half of the sequence
+    (:func:`adding_positions`); the target is the sum of their two values.
+
+    Parameters
+    ----------
+    batch : int
+        Number of sequences.
+    seq_len : int
+        Sequence length T (>= 2; >= 3 with ``markers="paper"``).
+    rng : None, int or numpy.random.Generator, optional
+        Source of randomness.
+    markers : {"default", "paper"}, default: "default"
+        Where the two marked steps may fall (:func:`adding_positions`).
 
     Returns
     -------
@@ -165,14 +268,41 @@ def adding_batch(batch: int, seq_len: int, rng: Any = None) -> tuple[np.ndarray,
     _check_sizes(batch, seq_len, 2)
     gen = np.random.default_rng(rng)
     T, B = int(seq_len), int(batch)
-    half = T // 2
     values = gen.uniform(0.0, 1.0, size=(T, B))
-    first = gen.integers(0, half, size=B)
-    second = gen.integers(half, T, size=B)
+    first, second = adding_positions(B, T, gen, markers=markers)
+    return adding_inputs(values, first, second)
+
+
+def adding_inputs(values: np.ndarray, first: np.ndarray,
+                  second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (T, batch, 2) and targets (batch,) of adding sequences given their parts.
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape (T, batch)
+        The values.
+    first, second : numpy.ndarray of int, shape (batch,)
+        The marked steps.
+
+    Returns
+    -------
+    inputs, targets
+        As :func:`adding_batch` (float64).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from unitary_lowrank.cli.tasks.data import adding_inputs
+    >>> x, y = adding_inputs(np.array([[0.5], [0.25], [1.0]]), np.array([0]), np.array([2]))
+    >>> x[:, 0, 1].tolist(), y.tolist()
+    ([1.0, 0.0, 1.0], [1.5])
+    """
+    T, B = values.shape
     markers = np.zeros((T, B))
     cols = np.arange(B)
     markers[first, cols] = 1.0
     markers[second, cols] = 1.0
+    values = values.astype(np.float64, copy=False)
     inputs = np.stack([values, markers], axis=-1)
     targets = values[first, cols] + values[second, cols]
     return inputs, targets

@@ -41,6 +41,11 @@ class Task:
         else:
             self.n_in, self.n_out, self.readout = 2, 1, "last"
             self.baseline = data.ADDING_BASELINE
+        # Copy and adding with --train-size: the fixed training set (drawn at the first
+        # batch, from the training generator), this epoch's order and position in it.
+        self.train_set: tuple[np.ndarray, ...] | None = None
+        self.train_order: np.ndarray | None = None
+        self.train_at = 0
 
     @property
     def seq_len(self) -> int:
@@ -79,10 +84,55 @@ class Task:
                 take.append(part)
             idx = np.concatenate(take)
             return self._images(self.pixels.train_x[idx], self.pixels.train_y[idx])
+        if self.cfg.train_size is not None:
+            return self._from_train_set(size, rng)
+        return self._fresh(size, rng)
+
+    def _fresh(self, size: int, rng: np.random.Generator) -> tuple[Any, Any]:
+        """Copy or adding: `size` new sequences drawn from `rng`, on the device."""
+        cfg = self.cfg
         if self.copy:
-            x, y = data.copy_batch(size, self.cfg.seq_len, rng)
+            x, y = data.copy_batch(size, cfg.seq_len, rng, markers=cfg.markers)
             return self._to(np.eye(self.n_in)[x]), self._to(np.eye(self.n_out)[y])
-        x, y = data.adding_batch(size, self.cfg.seq_len, rng)
+        x, y = data.adding_batch(size, cfg.seq_len, rng, markers=cfg.markers)
+        return self._to(x), self._to(y)
+
+    def _from_train_set(self, size: int, rng: np.random.Generator) -> tuple[Any, Any]:
+        """Copy or adding with ``train_size``: the next `size` sequences of the fixed set.
+
+        The set (``train_size`` sequences) is drawn from `rng` at the first call and
+        visited once an epoch in a new random order (as the ``DataLoader(shuffle=True)``
+        of the paper's adding script); a batch that crosses the end of an epoch takes
+        the rest from the next one. Copy keeps only the K symbols of each sequence,
+        adding its values in float32 and its two marked steps.
+        """
+        cfg = self.cfg
+        assert cfg.train_size is not None  # called only with a fixed training set
+        n = int(cfg.train_size)
+        if self.train_set is None:
+            if self.copy:
+                self.train_set = (rng.integers(1, data.N_SYMBOLS + 1, size=(data.N_COPY, n),
+                                               dtype=np.int8),)
+            else:
+                values = rng.random((cfg.seq_len, n), dtype=np.float32)
+                self.train_set = (values, *data.adding_positions(n, cfg.seq_len, rng,
+                                                                 markers=cfg.markers))
+        take: list[np.ndarray] = []
+        need = size
+        while need > 0:
+            if self.train_order is None or self.train_at >= n:
+                self.train_order, self.train_at = rng.permutation(n), 0
+            part = self.train_order[self.train_at:self.train_at + need]
+            self.train_at += part.size
+            need -= part.size
+            take.append(part)
+        idx = np.concatenate(take)
+        if self.copy:
+            x, y = data.copy_sequences(self.train_set[0][:, idx].astype(np.int64),
+                                       cfg.seq_len, markers=cfg.markers)
+            return self._to(np.eye(self.n_in)[x]), self._to(np.eye(self.n_out)[y])
+        values, first, second = self.train_set
+        x, y = data.adding_inputs(values[:, idx], first[idx], second[idx])
         return self._to(x), self._to(y)
 
     def loss(self, out: Any, target: Any) -> tuple[Any, Any]:
@@ -137,7 +187,7 @@ class Task:
         are evaluated, so that memory stays bounded).
         """
         if self.pixels is None:
-            return [self.batch(self.cfg.test_batch, rng)]
+            return [self._fresh(self.cfg.test_batch, rng)]
         x = getattr(self.pixels, f"{split}_x")
         y = getattr(self.pixels, f"{split}_y")
         return _Minibatches(self, x, y, self.cfg.test_batch)

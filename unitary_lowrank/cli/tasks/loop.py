@@ -275,6 +275,7 @@ class _Run:
         self.params = rnn.init_params(
             self.task.n_in, cfg.hidden, self.task.n_out, init=cfg.init,
             nonlinearity=cfg.nonlinearity, dtype=cfg.dtype, rng=gen_init, xp=xp, device=device,
+            output_bias=cfg.output_bias,
         )
         if cfg.io_init == "paper":
             self.params.update(self.task.to_params(
@@ -382,6 +383,8 @@ class _Run:
         loss, d_out = task.loss(out, y)
         grads = rnn.backward(self.params, cache, d_out, nonlinearity=cfg.nonlinearity, xp=xp)
         factors = grads.pop("U")
+        if not cfg.hidden_bias:  # b stays 0: no hidden bias
+            del grads["b"]
         new = self.opt.step(self.params, grads)
         try:
             new["U"] = self.update_U(self.params["U"], factors)

@@ -28,6 +28,7 @@ import unitary_lowrank as ul
 
 __all__ = [
     "INITS",
+    "OUTPUT_BIASES",
     "NONLINEARITIES",
     "Cache",
     "backward",
@@ -41,6 +42,9 @@ __all__ = [
 
 NONLINEARITIES = ("relu", "modrelu")
 INITS = ("henaff", "haar", "identity")
+#: How the readout's bias ``c`` starts: zero, or PyTorch's ``nn.Linear`` default
+#: U(±1/√hidden) (the projUNN paper's adding and permuted MNIST scripts).
+OUTPUT_BIASES = ("zero", "torch")
 
 
 def henaff_orthogonal(n: int, rng: Any = None) -> np.ndarray:
@@ -89,12 +93,14 @@ def init_params(
     rng: Any = None,
     xp: ModuleType | None = None,
     device: Any = None,
+    output_bias: str = "zero",
 ) -> dict[str, Any]:
     """Initial parameters of the network.
 
     `U` is orthogonal (Henaff or Haar); ``W_in`` is He-normal, ``V`` is
-    Glorot-normal, ``c`` is zero and ``b`` is zero for ReLU and drawn from
-    U(−0.01, 0.01) for modReLU. All are drawn in float64 on the host, then cast
+    Glorot-normal, ``c`` is zero (or drawn from U(±1/√hidden), PyTorch's
+    default, with ``output_bias="torch"``) and ``b`` is zero for ReLU and
+    drawn from U(−0.01, 0.01) for modReLU. All are drawn in float64 on the host, then cast
     and moved to `device`.
 
     Parameters
@@ -113,6 +119,8 @@ def init_params(
         Namespace of the result; default NumPy.
     device : device, optional
         Device of the result.
+    output_bias : {"zero", "torch"}, default: "zero"
+        How ``c`` starts (:data:`OUTPUT_BIASES`); ``"torch"`` draws it last.
 
     Returns
     -------
@@ -136,6 +144,8 @@ def init_params(
         raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
     if nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'relu' or 'modrelu', got {nonlinearity!r}")
+    if output_bias not in OUTPUT_BIASES:
+        raise ValueError(f"output_bias must be 'zero' or 'torch', got {output_bias!r}")
     if xp is None:
         from array_api_compat import array_namespace
 
@@ -158,6 +168,9 @@ def init_params(
         "V": gen.standard_normal((n_out, hidden)) * math.sqrt(2.0 / (hidden + n_out)),
         "c": np.zeros(n_out),
     }
+    if output_bias == "torch":  # nn.Linear's default: U(±1/√fan_in)
+        bound = 1.0 / math.sqrt(hidden)
+        host["c"] = gen.uniform(-bound, bound, size=n_out)
     target = getattr(xp, dtype)
     return {
         k: xp.asarray(np.ascontiguousarray(v.astype(dtype)), dtype=target, device=device)

@@ -79,6 +79,10 @@ def _settings(cfg: Config) -> dict[str, Any]:
         "dataset": cfg.dataset if pixels else None,
         "downsample": cfg.downsample if pixels else None,
         "permute": cfg.permute if pixels else None,
+        "train_size": None if pixels else cfg.train_size,
+        "markers": None if pixels else cfg.markers,
+        "hidden_bias": cfg.hidden_bias,
+        "output_bias": cfg.output_bias,
     }
 
 
