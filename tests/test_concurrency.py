@@ -183,12 +183,19 @@ class _Injected(BaseException):
 
 
 def _trace(call, on_event) -> None:
-    """Run `call` with `on_event(index, frame)` called at each of its Python trace events."""
+    """Run `call` with `on_event(index, frame)` at each trace event of this library's code.
+
+    Only the library's own frames count: a frame of another package that runs meanwhile
+    (e.g. a garbage-collection callback of JAX, when an earlier test imported it) neither
+    shifts the numbering between runs nor receives the injected exception, which Python
+    would report as unraisable there.
+    """
+    package = os.path.dirname(ul.__file__)
     seen = 0
 
     def tracer(frame, event, arg):
         nonlocal seen
-        if event in ("call", "line", "return"):
+        if frame.f_code.co_filename.startswith(package) and event in ("call", "line", "return"):
             seen += 1
             on_event(seen, frame)
         return tracer
@@ -207,10 +214,8 @@ def _library_events(call, limit: int) -> list[int]:
     bytecodes; the line, call and return events of the library's frames visit
     every such point of its code at the granularity of a line.
     """
-    package = os.path.dirname(ul.__file__)
     events: list[int] = []
-    _trace(call, lambda i, frame: events.append(i)
-           if frame.f_code.co_filename.startswith(package) else None)
+    _trace(call, lambda i, frame: events.append(i))
     step = max(1, len(events) // limit)
     return events[::step]
 
