@@ -36,16 +36,15 @@ class Task:
         elif cfg.task == "pixels":
             self.n_in, self.n_out, self.readout = 1, N_CLASSES, "last"
             self.baseline = math.log(N_CLASSES)
-            self.order: np.ndarray | None = None  # this epoch's order of the training images
-            self.at = 0  # images of this epoch already drawn
         else:
             self.n_in, self.n_out, self.readout = 2, 1, "last"
             self.baseline = data.ADDING_BASELINE
         # Copy and adding with --train-size: the fixed training set (drawn at the first
-        # batch, from the training generator), this epoch's order and position in it.
+        # batch, from the training generator).
         self.train_set: tuple[np.ndarray, ...] | None = None
-        self.train_order: np.ndarray | None = None
-        self.train_at = 0
+        # The training images, or the fixed set: this epoch's order and position in it.
+        self.order: np.ndarray | None = None
+        self.at = 0
 
     @property
     def seq_len(self) -> int:
@@ -72,21 +71,28 @@ class Task:
     def batch(self, size: int, rng: np.random.Generator) -> tuple[Any, Any]:
         """A training batch of `size` (inputs, targets) on the device, drawn from `rng`."""
         if self.pixels is not None:  # the training images in a new random order each epoch
-            n = self.pixels.train_x.shape[0]
-            take: list[np.ndarray] = []
-            need = min(size, n)
-            while need > 0:
-                if self.order is None or self.at >= n:
-                    self.order, self.at = rng.permutation(n), 0
-                part = self.order[self.at:self.at + need]
-                self.at += part.size
-                need -= part.size
-                take.append(part)
-            idx = np.concatenate(take)
+            idx = self._next(min(size, self.pixels.train_x.shape[0]),
+                             self.pixels.train_x.shape[0], rng)
             return self._images(self.pixels.train_x[idx], self.pixels.train_y[idx])
         if self.cfg.train_size is not None:
             return self._from_train_set(size, rng)
         return self._fresh(size, rng)
+
+    def _next(self, size: int, n: int, rng: np.random.Generator) -> np.ndarray:
+        """The indices of the next `size` of `n` training items, in epochs of new random orders.
+
+        A batch that crosses the end of an epoch takes the rest from the next one.
+        """
+        take: list[np.ndarray] = []
+        need = size
+        while need > 0:
+            if self.order is None or self.at >= n:
+                self.order, self.at = rng.permutation(n), 0
+            part = self.order[self.at:self.at + need]
+            self.at += part.size
+            need -= part.size
+            take.append(part)
+        return np.concatenate(take)
 
     def _fresh(self, size: int, rng: np.random.Generator) -> tuple[Any, Any]:
         """Copy or adding: `size` new sequences drawn from `rng`, on the device."""
@@ -117,16 +123,7 @@ class Task:
                 values = rng.random((cfg.seq_len, n), dtype=np.float32)
                 self.train_set = (values, *data.adding_positions(n, cfg.seq_len, rng,
                                                                  markers=cfg.markers))
-        take: list[np.ndarray] = []
-        need = size
-        while need > 0:
-            if self.train_order is None or self.train_at >= n:
-                self.train_order, self.train_at = rng.permutation(n), 0
-            part = self.train_order[self.train_at:self.train_at + need]
-            self.train_at += part.size
-            need -= part.size
-            take.append(part)
-        idx = np.concatenate(take)
+        idx = self._next(size, n, rng)
         if self.copy:
             x, y = data.copy_sequences(self.train_set[0][:, idx].astype(np.int64),
                                        cfg.seq_len, markers=cfg.markers)
